@@ -1,0 +1,205 @@
+"""`data` models of the `payment.*` events the service publishes (contract section 4).
+
+Outbound models forbid unknown fields: what the service publishes is exactly the
+contract, and a typo in service code fails loudly when the event is built instead of
+reaching consumers. Every payment event names the cart, collection, provider and
+currency, so consumers can route on them without looking anything up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Final, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, StrictBool, model_validator
+
+from schemas.ids import (
+    CaptureId,
+    CartId,
+    CollectionId,
+    PaymentId,
+    ProviderId,
+    RefundId,
+    SessionId,
+)
+from schemas.inbound import RefundReason
+from schemas.json_object import JsonObject
+from schemas.money import Amount, CurrencyCode
+from schemas.timestamps import Rfc3339DateTime
+
+PaymentOperation: TypeAlias = Literal["authorize", "capture", "refund", "cancel"]
+"""The operation a `payment.failed` event reports on."""
+
+
+class FailureReason(StrEnum):
+    """Every `reason` code of `payment.failed`; the values are fixed by the contract."""
+
+    DECLINED = "declined"
+    PROVIDER_ERROR = "provider_error"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    """Transient provider failure, retries exhausted."""
+    AMOUNT_MISMATCH = "amount_mismatch"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    PROVIDER_NOT_AVAILABLE = "provider_not_available"
+    """Provider unknown or not enabled in the cart's region."""
+    INVALID_PAYMENT_DATA = "invalid_payment_data"
+    COLLECTION_CANCELED = "collection_canceled"
+    PAYMENT_NOT_FOUND = "payment_not_found"
+    NOT_AUTHORIZED = "not_authorized"
+    AMOUNT_EXCEEDS_AUTHORIZED = "amount_exceeds_authorized"
+    PAYMENT_CANCELED = "payment_canceled"
+    NOTHING_CAPTURED = "nothing_captured"
+    AMOUNT_EXCEEDS_CAPTURED = "amount_exceeds_captured"
+    ALREADY_CAPTURED = "already_captured"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    """A command id or idempotency key seen before with different amount, provider or payment."""
+
+
+_R = FailureReason
+
+REASONS_BY_OPERATION: Final[Mapping[PaymentOperation, frozenset[FailureReason]]] = {
+    "authorize": frozenset(
+        {
+            _R.DECLINED,
+            _R.PROVIDER_ERROR,
+            _R.PROVIDER_UNAVAILABLE,
+            _R.AMOUNT_MISMATCH,
+            _R.CURRENCY_MISMATCH,
+            _R.PROVIDER_NOT_AVAILABLE,
+            _R.INVALID_PAYMENT_DATA,
+            _R.COLLECTION_CANCELED,
+            _R.IDEMPOTENCY_CONFLICT,
+        }
+    ),
+    "capture": frozenset(
+        {
+            _R.PAYMENT_NOT_FOUND,
+            _R.NOT_AUTHORIZED,
+            _R.AMOUNT_EXCEEDS_AUTHORIZED,
+            _R.PAYMENT_CANCELED,
+            _R.PROVIDER_ERROR,
+            _R.PROVIDER_UNAVAILABLE,
+            _R.IDEMPOTENCY_CONFLICT,
+        }
+    ),
+    "refund": frozenset(
+        {
+            _R.PAYMENT_NOT_FOUND,
+            _R.NOTHING_CAPTURED,
+            _R.AMOUNT_EXCEEDS_CAPTURED,
+            _R.PROVIDER_ERROR,
+            _R.PROVIDER_UNAVAILABLE,
+            _R.IDEMPOTENCY_CONFLICT,
+        }
+    ),
+    "cancel": frozenset(
+        {
+            _R.PAYMENT_NOT_FOUND,
+            _R.ALREADY_CAPTURED,
+            _R.PROVIDER_ERROR,
+            _R.PROVIDER_UNAVAILABLE,
+            _R.IDEMPOTENCY_CONFLICT,
+        }
+    ),
+}
+"""Which reasons the contract allows for each operation; `PaymentFailed` enforces it."""
+
+
+class OutboundEventData(BaseModel):
+    """Base of every outbound `data` model: immutable, unknown fields forbidden."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PaymentEventData(OutboundEventData):
+    """The fields every `payment.*` event carries."""
+
+    cart_id: CartId
+    collection_id: CollectionId
+    provider_id: ProviderId
+    currency_code: CurrencyCode
+
+
+class PaymentAuthorized(PaymentEventData):
+    """`payment.authorized`: the session is authorized and a payment was created."""
+
+    payment_id: PaymentId
+    session_id: SessionId
+    amount: Amount
+    authorized_at: Rfc3339DateTime
+
+
+class PaymentRequiresAction(PaymentEventData):
+    """`payment.requires_action`: the customer must act (e.g. 3-D Secure) before authorizing.
+
+    `action` is the provider's description of what to do, passed through unchanged.
+    """
+
+    session_id: SessionId
+    amount: Amount
+    action: JsonObject
+
+
+class PaymentFailed(PaymentEventData):
+    """`payment.failed`: an authorize, capture, refund or cancel did not happen.
+
+    `retryable` tells the consumer whether sending the same request again may succeed.
+
+    A command naming a payment that does not exist (`payment_not_found`) belongs to
+    no cart, so only then are `cart_id`, `collection_id`, `provider_id` and
+    `currency_code` null; the event's Kafka key and subject are the payment id.
+    """
+
+    cart_id: CartId | None  # type: ignore[assignment]
+    collection_id: CollectionId | None  # type: ignore[assignment]
+    provider_id: ProviderId | None  # type: ignore[assignment]
+    currency_code: CurrencyCode | None  # type: ignore[assignment]
+    operation: PaymentOperation
+    reason: FailureReason
+    message: str
+    retryable: StrictBool
+    amount: Amount | None = None
+    payment_id: PaymentId | None = None
+    session_id: SessionId | None = None
+
+    @model_validator(mode="after")
+    def _reason_fits_operation(self) -> PaymentFailed:
+        if self.reason not in REASONS_BY_OPERATION[self.operation]:
+            raise ValueError(
+                f"reason {self.reason.value!r} is not a reason of operation {self.operation!r}"
+            )
+        unknown_cart = self.cart_id is None or self.collection_id is None
+        if unknown_cart and self.reason not in (
+            FailureReason.PAYMENT_NOT_FOUND,
+            FailureReason.IDEMPOTENCY_CONFLICT,
+        ):
+            raise ValueError("cart_id and collection_id are required unless the payment is unknown")
+        return self
+
+
+class PaymentCaptured(PaymentEventData):
+    """`payment.captured`: `amount` was captured; `captured_total` is the running sum."""
+
+    payment_id: PaymentId
+    capture_id: CaptureId
+    amount: Amount
+    captured_total: Amount
+    fully_captured: StrictBool
+
+
+class PaymentRefunded(PaymentEventData):
+    """`payment.refunded`: `amount` was refunded; `refunded_total` is the running sum."""
+
+    payment_id: PaymentId
+    refund_id: RefundId
+    amount: Amount
+    refunded_total: Amount
+    reason: RefundReason | None = None
+
+
+class PaymentCanceled(PaymentEventData):
+    """`payment.canceled`: the payment was canceled before anything was captured."""
+
+    payment_id: PaymentId
+    canceled_at: Rfc3339DateTime

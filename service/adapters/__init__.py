@@ -1,0 +1,1 @@
+"""Adapters: the ports implemented over MongoDB, Kafka and payment providers."""

@@ -1,0 +1,44 @@
+"""Publishing outbound events through the FastStream Kafka broker.
+
+All events of a batch are handed to the producer without waiting (it batches
+them per partition), then awaited together: one wait per batch instead of one
+broker round trip per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import orjson
+from faststream.kafka import KafkaBroker
+
+from schemas.envelope import CLOUDEVENTS_CONTENT_TYPE
+from schemas.topics import topic_for
+from service.domain.model import OutboxEvent
+
+
+class KafkaEventPublisher:
+    def __init__(self, broker: KafkaBroker, prefix: str, timeout_s: float = 30.0) -> None:
+        self.broker = broker
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+
+    def topic(self, event_type: str) -> str:
+        return topic_for(event_type, self.prefix)
+
+    async def publish(self, events: Sequence[OutboxEvent]) -> None:
+        if not events:
+            return
+        futures = []
+        for event in events:
+            futures.append(
+                await self.broker.publish(
+                    orjson.dumps(event.payload),
+                    self.topic(event.type),
+                    key=event.key.encode(),
+                    headers={"content-type": CLOUDEVENTS_CONTENT_TYPE},
+                    no_confirm=True,
+                )
+            )
+        await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)

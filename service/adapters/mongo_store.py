@@ -1,0 +1,181 @@
+"""The MongoDB store: one document per payment collection, version-checked.
+
+Document layout (top-level scalars are what queries find; nested state is only
+ever read and written whole, which sidesteps partial-update operators):
+
+    {_id: collection id, cart_id, payment_id, version, outbox_pending,
+     reconcile, updated_at, state: <the aggregate as JSON>}
+
+The outbox and inbox live inside `state`, so the one `replace_one` that stores a
+decision also stores the events it causes and the event that caused it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, ReplaceOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from service.domain.model import OutboxEvent, PaymentCollection
+from service.ports.store import ConcurrencyConflict, Loaded, OrphanOutcome
+
+COLLECTIONS = "payment_collections"
+ORPHANS = "orphan_outcomes"
+CLAIMS = "command_claims"
+
+
+class MongoCollectionStore:
+    """The store port over PyMongo's async API.
+
+    `operations` counts the database round trips by kind, so the benchmark can
+    replay the exact operation mix per checkout without Kafka.
+    """
+
+    def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
+        self.database = database
+        self.collections = database[COLLECTIONS]
+        self.orphans = database[ORPHANS]
+        self.claims = database[CLAIMS]
+        self.operations: Counter[str] = Counter()
+
+    async def create_indexes(self) -> None:
+        await self.collections.create_index([("cart_id", ASCENDING)], unique=True)
+        await self.collections.create_index([("payment_id", ASCENDING)])
+        await self.collections.create_index([("outbox_pending", ASCENDING)])
+        await self.collections.create_index([("reconcile", ASCENDING)])
+        await self.orphans.create_index([("outbox_pending", ASCENDING)])
+
+    # -- documents -------------------------------------------------------------
+
+    @staticmethod
+    def to_document(collection: PaymentCollection, version: int) -> dict[str, Any]:
+        return {
+            "_id": collection.id,
+            "cart_id": collection.cart_id,
+            "payment_id": collection.payment.id if collection.payment else None,
+            "version": version,
+            "outbox_pending": any(not e.sent for e in collection.outbox),
+            "reconcile": collection.needs_reconcile,
+            "updated_at": collection.updated_at,
+            "state": collection.model_dump(mode="json"),
+        }
+
+    @staticmethod
+    def from_document(document: dict[str, Any]) -> Loaded:
+        return Loaded(
+            collection=PaymentCollection.model_validate(document["state"]),
+            version=int(document["version"]),
+        )
+
+    async def _load(self, query: dict[str, Any]) -> Loaded | None:
+        self.operations["find_one"] += 1
+        document = await self.collections.find_one(query)
+        return None if document is None else self.from_document(document)
+
+    async def load(self, collection_id: str) -> Loaded | None:
+        return await self._load({"_id": collection_id})
+
+    async def load_by_cart(self, cart_id: str) -> Loaded | None:
+        return await self._load({"cart_id": cart_id})
+
+    async def load_by_payment(self, payment_id: str) -> Loaded | None:
+        return await self._load({"payment_id": payment_id})
+
+    async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
+        if expected_version is None:
+            self.operations["insert_one"] += 1
+            try:
+                await self.collections.insert_one(self.to_document(collection, 1))
+            except DuplicateKeyError as exc:
+                raise ConcurrencyConflict(collection.id) from exc
+            return 1
+        version = expected_version + 1
+        document = self.to_document(collection, version)
+        del document["_id"]
+        self.operations["replace_one"] += 1
+        result = await self.collections.replace_one(
+            {"_id": collection.id, "version": expected_version}, document
+        )
+        if result.matched_count != 1:
+            raise ConcurrencyConflict(collection.id)
+        return version
+
+    async def mark_sent(self, items: Sequence[tuple[PaymentCollection, int]]) -> None:
+        """Mark the outbox of each (collection, version) sent, in one bulk write.
+
+        The version is not bumped: a writer that loaded this version before may
+        still write its next one over ours, which at worst re-sends events with
+        their stored ids. Ours never overwrites a newer version.
+        """
+        requests = []
+        for collection, version in items:
+            for event in collection.outbox:
+                event.sent = True
+            document = self.to_document(collection, version)
+            del document["_id"]
+            requests.append(ReplaceOne({"_id": collection.id, "version": version}, document))
+        if requests:
+            self.operations["bulk_write"] += 1
+            await self.collections.bulk_write(requests, ordered=False)
+
+    async def pending_outbox(self, limit: int) -> list[Loaded]:
+        self.operations["find"] += 1
+        cursor = self.collections.find({"outbox_pending": True}).limit(limit)
+        return [self.from_document(d) async for d in cursor]
+
+    async def needing_reconcile(self, older_than: datetime, limit: int) -> list[Loaded]:
+        self.operations["find"] += 1
+        cursor = self.collections.find(
+            {"reconcile": True, "updated_at": {"$lt": older_than}}
+        ).limit(limit)
+        return [self.from_document(d) async for d in cursor]
+
+    # -- idempotency claims and orphan answers -----------------------------------
+
+    async def claim_command(self, command_id: str, fingerprint: str) -> str | None:
+        self.operations["insert_one"] += 1
+        try:
+            await self.claims.insert_one({"_id": command_id, "fingerprint": fingerprint})
+        except DuplicateKeyError:
+            self.operations["find_one"] += 1
+            stored = await self.claims.find_one({"_id": command_id})
+            stored_fingerprint = str(stored["fingerprint"]) if stored else fingerprint
+            return None if stored_fingerprint == fingerprint else stored_fingerprint
+        return None
+
+    async def save_orphan(self, outcome: OrphanOutcome) -> OrphanOutcome:
+        self.operations["insert_one"] += 1
+        try:
+            await self.orphans.insert_one(
+                {
+                    "_id": outcome.event_id,
+                    "outbox_pending": True,
+                    "events": [e.model_dump(mode="json") for e in outcome.events],
+                }
+            )
+            return outcome
+        except DuplicateKeyError:
+            stored = await self.orphans.find_one({"_id": outcome.event_id})
+            assert stored is not None
+            return self._orphan(stored)
+
+    @staticmethod
+    def _orphan(document: dict[str, Any]) -> OrphanOutcome:
+        return OrphanOutcome(
+            event_id=str(document["_id"]),
+            events=[OutboxEvent.model_validate(e) for e in document["events"]],
+        )
+
+    async def mark_orphan_sent(self, event_id: str) -> None:
+        self.operations["update_one"] += 1
+        await self.orphans.update_one({"_id": event_id}, {"$set": {"outbox_pending": False}})
+
+    async def pending_orphans(self, limit: int) -> list[OrphanOutcome]:
+        self.operations["find"] += 1
+        cursor = self.orphans.find({"outbox_pending": True}).limit(limit)
+        return [self._orphan(d) async for d in cursor]

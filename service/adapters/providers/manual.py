@@ -1,0 +1,83 @@
+"""The `manual` provider: Medusa's system provider (`pp_system_default`).
+
+Money moves outside the service (cash on delivery, bank transfer), so there is
+nobody to ask: every call succeeds at once and capture, refund and cancel only
+keep the books. No I/O, hence nothing to de-duplicate and nothing to close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from service.domain.calls import ProviderCall
+from service.domain.outcomes import ProviderOutcome
+from service.ports.providers import (
+    SavedPaymentMethod,
+    WebhookAction,
+    WebhookVerificationError,
+)
+
+from .options import check_known, option_bool
+
+MANUAL_PROVIDER_ID = "manual"
+
+
+class ManualProvider:
+    """Authorizes at once; with option `capture: true` also reports the capture."""
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        options = options or {}
+        self.id: str = MANUAL_PROVIDER_ID
+        check_known(self.id, options, {"capture"})
+        self.capture_on_authorize: bool = option_bool(self.id, options, "capture", False)
+
+    async def initiate(self, call: ProviderCall) -> ProviderOutcome:
+        return ProviderOutcome.succeeded({})
+
+    async def update(self, call: ProviderCall) -> ProviderOutcome:
+        return ProviderOutcome.succeeded(dict(call.data))
+
+    async def update_data(self, call: ProviderCall) -> ProviderOutcome:
+        # Medusa's system provider echoes what it is given; there is nothing to validate.
+        return ProviderOutcome.succeeded({**call.data, **call.payment_data})
+
+    async def delete(self, call: ProviderCall) -> ProviderOutcome:
+        return ProviderOutcome.succeeded({})
+
+    async def authorize(self, call: ProviderCall) -> ProviderOutcome:
+        return ProviderOutcome.succeeded({}, captured=self.capture_on_authorize, amount=call.amount)
+
+    async def get_status(self, call: ProviderCall) -> ProviderOutcome:
+        # Every manual call succeeds when made, so whatever was asked took effect.
+        captured = self.capture_on_authorize and call.operation == "authorize"
+        return ProviderOutcome.succeeded({}, captured=captured, amount=call.amount)
+
+    async def retrieve(self, call: ProviderCall) -> ProviderOutcome:
+        return ProviderOutcome.succeeded(dict(call.data))
+
+    async def payment_data(self, call: ProviderCall) -> dict[str, Any]:
+        return {}
+
+    async def capture(self, call: ProviderCall) -> ProviderOutcome:
+        return ProviderOutcome.succeeded({}, amount=call.amount)
+
+    async def refund(self, call: ProviderCall) -> ProviderOutcome:
+        return ProviderOutcome.succeeded({}, amount=call.amount)
+
+    async def cancel(self, call: ProviderCall) -> ProviderOutcome:
+        return ProviderOutcome.succeeded({})
+
+    async def list_payment_methods(self, customer_id: str) -> list[SavedPaymentMethod]:
+        return []
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
+        # Nothing ever sends manual webhooks, so any request claiming to is forged.
+        raise WebhookVerificationError("the manual provider has no webhooks")
+
+    def interpret_webhook(self, headers: Mapping[str, str], payload: str) -> WebhookAction | None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,299 @@
+"""Processing a batch of inbound Kafka records, the whole at-least-once cycle.
+
+parse → authenticate (admin) → handle per cart, carts concurrently, one cart's
+events in partition order → publish stored events and dead letters, then one
+wait → mark the outbox sent → the caller commits the offsets.
+
+Failure policy:
+- bad input: dead letter with its kind, then the next message;
+- an infrastructure error (MongoDB unreachable): retried until it comes back,
+  never dead-lettered: the outage is not the message's fault;
+- any other exception: retried a bounded number of times, then dead-lettered
+  as `processing_failed`, and the partition moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
+
+from schemas.dead_letter import DeadLetterKind, build_dead_letter_data
+from schemas.inbound import (
+    AdminCancel,
+    AdminCapture,
+    AdminRefund,
+    CartUpdated,
+    CheckoutCompleted,
+    ProviderWebhook,
+)
+from schemas.parse import Rejection, parse_event
+from schemas.topics import ADMIN_COMMAND_TYPES, PAYMENTS_DEAD_LETTER, event_type_for_topic
+from service.admin_auth import AdminAuthenticator
+from service.domain import ids
+from service.domain.model import OutboxEvent, PaymentCollection
+from service.handlers import HandleResult, PaymentService, utcnow
+from service.metrics import Metrics
+from service.ports.publisher import EventPublisher
+from service.ports.store import CollectionStore, OrphanOutcome
+
+log = logging.getLogger(__name__)
+
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionFailure,
+    ServerSelectionTimeoutError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One raw Kafka record, independent of the client library."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]]
+
+    @classmethod
+    def from_consumer_record(cls, record: Any) -> Record:
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=tuple(record.headers or ()),
+        )
+
+
+@dataclass(slots=True)
+class _Job:
+    record: Record
+    event_type: str
+    event: Any
+    key_id: str | None
+
+
+#: A `too_large` value is kept only up to this many bytes: the whole of it would
+#: not fit in a dead letter under the broker's message size limit either.
+TOO_LARGE_KEPT_BYTES = 64 * 1024
+
+
+def dead_letter_event(record: Record, kind: str, detail: str, now: datetime) -> OutboxEvent:
+    """The `payments.dead_letter` event for a record; its id is stable per record."""
+    value = record.value
+    if kind == "too_large" and value is not None and len(value) > TOO_LARGE_KEPT_BYTES:
+        detail = (
+            f"{detail} (dead letter keeps the first {TOO_LARGE_KEPT_BYTES} of "
+            f"{len(value)} bytes)"
+        )
+        value = value[:TOO_LARGE_KEPT_BYTES]
+    data = build_dead_letter_data(
+        record.topic, record.partition, record.offset, record.key, value,
+        record.headers, DeadLetterKind(kind), detail, now,
+    )
+    cause = f"{record.topic}:{record.partition}:{record.offset}"
+    event_id = ids.event_id(cause, PAYMENTS_DEAD_LETTER, "dlq")
+    payload = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "/payments-service",
+        "type": PAYMENTS_DEAD_LETTER,
+        "time": now.isoformat().replace("+00:00", "Z"),
+        "subject": record.key.decode("utf-8", "replace") if record.key else cause,
+        "datacontenttype": "application/json",
+        "data": data.model_dump(mode="json", exclude_none=True),
+    }
+    return OutboxEvent(
+        id=event_id,
+        type=PAYMENTS_DEAD_LETTER,
+        key=record.key.decode("utf-8", "replace") if record.key else cause,
+        payload=payload,
+        causation_id=cause,
+        created_at=now,
+    )
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        service: PaymentService,
+        store: CollectionStore,
+        publisher: EventPublisher,
+        authenticator: AdminAuthenticator,
+        metrics: Metrics,
+        *,
+        topic_prefix: str = "",
+        max_concurrency: int = 256,
+        max_attempts: int = 3,
+        retry_base_delay_s: float = 0.05,
+        clock: Callable[[], datetime] = utcnow,
+        after_store: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.service = service
+        self.store = store
+        self.publisher = publisher
+        self.authenticator = authenticator
+        self.metrics = metrics
+        self.prefix = topic_prefix
+        self.semaphore = asyncio.Semaphore(max_concurrency)
+        self.max_attempts = max_attempts
+        self.retry_base_delay_s = retry_base_delay_s
+        self.clock = clock
+        self.after_store = after_store
+        """Test hook: runs after outcomes are stored and before they are published."""
+        self.stopping = False
+
+    # -- parse ---------------------------------------------------------------------
+
+    def _classify(self, record: Record) -> _Job | OutboxEvent:
+        self.metrics.events_consumed.labels(record.topic).inc()
+        event_type = event_type_for_topic(record.topic, self.prefix) or record.topic
+        parsed = parse_event(record.value, event_type)
+        if isinstance(parsed, Rejection):
+            return self._dead_letter(record, parsed.kind, parsed.detail)
+        key_id: str | None = None
+        if event_type in ADMIN_COMMAND_TYPES:
+            verdict = self.authenticator.verify(record.value, record.headers)
+            if not verdict.ok:
+                return self._dead_letter(record, "unauthorized", verdict.detail)
+            key_id = verdict.key_id
+        return _Job(record, event_type, parsed, key_id)
+
+    def _dead_letter(self, record: Record, kind: str, detail: str) -> OutboxEvent:
+        self.metrics.dead_letters.labels(record.topic, kind).inc()
+        self.metrics.events_outcome.labels(record.topic, "dead_lettered").inc()
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s: %s",
+            record.topic, record.partition, record.offset, kind, detail[:300],
+        )
+        return dead_letter_event(record, kind, detail, self.clock())
+
+    @staticmethod
+    def _ordering_key(job: _Job) -> str:
+        data = job.event.data
+        if isinstance(data, CartUpdated | CheckoutCompleted):
+            return f"cart:{data.cart_id}"
+        if isinstance(data, AdminCapture | AdminRefund | AdminCancel):
+            return f"payment:{data.payment_id}"
+        return f"{job.record.topic}:{job.record.partition}"
+
+    # -- handle --------------------------------------------------------------------
+
+    async def _dispatch(self, job: _Job) -> HandleResult:
+        data = job.event.data
+        event_id: str = job.event.id
+        if isinstance(data, CartUpdated):
+            return await self.service.cart_updated(event_id, data)
+        if isinstance(data, CheckoutCompleted):
+            return await self.service.checkout_completed(event_id, data)
+        if isinstance(data, AdminCapture | AdminRefund | AdminCancel):
+            return await self.service.admin_command(event_id, data, job.key_id)
+        if isinstance(data, ProviderWebhook):
+            return await self.service.provider_webhook(event_id, data)
+        raise TypeError(f"no handler for {job.event_type}")
+
+    async def _handle(self, job: _Job) -> HandleResult | OutboxEvent:
+        topic = job.record.topic
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                result = await self._dispatch(job)
+            except asyncio.CancelledError:
+                raise
+            except INFRASTRUCTURE_ERRORS as exc:
+                # Not the message's fault: wait for the store to come back.
+                self.metrics.processing_retries.labels(topic).inc()
+                log.warning("store unavailable handling %s: %s; retrying", topic, exc)
+                await asyncio.sleep(min(5.0, self.retry_base_delay_s * 2 ** min(attempt, 8)))
+                attempt = min(attempt, self.max_attempts - 1)
+                continue
+            except Exception as exc:
+                if attempt >= self.max_attempts:
+                    log.exception("handling %s failed %d times", topic, attempt)
+                    return self._dead_letter(
+                        job.record, "processing_failed", f"{type(exc).__name__}: {exc}"
+                    )
+                self.metrics.processing_retries.labels(topic).inc()
+                log.warning("handling %s failed (attempt %d): %r", topic, attempt, exc)
+                await asyncio.sleep(self.retry_base_delay_s * 2 ** (attempt - 1))
+                continue
+            self.metrics.handler_latency.labels(topic).observe(time.perf_counter() - started)
+            self.metrics.events_outcome.labels(topic, result.status).inc()
+            return result
+
+    async def _handle_in_order(self, jobs: list[_Job]) -> list[HandleResult | OutboxEvent]:
+        async with self.semaphore:
+            return [await self._handle(job) for job in jobs]
+
+    # -- the batch -----------------------------------------------------------------
+
+    async def process(self, records: Sequence[Record]) -> None:
+        """Handle a batch; returns once every outcome is stored and published.
+
+        Raises when dead letters could not be published: the caller must then
+        not commit, and re-deliver the batch (handled events de-duplicate).
+        """
+        dead_letters: list[OutboxEvent] = []
+        groups: dict[str, list[_Job]] = defaultdict(list)
+        for record in records:
+            item = self._classify(record)
+            if isinstance(item, OutboxEvent):
+                dead_letters.append(item)
+            else:
+                groups[self._ordering_key(item)].append(item)
+
+        results = await asyncio.gather(*(self._handle_in_order(g) for g in groups.values()))
+        saved: dict[str, tuple[PaymentCollection, int]] = {}
+        orphans: list[OrphanOutcome] = []
+        for group in results:
+            for result in group:
+                if isinstance(result, OutboxEvent):
+                    dead_letters.append(result)
+                    continue
+                for collection, version in result.saved:
+                    previous = saved.get(collection.id)
+                    if previous is None or previous[1] <= version:
+                        saved[collection.id] = (collection, version)
+                orphans.extend(result.orphans)
+
+        if self.after_store is not None:
+            await self.after_store()
+
+        events = [e for collection, _ in saved.values() for e in collection.unsent_events]
+        events += [e for orphan in orphans for e in orphan.events]
+        await self.publisher.publish(dead_letters)
+        try:
+            await self.publisher.publish(events)
+        except Exception:
+            # Stored, so not lost: the relay publishes them with their ids.
+            log.warning("publishing %d events failed; left to the relay", len(events),
+                        exc_info=True)
+            return
+        self._count_published(events, "direct")
+        if saved:
+            await self.store.mark_sent(list(saved.values()))
+        for orphan in orphans:
+            await self.store.mark_orphan_sent(orphan.event_id)
+
+    def _count_published(self, events: Sequence[OutboxEvent], path: str) -> None:
+        for event in events:
+            self.metrics.outbox_published.labels(event.type, path).inc()
+            data = event.payload.get("data", {})
+            self.metrics.payments.labels(event.type, str(data.get("reason", ""))).inc()
+            amount = data.get("amount")
+            if isinstance(amount, int) and event.type != "payment.requires_action":
+                self.metrics.payment_amounts.labels(
+                    event.type, str(data.get("currency_code") or "")
+                ).inc(amount)

@@ -1,0 +1,219 @@
+"""`cart.updated`: keep one payment session per provider enabled in the region."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from service.domain import ids
+from service.domain.calls import ProviderCall
+from service.domain.commands import UpdateCart
+from service.domain.model import PaymentCollection, PaymentSession, ProcessedEvent
+from service.domain.outcomes import OutcomeKind, ProviderOutcome
+from service.domain.results import Decision
+from service.domain.statuses import CollectionStatus, collection_transition
+
+CART_UPDATED = "cart.updated"
+
+
+def new_collection(
+    cart_id: str, region_id: str, currency_code: str, amount: int, now: datetime
+) -> PaymentCollection:
+    return PaymentCollection(
+        id=ids.collection_id(cart_id),
+        cart_id=cart_id,
+        region_id=region_id,
+        currency_code=currency_code.lower(),
+        amount=amount,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def new_session(
+    collection: PaymentCollection, provider_id: str, now: datetime
+) -> PaymentSession:
+    """Add a session for `provider_id`; its id is new even if one existed before."""
+    collection.session_seq += 1
+    session = PaymentSession(
+        id=ids.session_id(collection.id, provider_id, collection.session_seq),
+        provider_id=provider_id,
+        amount=collection.amount,
+        currency_code=collection.currency_code,
+        context=dict(collection.context),
+        created_at=now,
+        updated_at=now,
+    )
+    collection.sessions.append(session)
+    return session
+
+
+def initiate_call(collection: PaymentCollection, session: PaymentSession) -> ProviderCall:
+    return ProviderCall(
+        operation="initiate",
+        provider_id=session.provider_id,
+        idempotency_key=f"{session.id}:initiate",
+        session_id=session.id,
+        amount=session.amount,
+        currency_code=session.currency_code,
+        cart_id=collection.cart_id,
+        context=session.context,
+    )
+
+
+def is_frozen(collection: PaymentCollection) -> bool:
+    """An authorized or canceled collection no longer follows its cart."""
+    return collection.payment is not None or collection.status in (
+        CollectionStatus.CANCELED,
+        CollectionStatus.COMPLETED,
+    )
+
+
+def decide_cart_update(collection: PaymentCollection | None, cmd: UpdateCart) -> Decision:
+    """Plan the session changes a `cart.updated` asks for.
+
+    Returns `duplicate`, `ignored` (stale version, or the collection is frozen),
+    or `call` with the initiate/update/update-data/delete calls to make; hand
+    their outcomes to :func:`finish_cart_update`.
+    """
+    if collection is None:
+        collection = new_collection(
+            cmd.cart_id, cmd.region_id, cmd.currency_code, cmd.amount, cmd.now
+        )
+    else:
+        collection = collection.model_copy(deep=True)
+        if collection.has_processed(cmd.event_id):
+            return Decision("duplicate", collection)
+        if is_frozen(collection):
+            return Decision("ignored", collection, note="collection is authorized or closed")
+        if (
+            cmd.version is not None
+            and collection.cart_version is not None
+            and cmd.version < collection.cart_version
+        ):
+            return Decision(
+                "ignored",
+                collection,
+                note=f"stale cart version {cmd.version} < {collection.cart_version}",
+            )
+
+    currency = cmd.currency_code.lower()
+    changed = (
+        collection.amount != cmd.amount
+        or collection.currency_code != currency
+        or collection.context != cmd.context
+    )
+    collection.region_id = cmd.region_id
+    collection.currency_code = currency
+    collection.amount = cmd.amount
+    collection.context = dict(cmd.context)
+    if cmd.version is not None:
+        collection.cart_version = cmd.version
+    if cmd.email is not None:
+        collection.email = cmd.email
+    if cmd.customer is not None:
+        collection.customer = dict(cmd.customer)
+    collection.updated_at = cmd.now
+
+    wanted = list(cmd.enabled_providers) if cmd.amount > 0 else []
+    calls: list[ProviderCall] = []
+
+    for session in list(collection.sessions):
+        if session.provider_id not in wanted:
+            collection.sessions.remove(session)
+            if session.initiated:
+                calls.append(
+                    ProviderCall(
+                        operation="delete",
+                        provider_id=session.provider_id,
+                        idempotency_key=f"{session.id}:delete",
+                        session_id=session.id,
+                        amount=session.amount,
+                        currency_code=session.currency_code,
+                        cart_id=collection.cart_id,
+                        data=session.data,
+                    )
+                )
+
+    for provider_id in wanted:
+        session = collection.session_for(provider_id)
+        if session is None:
+            calls.append(initiate_call(collection, new_session(collection, provider_id, cmd.now)))
+            continue
+        if changed or not session.initiated:
+            session.amount = collection.amount
+            session.currency_code = currency
+            session.context = dict(collection.context)
+            session.updated_at = cmd.now
+            if not session.initiated:
+                calls.append(initiate_call(collection, session))
+            else:
+                calls.append(
+                    ProviderCall(
+                        operation="update",
+                        provider_id=provider_id,
+                        idempotency_key=f"{session.id}:update:{cmd.event_id}",
+                        session_id=session.id,
+                        amount=session.amount,
+                        currency_code=currency,
+                        cart_id=collection.cart_id,
+                        data=session.data,
+                        context=session.context,
+                    )
+                )
+
+    if cmd.provider_id is not None and cmd.provider_id in wanted:
+        collection.selected_provider_id = cmd.provider_id
+        selected = collection.session_for(cmd.provider_id)
+        if selected is not None and cmd.payment_data:
+            calls.append(
+                ProviderCall(
+                    operation="update_data",
+                    provider_id=cmd.provider_id,
+                    idempotency_key=f"{selected.id}:data:{cmd.event_id}",
+                    session_id=selected.id,
+                    amount=selected.amount,
+                    currency_code=currency,
+                    cart_id=collection.cart_id,
+                    data=selected.data,
+                    payment_data=dict(cmd.payment_data),
+                )
+            )
+
+    if collection.sessions and collection.status == CollectionStatus.NOT_PAID:
+        collection.status = collection_transition(collection.status, CollectionStatus.AWAITING)
+    collection.processed.append(ProcessedEvent(id=cmd.event_id, type=CART_UPDATED, at=cmd.now))
+    return Decision("call", collection, calls=calls)
+
+
+def apply_session_outcomes(
+    collection: PaymentCollection,
+    outcomes: list[tuple[ProviderCall, ProviderOutcome]],
+    now: datetime,
+) -> PaymentCollection:
+    """Merge the providers' answers to session calls into the sessions.
+
+    A failed initiate leaves the session un-initiated (checkout initiates it
+    again); a failed update keeps the old provider data. Neither is published:
+    `cart.updated` has no outbound event, and the checkout reports real failures.
+    """
+    for call, outcome in outcomes:
+        if call.operation == "delete":
+            continue
+        session = collection.session_by_id(call.session_id)
+        if session is None:
+            continue
+        session.updated_at = now
+        if outcome.kind == OutcomeKind.SUCCEEDED:
+            session.data = {**session.data, **outcome.data}
+            session.last_error = None
+            if call.operation == "initiate":
+                session.initiated = True
+        else:
+            session.last_error = f"{call.operation}: {outcome.kind}: {outcome.message}"
+    return collection
+
+
+def finish_cart_update(
+    decision: Decision, outcomes: list[tuple[ProviderCall, ProviderOutcome]], now: datetime
+) -> PaymentCollection:
+    return apply_session_outcomes(decision.collection, outcomes, now)

@@ -1,0 +1,433 @@
+"""`checkout.completed`: authorize the chosen session, Medusa's cart completion.
+
+The checkout's idempotency key is the recovery point: the same key resumes the
+same attempt (the provider sees the same key, so it charges at most once), and
+after `requires_more` the same key is valid again for the second try.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from schemas.outbound import PaymentAuthorized, PaymentCaptured, PaymentRequiresAction
+from service.domain import ids
+from service.domain.calls import ProviderCall
+from service.domain.cart import initiate_call, new_collection, new_session
+from service.domain.commands import CompleteCheckout
+from service.domain.events import new_event
+from service.domain.failures import fail
+from service.domain.model import (
+    Capture,
+    CheckoutAttempt,
+    Payment,
+    PaymentCollection,
+    PaymentSession,
+    ProcessedEvent,
+)
+from service.domain.outcomes import OutcomeKind, ProviderOutcome
+from service.domain.results import Decision
+from service.domain.statuses import (
+    CollectionStatus,
+    SessionStatus,
+    collection_transition,
+    session_transition,
+)
+
+CHECKOUT_COMPLETED = "checkout.completed"
+PAYMENT_AUTHORIZED = "payment.authorized"
+PAYMENT_REQUIRES_ACTION = "payment.requires_action"
+PAYMENT_CAPTURED = "payment.captured"
+SYSTEM_PROVIDER = "system"
+
+
+def _processed(collection: PaymentCollection, cmd: CompleteCheckout) -> None:
+    collection.processed.append(
+        ProcessedEvent(
+            id=cmd.event_id,
+            type=CHECKOUT_COMPLETED,
+            at=cmd.now,
+            fingerprint=f"{cmd.idempotency_key}|{cmd.amount}|{cmd.provider_id}",
+        )
+    )
+
+
+def _reject(
+    collection: PaymentCollection,
+    cmd: CompleteCheckout,
+    reason: str,
+    message: str,
+    *,
+    session_id: str | None = None,
+    discriminator: str = "",
+) -> Decision:
+    fail(
+        collection,
+        operation="authorize",
+        reason=reason,
+        message=message,
+        retryable=False,
+        causation_id=cmd.event_id,
+        now=cmd.now,
+        provider_id=cmd.provider_id,
+        amount=cmd.amount,
+        session_id=session_id,
+        discriminator=discriminator,
+    )
+    collection.updated_at = cmd.now
+    _processed(collection, cmd)
+    return Decision("settled", collection, note=reason)
+
+
+def begin_checkout(collection: PaymentCollection | None, cmd: CompleteCheckout) -> Decision:
+    """Validate a checkout and plan its authorization.
+
+    Returns `duplicate`, `settled` (rejected, answered from the stored
+    authorization, or a zero amount authorized without a provider), or `call`
+    with the initiate (if the session is new) and authorize calls; hand the
+    authorize outcome to :func:`finish_checkout`.
+    """
+    if collection is None:
+        # The matching cart.updated may not have been processed yet: the two
+        # topics are not ordered against each other, so the checkout creates
+        # the collection itself.
+        collection = new_collection(
+            cmd.cart_id, cmd.region_id, cmd.currency_code, cmd.amount, cmd.now
+        )
+        created = True
+    else:
+        collection = collection.model_copy(deep=True)
+        created = False
+        if collection.has_processed(cmd.event_id):
+            return Decision("duplicate", collection)
+
+    currency = cmd.currency_code.lower()
+    attempt = collection.attempt_for(cmd.idempotency_key)
+    if attempt is not None and (
+        attempt.amount != cmd.amount or attempt.provider_id != cmd.provider_id
+    ):
+        return _reject(
+            collection,
+            cmd,
+            "idempotency_conflict",
+            f"idempotency key {cmd.idempotency_key!r} was used with amount {attempt.amount} "
+            f"and provider {attempt.provider_id!r}",
+        )
+
+    payment = collection.payment
+    if payment is not None:
+        # Already authorized: answer with the stored payment.authorized, same id.
+        stored = collection.outbox_event(payment.authorized_event_id)
+        if stored is not None:
+            stored.sent = False
+        collection.updated_at = cmd.now
+        _processed(collection, cmd)
+        return Decision("settled", collection, note="already authorized: republished")
+
+    if collection.status == CollectionStatus.CANCELED:
+        return _reject(collection, cmd, "collection_canceled", "the payment collection is canceled")
+
+    if not created:
+        if collection.currency_code != currency:
+            return _reject(
+                collection,
+                cmd,
+                "currency_mismatch",
+                f"checkout currency {currency!r} differs from the collection's "
+                f"{collection.currency_code!r}",
+            )
+        if collection.amount != cmd.amount:
+            return _reject(
+                collection,
+                cmd,
+                "amount_mismatch",
+                f"checkout amount {cmd.amount} differs from the collection's {collection.amount}",
+            )
+
+    if cmd.amount == 0:
+        return _authorize_zero(collection, cmd)
+
+    if cmd.provider_id not in cmd.enabled_providers:
+        return _reject(
+            collection,
+            cmd,
+            "provider_not_available",
+            f"provider {cmd.provider_id!r} is not installed or not enabled in region "
+            f"{cmd.region_id!r}",
+        )
+
+    session = collection.session_for(cmd.provider_id)
+    if session is None:
+        if collection.context == {} and cmd.context:
+            collection.context = dict(cmd.context)
+        session = new_session(collection, cmd.provider_id, cmd.now)
+    if session.status == SessionStatus.CANCELED:  # pragma: no cover - only when authorized
+        return _reject(collection, cmd, "provider_error", "the session is canceled")
+
+    collection.selected_provider_id = cmd.provider_id
+    if collection.sessions and collection.status == CollectionStatus.NOT_PAID:
+        collection.status = collection_transition(collection.status, CollectionStatus.AWAITING)
+    if attempt is None:
+        attempt = CheckoutAttempt(
+            idempotency_key=cmd.idempotency_key,
+            amount=cmd.amount,
+            provider_id=cmd.provider_id,
+            session_id=session.id,
+            provider_key=cmd.idempotency_key,
+            outcome="started",
+            event_id=cmd.event_id,
+            created_at=cmd.now,
+            updated_at=cmd.now,
+        )
+        collection.checkout_attempts.append(attempt)
+    else:
+        attempt.tries += 1
+        attempt.updated_at = cmd.now
+        attempt.session_id = session.id
+        attempt.event_id = cmd.event_id
+    session.authorization_key = cmd.idempotency_key
+    collection.updated_at = cmd.now
+
+    calls: list[ProviderCall] = []
+    if not session.initiated:
+        calls.append(initiate_call(collection, session))
+    calls.append(
+        ProviderCall(
+            operation="authorize",
+            provider_id=cmd.provider_id,
+            idempotency_key=cmd.idempotency_key,
+            session_id=session.id,
+            amount=cmd.amount,
+            currency_code=currency,
+            cart_id=collection.cart_id,
+            data=session.data,
+            payment_data=dict(cmd.payment_data),
+            context={**session.context, **cmd.context},
+        )
+    )
+    return Decision("call", collection, calls=calls)
+
+
+def _authorize_zero(collection: PaymentCollection, cmd: CompleteCheckout) -> Decision:
+    """Amount 0: authorized by the `system` provider, with no provider call."""
+    session = collection.session_for(SYSTEM_PROVIDER) or new_session(
+        collection, SYSTEM_PROVIDER, cmd.now
+    )
+    session.initiated = True
+    session.authorization_key = cmd.idempotency_key
+    collection.checkout_attempts.append(
+        CheckoutAttempt(
+            idempotency_key=cmd.idempotency_key,
+            amount=0,
+            provider_id=cmd.provider_id,
+            session_id=session.id,
+            provider_key=None,
+            outcome="authorized",
+            created_at=cmd.now,
+            updated_at=cmd.now,
+        )
+    )
+    _authorized(collection, session, ProviderOutcome.succeeded(), cmd.event_id, cmd.now)
+    _processed(collection, cmd)
+    return Decision("settled", collection, note="zero amount authorized by system")
+
+
+def _authorized(
+    collection: PaymentCollection,
+    session: PaymentSession,
+    outcome: ProviderOutcome,
+    causation_id: str,
+    now: datetime,
+) -> None:
+    session.status = session_transition(session.status, SessionStatus.AUTHORIZED)
+    session.data = {**session.data, **outcome.data}
+    session.needs_reconcile = False
+    session.last_error = None
+    session.updated_at = now
+    for other in collection.sessions:
+        if other.id != session.id and other.status != SessionStatus.CANCELED:
+            other.status = session_transition(other.status, SessionStatus.CANCELED)
+            other.updated_at = now
+    payment_id = ids.payment_id(session.id)
+    collection.status = collection_transition(collection.status, CollectionStatus.AUTHORIZED)
+    collection.selected_provider_id = session.provider_id
+    event = new_event(
+        collection,
+        PaymentAuthorized.model_validate(
+            {
+                "cart_id": collection.cart_id,
+                "collection_id": collection.id,
+                "provider_id": session.provider_id,
+                "currency_code": collection.currency_code,
+                "payment_id": payment_id,
+                "session_id": session.id,
+                "amount": session.amount if session.provider_id != SYSTEM_PROVIDER else 0,
+                "authorized_at": now,
+            }
+        ),
+        PAYMENT_AUTHORIZED,
+        causation_id,
+        now,
+    )
+    payment = Payment(
+        id=payment_id,
+        session_id=session.id,
+        provider_id=session.provider_id,
+        amount=session.amount if session.provider_id != SYSTEM_PROVIDER else 0,
+        currency_code=collection.currency_code,
+        data=dict(outcome.data),
+        authorized_at=now,
+        authorized_event_id=event.id,
+    )
+    collection.payment = payment
+    if outcome.captured and payment.amount > 0:
+        # The provider captured on authorization (configured `capture: true`).
+        capture = Capture(
+            id=ids.capture_id(payment_id, f"auto:{causation_id}"),
+            amount=payment.amount,
+            command_id=f"auto:{causation_id}",
+            source="auto",
+            created_at=now,
+        )
+        payment.captures.append(capture)
+        collection.status = collection_transition(collection.status, CollectionStatus.COMPLETED)
+        new_event(
+            collection,
+            PaymentCaptured.model_validate(
+                {
+                    "cart_id": collection.cart_id,
+                    "collection_id": collection.id,
+                    "provider_id": session.provider_id,
+                    "currency_code": collection.currency_code,
+                    "payment_id": payment_id,
+                    "capture_id": capture.id,
+                    "amount": capture.amount,
+                    "captured_total": payment.captured_total,
+                    "fully_captured": True,
+                }
+            ),
+            PAYMENT_CAPTURED,
+            causation_id,
+            now,
+        )
+    collection.updated_at = now
+
+
+def finish_authorization(
+    collection: PaymentCollection,
+    session_id: str,
+    outcome: ProviderOutcome,
+    causation_id: str,
+    now: datetime,
+) -> PaymentCollection:
+    """Apply an authorization outcome to the session and the collection.
+
+    Used by the checkout (with the checkout's event id as cause) and by the
+    reconciler and webhooks (settling an outcome that was unknown). An outcome
+    for a collection that is already authorized changes nothing.
+    """
+    session = collection.session_by_id(session_id)
+    if session is None or collection.payment is not None:
+        return collection
+    attempt = next(
+        (a for a in collection.checkout_attempts if a.session_id == session_id
+         and a.idempotency_key == session.authorization_key),
+        None,
+    )
+    kind = outcome.kind
+    session.updated_at = now
+    collection.updated_at = now
+    if kind == OutcomeKind.SUCCEEDED:
+        _authorized(collection, session, outcome, causation_id, now)
+        if attempt is not None:
+            attempt.outcome = "authorized"
+        return collection
+    if kind in (OutcomeKind.UNKNOWN, OutcomeKind.PENDING):
+        # Not a failure: the provider may have authorized. The reconciler (or a
+        # webhook) settles it by asking the provider with the same key.
+        session.needs_reconcile = True
+        session.data = {**session.data, **outcome.data}
+        if attempt is not None:
+            attempt.outcome = "unknown" if kind == OutcomeKind.UNKNOWN else "pending"
+        return collection
+    session.needs_reconcile = False
+    if kind == OutcomeKind.REQUIRES_MORE:
+        session.status = session_transition(session.status, SessionStatus.REQUIRES_MORE)
+        session.data = {**session.data, **outcome.data}
+        if attempt is not None:
+            attempt.outcome = "requires_more"
+        new_event(
+            collection,
+            PaymentRequiresAction.model_validate(
+                {
+                    "cart_id": collection.cart_id,
+                    "collection_id": collection.id,
+                    "provider_id": session.provider_id,
+                    "currency_code": collection.currency_code,
+                    "session_id": session.id,
+                    "amount": session.amount,
+                    "action": outcome.action or {},
+                }
+            ),
+            PAYMENT_REQUIRES_ACTION,
+            causation_id,
+            now,
+        )
+        return collection
+
+    reason, retryable = {
+        OutcomeKind.DECLINED: ("declined", False),
+        OutcomeKind.INVALID_DATA: ("invalid_payment_data", False),
+        OutcomeKind.FAILED: ("provider_error", False),
+        OutcomeKind.CANCELED: ("provider_error", False),
+        OutcomeKind.TRANSIENT: ("provider_unavailable", True),
+    }[kind]
+    session.status = session_transition(session.status, SessionStatus.ERROR)
+    session.last_error = f"{reason}: {outcome.message}"
+    if attempt is not None:
+        attempt.outcome = reason
+    if kind != OutcomeKind.TRANSIENT:
+        collection.status = collection_transition(collection.status, CollectionStatus.FAILED)
+    fail(
+        collection,
+        operation="authorize",
+        reason=reason,
+        message=outcome.message or reason,
+        retryable=retryable,
+        causation_id=causation_id,
+        now=now,
+        provider_id=session.provider_id,
+        amount=session.amount,
+        session_id=session.id,
+    )
+    return collection
+
+
+def finish_checkout(
+    decision: Decision,
+    cmd: CompleteCheckout,
+    outcomes: list[tuple[ProviderCall, ProviderOutcome]],
+) -> PaymentCollection:
+    """Apply the answers to a checkout's calls (initiate, then authorize)."""
+    collection = decision.collection
+    authorize = next(call for call in decision.calls if call.operation == "authorize")
+    session = collection.session_by_id(authorize.session_id)
+    for call, outcome in outcomes:
+        if call.operation == "initiate" and session is not None:
+            if outcome.kind == OutcomeKind.SUCCEEDED:
+                session.data = {**session.data, **outcome.data}
+                session.initiated = True
+    authorize_outcome = next(
+        (outcome for call, outcome in outcomes if call.operation == "authorize"), None
+    )
+    if authorize_outcome is None:
+        # The initiate call failed, so authorize was never made: report the
+        # initiate failure as the authorization's.
+        authorize_outcome = next(outcome for _, outcome in outcomes)
+    if collection.status == CollectionStatus.FAILED and authorize_outcome.kind in (
+        OutcomeKind.SUCCEEDED,
+        OutcomeKind.REQUIRES_MORE,
+    ):
+        collection.status = collection_transition(collection.status, CollectionStatus.AWAITING)
+    finish_authorization(collection, authorize.session_id, authorize_outcome, cmd.event_id, cmd.now)
+    _processed(collection, cmd)
+    return collection

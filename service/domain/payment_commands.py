@@ -1,0 +1,429 @@
+"""Admin capture, refund and cancel on the collection's payment.
+
+Money rules: several partial captures up to the authorized amount; several
+partial refunds up to the captured amount; cancel only while nothing is
+captured; nothing on a canceled payment. A command reserves its amount as a
+pending operation *before* its provider call, so that concurrent commands and
+webhooks see it as taken and a crash resumes with the same provider key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from schemas.outbound import PaymentCanceled, PaymentCaptured, PaymentRefunded
+from service.domain import ids
+from service.domain.calls import ProviderCall
+from service.domain.commands import (
+    CancelPayment,
+    CapturePayment,
+    PaymentCommand,
+    RefundPayment,
+    command_fingerprint,
+    command_operation,
+)
+from service.domain.events import new_event
+from service.domain.failures import fail
+from service.domain.model import (
+    Capture,
+    HistoryEntry,
+    Operation,
+    Payment,
+    PaymentCollection,
+    PendingOperation,
+    ProcessedEvent,
+    Refund,
+)
+from service.domain.outcomes import OutcomeKind, ProviderOutcome
+from service.domain.results import Decision
+from service.domain.statuses import (
+    CollectionStatus,
+    SessionStatus,
+    collection_transition,
+    session_transition,
+)
+
+PAYMENT_CAPTURED = "payment.captured"
+PAYMENT_REFUNDED = "payment.refunded"
+PAYMENT_CANCELED = "payment.canceled"
+COMMAND_TYPES = {
+    "capture": "admin.payment.capture",
+    "refund": "admin.payment.refund",
+    "cancel": "admin.payment.cancel",
+}
+
+
+def _operation(cmd: PaymentCommand) -> Operation:
+    if isinstance(cmd, CapturePayment):
+        return "capture"
+    if isinstance(cmd, RefundPayment):
+        return "refund"
+    return "cancel"
+
+
+def _history(payment: Payment, cmd: PaymentCommand, outcome: str, amount: int | None) -> None:
+    payment.history.append(
+        HistoryEntry(
+            at=cmd.now,
+            action=command_operation(cmd),
+            command_id=cmd.command_id,
+            amount=amount,
+            requested_by=cmd.requested_by,
+            key_id=cmd.key_id,
+            note=cmd.note,
+            outcome=outcome,
+        )
+    )
+
+
+def _processed(collection: PaymentCollection, cmd: PaymentCommand) -> None:
+    collection.processed.append(
+        ProcessedEvent(
+            id=cmd.command_id,
+            type=COMMAND_TYPES[command_operation(cmd)],
+            at=cmd.now,
+            fingerprint=command_fingerprint(cmd),
+        )
+    )
+
+
+def _reject(
+    collection: PaymentCollection,
+    cmd: PaymentCommand,
+    reason: str,
+    message: str,
+    *,
+    amount: int | None = None,
+    discriminator: str = "",
+    record: bool = True,
+) -> Decision:
+    payment = collection.payment
+    fail(
+        collection,
+        operation=_operation(cmd),
+        reason=reason,
+        message=message,
+        retryable=False,
+        causation_id=cmd.command_id,
+        now=cmd.now,
+        provider_id=payment.provider_id if payment else None,
+        amount=amount,
+        payment_id=cmd.payment_id,
+        session_id=payment.session_id if payment else None,
+        discriminator=discriminator,
+    )
+    if payment is not None:
+        _history(payment, cmd, f"rejected: {reason}", amount)
+    if record:
+        _processed(collection, cmd)
+    collection.updated_at = cmd.now
+    return Decision("settled", collection, note=reason)
+
+
+def _call_for(payment: Payment, collection: PaymentCollection, pending: PendingOperation) -> ProviderCall:
+    return ProviderCall(
+        operation=pending.operation,
+        provider_id=payment.provider_id,
+        idempotency_key=pending.provider_key,
+        session_id=payment.session_id,
+        amount=pending.amount,
+        currency_code=payment.currency_code,
+        cart_id=collection.cart_id,
+        payment_id=payment.id,
+        data=payment.data,
+        reason=pending.reason,
+    )
+
+
+def begin_payment_command(collection: PaymentCollection, cmd: PaymentCommand) -> Decision:
+    """Validate an admin command against the payment and reserve its amount.
+
+    Returns `duplicate`, `settled` (rejected, or a repeated cancel answered with
+    the stored event), or `call` with `reserve=True`: store the collection (the
+    reservation) first, then make the call and hand its outcome to
+    :func:`finish_payment_command`.
+    """
+    collection = collection.model_copy(deep=True)
+    payment = collection.payment
+    if payment is None or payment.id != cmd.payment_id:
+        return _reject(collection, cmd, "payment_not_found", f"no payment {cmd.payment_id!r}")
+
+    seen = collection.processed_event(cmd.command_id)
+    if seen is not None:
+        if seen.fingerprint == command_fingerprint(cmd):
+            return Decision("duplicate", collection)
+        return _reject(
+            collection,
+            cmd,
+            "idempotency_conflict",
+            f"command id {cmd.command_id!r} was used before for {seen.fingerprint}",
+            discriminator=":conflict:" + command_fingerprint(cmd),
+            record=False,
+        )
+
+    pending = payment.pending_for(cmd.command_id)
+    if pending is not None:
+        if pending.operation != command_operation(cmd) or (
+            getattr(cmd, "amount", None) not in (None, pending.amount)
+        ):
+            return _reject(
+                collection,
+                cmd,
+                "idempotency_conflict",
+                f"command id {cmd.command_id!r} is in flight as another {pending.operation}",
+                discriminator=":conflict:" + command_fingerprint(cmd),
+                record=False,
+            )
+        # Resume: the reservation is stored already; repeat the call with its key.
+        return Decision("call", collection, calls=[_call_for(payment, collection, pending)])
+
+    if isinstance(cmd, CapturePayment):
+        if payment.is_canceled:
+            return _reject(collection, cmd, "payment_canceled", "the payment is canceled",
+                           amount=cmd.amount)
+        remaining = payment.amount - payment.captured_total - payment.pending_capture
+        amount = cmd.amount if cmd.amount is not None else remaining
+        if amount <= 0 or amount > remaining:
+            return _reject(
+                collection,
+                cmd,
+                "amount_exceeds_authorized",
+                f"capture of {amount} exceeds the {remaining} authorized and not yet captured"
+                if amount > 0
+                else "nothing left to capture" if remaining <= 0 else "amount must be positive",
+                amount=amount,
+            )
+        reserved = PendingOperation(
+            operation="capture",
+            command_id=cmd.command_id,
+            amount=amount,
+            provider_key=cmd.command_id,
+            fingerprint=command_fingerprint(cmd),
+            started_at=cmd.now,
+        )
+    elif isinstance(cmd, RefundPayment):
+        if payment.captured_total == 0:
+            return _reject(collection, cmd, "nothing_captured", "nothing is captured",
+                           amount=cmd.amount)
+        refundable = payment.captured_total - payment.refunded_total - payment.pending_refund
+        amount = cmd.amount if cmd.amount is not None else refundable
+        if amount <= 0 or amount > refundable:
+            return _reject(
+                collection,
+                cmd,
+                "amount_exceeds_captured",
+                f"refund of {amount} exceeds the {refundable} captured and not yet refunded"
+                if amount > 0
+                else "nothing left to refund" if refundable <= 0 else "amount must be positive",
+                amount=amount,
+            )
+        reserved = PendingOperation(
+            operation="refund",
+            command_id=cmd.command_id,
+            amount=amount,
+            provider_key=cmd.command_id,
+            reason=cmd.reason,
+            fingerprint=command_fingerprint(cmd),
+            started_at=cmd.now,
+        )
+    else:
+        if payment.is_canceled:
+            # Cancel is idempotent in effect: answer with the stored event, same id.
+            stored = (
+                collection.outbox_event(payment.canceled_event_id)
+                if payment.canceled_event_id
+                else None
+            )
+            if stored is not None:
+                stored.sent = False
+            _history(payment, cmd, "already canceled", None)
+            _processed(collection, cmd)
+            return Decision("settled", collection, note="already canceled: republished")
+        if payment.captured_total > 0 or payment.pending_capture > 0:
+            return _reject(collection, cmd, "already_captured",
+                           "the payment has captures and cannot be canceled")
+        reserved = PendingOperation(
+            operation="cancel",
+            command_id=cmd.command_id,
+            amount=payment.amount,
+            provider_key=cmd.command_id,
+            fingerprint=command_fingerprint(cmd),
+            started_at=cmd.now,
+        )
+
+    payment.pending.append(reserved)
+    _history(payment, cmd, "started", reserved.amount)
+    collection.updated_at = cmd.now
+    return Decision(
+        "call", collection, calls=[_call_for(payment, collection, reserved)], reserve=True
+    )
+
+
+def finish_payment_command(
+    collection: PaymentCollection, cmd: PaymentCommand, outcome: ProviderOutcome
+) -> PaymentCollection:
+    """Apply the provider's answer to a reserved capture, refund or cancel."""
+    payment = collection.payment
+    assert payment is not None
+    pending = payment.pending_for(cmd.command_id)
+    if pending is None:  # settled meanwhile (a webhook or the reconciler)
+        if not collection.has_processed(cmd.command_id):
+            _processed(collection, cmd)
+        return collection
+    return settle_pending(collection, pending, outcome, cmd.now, cmd=cmd)
+
+
+def settle_pending(
+    collection: PaymentCollection,
+    pending: PendingOperation,
+    outcome: ProviderOutcome,
+    now: datetime,
+    *,
+    cmd: PaymentCommand | None = None,
+) -> PaymentCollection:
+    """Settle a reserved operation with a provider outcome (command, reconciler, webhook).
+
+    An unknown outcome keeps the reservation: the amount stays taken until the
+    provider tells what happened.
+    """
+    payment = collection.payment
+    assert payment is not None
+    if outcome.kind in (OutcomeKind.UNKNOWN, OutcomeKind.PENDING):
+        return collection
+    payment.pending.remove(pending)
+    collection.updated_at = now
+    causation = pending.command_id
+    common = {
+        "cart_id": collection.cart_id,
+        "collection_id": collection.id,
+        "provider_id": payment.provider_id,
+        "currency_code": payment.currency_code,
+        "payment_id": payment.id,
+    }
+    if outcome.kind == OutcomeKind.SUCCEEDED:
+        if pending.operation == "capture":
+            capture = Capture(
+                id=ids.capture_id(payment.id, pending.command_id),
+                amount=pending.amount,
+                command_id=pending.command_id,
+                created_at=now,
+            )
+            payment.captures.append(capture)
+            fully = payment.captured_total >= payment.amount
+            target = CollectionStatus.COMPLETED if fully else CollectionStatus.PARTIALLY_CAPTURED
+            if collection.status != target:
+                collection.status = collection_transition(collection.status, target)
+            new_event(
+                collection,
+                PaymentCaptured.model_validate(
+                    {
+                        **common,
+                        "capture_id": capture.id,
+                        "amount": capture.amount,
+                        "captured_total": payment.captured_total,
+                        "fully_captured": fully,
+                    }
+                ),
+                PAYMENT_CAPTURED,
+                causation,
+                now,
+            )
+        elif pending.operation == "refund":
+            refund = Refund(
+                id=ids.refund_id(payment.id, pending.command_id),
+                amount=pending.amount,
+                command_id=pending.command_id,
+                reason=pending.reason,
+                created_at=now,
+            )
+            payment.refunds.append(refund)
+            new_event(
+                collection,
+                PaymentRefunded.model_validate(
+                    {
+                        **common,
+                        "refund_id": refund.id,
+                        "amount": refund.amount,
+                        "refunded_total": payment.refunded_total,
+                        "reason": refund.reason,
+                    }
+                ),
+                PAYMENT_REFUNDED,
+                causation,
+                now,
+            )
+        else:
+            payment.canceled_at = now
+            session = collection.session_by_id(payment.session_id)
+            if session is not None:
+                session.status = session_transition(session.status, SessionStatus.CANCELED)
+            collection.status = collection_transition(collection.status, CollectionStatus.CANCELED)
+            event = new_event(
+                collection,
+                PaymentCanceled.model_validate({**common, "canceled_at": now}),
+                PAYMENT_CANCELED,
+                causation,
+                now,
+            )
+            payment.canceled_event_id = event.id
+        result = "succeeded"
+    else:
+        reason, retryable = (
+            ("provider_unavailable", True)
+            if outcome.kind == OutcomeKind.TRANSIENT
+            else ("provider_error", False)
+        )
+        fail(
+            collection,
+            operation=pending.operation,
+            reason=reason,
+            message=outcome.message or reason,
+            retryable=retryable,
+            causation_id=causation,
+            now=now,
+            provider_id=payment.provider_id,
+            amount=pending.amount,
+            payment_id=payment.id,
+            session_id=payment.session_id,
+        )
+        result = reason
+    if cmd is not None:
+        _history(payment, cmd, result, pending.amount)
+        _processed(collection, cmd)
+    else:
+        payment.history.append(
+            HistoryEntry(
+                at=now,
+                action=pending.operation,
+                command_id=pending.command_id,
+                amount=pending.amount,
+                outcome=f"settled by reconciliation: {result}",
+            )
+        )
+        collection.processed.append(
+            ProcessedEvent(
+                id=pending.command_id,
+                type=COMMAND_TYPES[pending.operation],
+                at=now,
+                fingerprint=pending.fingerprint,
+            )
+        )
+    return collection
+
+
+def reject_payment_command(
+    collection: PaymentCollection, cmd: PaymentCommand, reason: str, message: str
+) -> Decision:
+    """Answer a command with `payment.failed` without recording its id as applied.
+
+    Used for a command id already claimed with another fingerprint elsewhere
+    (a different payment): this id must stay free of effects here.
+    """
+    return _reject(
+        collection.model_copy(deep=True),
+        cmd,
+        reason,
+        message,
+        discriminator=":conflict:" + command_fingerprint(cmd),
+        record=False,
+    )

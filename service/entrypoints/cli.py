@@ -1,0 +1,107 @@
+"""The `payments` console command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import typer
+
+from service.settings import SettingsError, load_settings
+
+app = typer.Typer(help="The payments service and its tools.", no_args_is_help=True)
+schemas_app = typer.Typer(help="The event contract as JSON Schema.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+    # aiokafka and FastStream are chatty at INFO on every rebalance and message.
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+@app.command()
+def run(
+    embedded: bool | None = typer.Option(
+        None,
+        help="Start an embedded broker and MongoDB server first (default: when neither "
+        "PAYMENTS_KAFKA_BOOTSTRAP_SERVERS nor PAYMENTS_MONGODB_URL is set).",
+    ),
+) -> None:
+    """Run the service until SIGINT/SIGTERM."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    _configure_logging(settings.log_level)
+    use_embedded = settings.uses_embedded if embedded is None else embedded
+    try:
+        asyncio.run(_run(use_embedded))
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+
+
+async def _run(use_embedded: bool) -> None:
+    from service.entrypoints.app import PaymentsApp
+
+    log = logging.getLogger("payments")
+    infrastructure = None
+    overrides: dict[str, object] = {}
+    if use_embedded:
+        from service.embedded import EmbeddedInfrastructure
+
+        settings = load_settings()
+        data_dir = Path(settings.embedded_data_dir)
+        infrastructure = EmbeddedInfrastructure()
+        await asyncio.to_thread(infrastructure.start, data_dir)
+        overrides = {
+            "kafka_bootstrap_servers": infrastructure.kafka_bootstrap,
+            "mongodb_url": infrastructure.mongodb_url,
+        }
+        log.info(
+            "embedded broker at %s, MongoDB-protocol server at %s (data in %s)",
+            infrastructure.kafka_bootstrap, infrastructure.mongodb_url, data_dir / "mongo",
+        )
+    service = PaymentsApp(load_settings(**overrides))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.start()
+        log.info("listening for HTTP on port %s", service.http_port)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await service.stop()
+        if infrastructure is not None:
+            await asyncio.to_thread(infrastructure.stop)
+
+
+@schemas_app.command("export")
+def export_schemas(directory: Path) -> None:
+    """Write one JSON Schema file per event type into DIRECTORY."""
+    from schemas.export import render_schema_files
+
+    directory.mkdir(parents=True, exist_ok=True)
+    files = render_schema_files()
+    for name, text in files.items():
+        (directory / name).write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {len(files)} schema files to {directory}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

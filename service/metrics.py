@@ -1,0 +1,90 @@
+"""Prometheus metrics of one service instance (served on `GET /metrics`).
+
+Each instance owns its registry, so several services in one test process do not
+share counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from service.domain.calls import ProviderCall
+from service.domain.outcomes import ProviderOutcome
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter(
+            "payments_events_consumed", "Inbound messages consumed", ["topic"], registry=r
+        )
+        self.events_outcome = Counter(
+            "payments_events_handled",
+            "Inbound messages by outcome (applied, duplicate, ignored, rejected, dead_lettered)",
+            ["topic", "outcome"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "payments_dead_letters", "Messages dead-lettered, by kind", ["topic", "kind"],
+            registry=r,
+        )
+        self.handler_latency = Histogram(
+            "payments_handler_seconds", "Time to handle one inbound message", ["topic"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.provider_latency = Histogram(
+            "payments_provider_call_seconds", "Provider call latency",
+            ["provider", "operation", "outcome"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.provider_retries = Counter(
+            "payments_provider_retries", "Provider calls retried", ["provider", "operation"],
+            registry=r,
+        )
+        self.processing_retries = Counter(
+            "payments_processing_retries", "Handler attempts retried after an error", ["topic"],
+            registry=r,
+        )
+        self.outbox_published = Counter(
+            "payments_outbox_published", "Outbound events published", ["type", "path"],
+            registry=r,
+        )
+        self.outbox_backlog = Gauge(
+            "payments_outbox_backlog", "Collections with stored but unsent events", registry=r
+        )
+        self.relay_lag = Gauge(
+            "payments_relay_lag_seconds", "Age of the oldest unsent event the relay found",
+            registry=r,
+        )
+        self.reconciler_runs = Counter(
+            "payments_reconciler_runs", "Reconciler passes", registry=r
+        )
+        self.reconciled = Counter(
+            "payments_reconciled_sessions", "Collections settled by the reconciler", registry=r
+        )
+        self.payments = Counter(
+            "payments_payment_events", "Payment outcomes published", ["type", "reason"],
+            registry=r,
+        )
+        self.payment_amounts = Counter(
+            "payments_payment_amount_minor_units", "Amounts moved, in minor units",
+            ["type", "currency"], registry=r,
+        )
+
+    def observe_provider_call(
+        self, call: ProviderCall, outcome: ProviderOutcome, seconds: float
+    ) -> None:
+        self.provider_latency.labels(call.provider_id, call.operation, outcome.kind.value).observe(
+            seconds
+        )
+
+    def observe_retry(self, call: ProviderCall, outcome: ProviderOutcome) -> None:
+        self.provider_retries.labels(call.provider_id, call.operation).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""Ports: what the service layer needs from the outside world, as protocols."""

@@ -1,0 +1,62 @@
+"""The store port: payment collections, one document each, version-checked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from service.domain.model import OutboxEvent, PaymentCollection
+
+
+class ConcurrencyConflict(Exception):
+    """The document changed since it was loaded: reload and decide again."""
+
+
+@dataclass(slots=True)
+class Loaded:
+    collection: PaymentCollection
+    version: int
+
+
+@dataclass(slots=True)
+class OrphanOutcome:
+    """An answer to an event that found no collection (e.g. unknown payment)."""
+
+    event_id: str
+    events: list[OutboxEvent]
+    version: int = 1
+
+
+class CollectionStore(Protocol):
+    async def load_by_cart(self, cart_id: str) -> Loaded | None: ...
+
+    async def load_by_payment(self, payment_id: str) -> Loaded | None: ...
+
+    async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
+        """Write the whole document if its version is still `expected_version`
+        (None: it must not exist yet). Returns the new version; raises
+        :class:`ConcurrencyConflict` otherwise."""
+        ...
+
+    async def mark_sent(self, items: Sequence[tuple[PaymentCollection, int]]) -> None:
+        """Mark every outbox event of these (collection, version) pairs sent."""
+        ...
+
+    async def pending_outbox(self, limit: int) -> list[Loaded]: ...
+
+    async def needing_reconcile(self, older_than: datetime, limit: int) -> list[Loaded]: ...
+
+    async def claim_command(self, command_id: str, fingerprint: str) -> str | None:
+        """Record the first fingerprint seen for a command id; return the stored
+        one when it differs (an idempotency conflict), else None."""
+        ...
+
+    async def save_orphan(self, outcome: OrphanOutcome) -> OrphanOutcome:
+        """Store an orphan answer once; return the stored one (same event ids)."""
+        ...
+
+    async def mark_orphan_sent(self, event_id: str) -> None: ...
+
+    async def pending_orphans(self, limit: int) -> list[OrphanOutcome]: ...

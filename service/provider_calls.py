@@ -1,0 +1,95 @@
+"""Making provider calls: timeout, retries with backoff, and the status query.
+
+Contract promises 6 and 7: every call carries its idempotency key and is bounded
+by a timeout; transient failures are retried in place with exponential backoff
+up to a limit; an unknown outcome (timeout, lost answer, adapter exception) is
+not a failure: the provider is asked what happened before the call is retried
+with the *same* key, so a retry can never move money twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from service.domain.calls import ProviderCall
+from service.domain.outcomes import OutcomeKind, ProviderOutcome
+from service.ports.providers import PaymentProvider
+
+log = logging.getLogger(__name__)
+
+CallObserver = Callable[[ProviderCall, ProviderOutcome, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    timeout_s: float = 10.0
+    max_attempts: int = 4
+    base_delay_s: float = 0.05
+    max_delay_s: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        """Exponential backoff with full jitter (attempt counts from 1)."""
+        ceiling = min(self.max_delay_s, self.base_delay_s * (2 ** (attempt - 1)))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+class ProviderCaller:
+    """Runs :class:`ProviderCall`s against the registry's providers."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        observe: CallObserver | None = None,
+        on_retry: Callable[[ProviderCall, ProviderOutcome], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self._observe = observe
+        self._on_retry = on_retry
+
+    async def _once(
+        self, call: ProviderCall, method: Callable[[ProviderCall], Awaitable[ProviderOutcome]]
+    ) -> ProviderOutcome:
+        started = time.perf_counter()
+        try:
+            outcome = await asyncio.wait_for(method(call), self.policy.timeout_s)
+        except TimeoutError:
+            outcome = ProviderOutcome.unknown(
+                f"{call.operation} timed out after {self.policy.timeout_s:g}s"
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an adapter bug or a broken connection
+            log.warning("provider %s %s raised", call.provider_id, call.operation, exc_info=True)
+            outcome = ProviderOutcome.unknown(f"{call.operation} raised {type(exc).__name__}: {exc}")
+        if self._observe is not None:
+            self._observe(call, outcome, time.perf_counter() - started)
+        return outcome
+
+    async def call(self, provider: PaymentProvider, call: ProviderCall) -> ProviderOutcome:
+        method: Callable[[ProviderCall], Awaitable[ProviderOutcome]] = getattr(
+            provider, call.operation
+        )
+        outcome = ProviderOutcome.transient("not attempted")
+        for attempt in range(1, self.policy.max_attempts + 1):
+            outcome = await self._once(call, method)
+            if outcome.kind == OutcomeKind.UNKNOWN and call.moves_money:
+                status = await self._once(call, provider.get_status)
+                if status.kind not in (OutcomeKind.UNKNOWN, OutcomeKind.TRANSIENT):
+                    return status
+            if outcome.kind not in (OutcomeKind.TRANSIENT, OutcomeKind.UNKNOWN):
+                return outcome
+            if attempt < self.policy.max_attempts:
+                if self._on_retry is not None:
+                    self._on_retry(call, outcome)
+                await asyncio.sleep(self.policy.delay(attempt))
+        return outcome
+
+    async def ask_status(self, provider: PaymentProvider, call: ProviderCall) -> ProviderOutcome:
+        """One bounded status query (the reconciler's question)."""
+        return await self._once(call, provider.get_status)

@@ -1,0 +1,93 @@
+"""Builders for valid inbound events, with sensible defaults (for tests and harnesses)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from service.admin_auth import SIGNATURE_HEADER, signature_header
+
+
+def new_id(prefix: str = "evt") -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def envelope(event_type: str, data: dict[str, Any], *, event_id: str | None = None,
+             source: str = "/test-harness", **extensions: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": event_id or new_id(),
+        "source": source,
+        "type": event_type,
+        "datacontenttype": "application/json",
+        **extensions,
+        "data": data,
+    }
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return orjson.dumps(event)
+
+
+def sign(value: bytes, key_id: str, secret: str) -> tuple[str, bytes]:
+    return SIGNATURE_HEADER, signature_header(value, key_id, secret).encode()
+
+
+def cart_updated(
+    cart_id: str,
+    amount: int = 5000,
+    *,
+    currency_code: str = "usd",
+    region_id: str = "eu",
+    **fields: Any,
+) -> dict[str, Any]:
+    return {"cart_id": cart_id, "region_id": region_id, "currency_code": currency_code,
+            "amount": amount, **fields}
+
+
+def checkout_completed(
+    cart_id: str,
+    amount: int = 5000,
+    *,
+    idempotency_key: str | None = None,
+    provider_id: str = "sandbox",
+    payment_method: str | None = None,
+    currency_code: str = "usd",
+    region_id: str = "eu",
+    payment_data: dict[str, Any] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    data = dict(payment_data or {})
+    if payment_method is not None:
+        data["payment_method"] = payment_method
+    result: dict[str, Any] = {
+        "cart_id": cart_id,
+        "idempotency_key": idempotency_key or new_id("idem"),
+        "region_id": region_id,
+        "currency_code": currency_code,
+        "amount": amount,
+        "provider_id": provider_id,
+        **fields,
+    }
+    if data:
+        result["payment_data"] = data
+    return result
+
+
+def capture(payment_id: str, amount: int | None = None, *, requested_by: str = "ops@test",
+            **fields: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {"payment_id": payment_id, "requested_by": requested_by, **fields}
+    if amount is not None:
+        data["amount"] = amount
+    return data
+
+
+def refund(payment_id: str, amount: int | None = None, *, requested_by: str = "ops@test",
+           **fields: Any) -> dict[str, Any]:
+    return capture(payment_id, amount, requested_by=requested_by, **fields)
+
+
+def cancel(payment_id: str, *, requested_by: str = "ops@test", **fields: Any) -> dict[str, Any]:
+    return {"payment_id": payment_id, "requested_by": requested_by, **fields}

@@ -1,0 +1,389 @@
+"""Which Kafka and MongoDB the test suite talks to, and their lifetime.
+
+Resolution, per service:
+
+1. ``PAYMENTS_TEST_KAFKA`` / ``PAYMENTS_TEST_MONGODB_URL``: use what CI or the developer
+   already runs (each variable independently);
+2. ``PAYMENTS_TEST_INFRA=docker``: testcontainers (Kafka in KRaft mode, MongoDB as a
+   single-node replica set), needs the optional ``docker`` extra and a Docker engine;
+3. otherwise the embedded Tansu / nx-27017 servers from :mod:`service.embedded`.
+
+Infrastructure that is missing or unreachable is an error, never a skip: a green run
+that silently skipped the integration tests would prove nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import pymongo
+from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
+
+from schemas.topics import ALL_TOPICS
+from service.embedded import (
+    EmbeddedKafka,
+    EmbeddedMongo,
+    ensure_topics,
+    kafka_ping,
+    mongodb_ping,
+)
+
+__all__ = [
+    "CONTRACT_TOPIC_PARTITIONS",
+    "ENV_INFRA",
+    "ENV_KAFKA",
+    "ENV_MONGODB_URL",
+    "InfrastructureUnavailableError",
+    "TestInfrastructure",
+    "check_kafka_reachable",
+    "check_mongodb_reachable",
+    "check_reachable",
+    "contract_topics",
+    "ensure_contract_topics",
+    "ensure_contract_topics_sync",
+    "provide_test_infrastructure",
+    "unique_database_name",
+    "unique_topic_prefix",
+]
+
+ENV_KAFKA = "PAYMENTS_TEST_KAFKA"
+ENV_MONGODB_URL = "PAYMENTS_TEST_MONGODB_URL"
+ENV_INFRA = "PAYMENTS_TEST_INFRA"
+ENV_KAFKA_IMAGE = "PAYMENTS_TEST_KAFKA_IMAGE"
+ENV_MONGODB_IMAGE = "PAYMENTS_TEST_MONGODB_IMAGE"
+
+DEFAULT_KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.1"
+DEFAULT_MONGODB_IMAGE = "mongo:7.0"
+CONTRACT_TOPIC_PARTITIONS = 8
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+_REPLICA_SET = "rs0"
+_MONGO_ALREADY_INITIALIZED = 23
+
+
+class InfrastructureUnavailableError(RuntimeError):
+    """The configured Kafka or MongoDB cannot be provided; the message says which."""
+
+
+@dataclass(frozen=True)
+class TestInfrastructure:
+    """Addresses the tests connect to; ``source`` records where they came from."""
+
+    # The name starts with "Test"; without this pytest tries to collect it as a test class.
+    __test__: ClassVar[bool] = False
+
+    kafka_bootstrap: str
+    mongodb_url: str
+    source: str
+    # Server processes owned by this run (embedded only), for leak checks and debugging.
+    server_pids: tuple[int, ...] = ()
+
+
+# --------------------------------------------------------------------------------------
+# Reachability
+# --------------------------------------------------------------------------------------
+
+
+def _redact(url: str) -> str:
+    # Mongo URLs from CI may carry credentials; error messages end up in public logs.
+    return re.sub(r"//[^/@]*@", "//***@", url)
+
+
+def _retry_until(
+    deadline: float,
+    attempt: Callable[[float], None],
+    fatal: tuple[type[Exception], ...] = (),
+) -> None:
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            attempt(max(0.2, min(2.0, remaining)))
+            return
+        except fatal:
+            raise
+        except Exception:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(0.2)
+
+
+def check_kafka_reachable(
+    bootstrap_servers: str, *, origin: str, timeout: float = DEFAULT_CONNECT_TIMEOUT
+) -> None:
+    """Raise :class:`InfrastructureUnavailableError` unless Kafka answers within ``timeout``.
+
+    Retries until the deadline because CI service containers are often still booting
+    when the tests start.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        _retry_until(deadline, lambda t: kafka_ping(bootstrap_servers, timeout=t))
+    except Exception as exc:
+        raise InfrastructureUnavailableError(
+            f"Kafka from {origin} is unreachable at {bootstrap_servers!r} "
+            f"after {timeout:g} s: {exc}"
+        ) from exc
+
+
+def check_mongodb_reachable(
+    url: str, *, origin: str, timeout: float = DEFAULT_CONNECT_TIMEOUT
+) -> None:
+    """Raise :class:`InfrastructureUnavailableError` unless MongoDB answers ``ping``."""
+    deadline = time.monotonic() + timeout
+    try:
+        # A malformed URL will not get better by waiting.
+        _retry_until(deadline, lambda t: mongodb_ping(url, timeout=t), fatal=(ConfigurationError,))
+    except (PyMongoError, OSError) as exc:
+        raise InfrastructureUnavailableError(
+            f"MongoDB from {origin} is unreachable at {_redact(url)!r} after {timeout:g} s: {exc}"
+        ) from exc
+
+
+def check_reachable(
+    *,
+    kafka_bootstrap: str | None = None,
+    mongodb_url: str | None = None,
+    timeout: float = DEFAULT_CONNECT_TIMEOUT,
+) -> None:
+    """Check whichever of the given addresses are set."""
+    if kafka_bootstrap is not None:
+        check_kafka_reachable(kafka_bootstrap, origin="the given address", timeout=timeout)
+    if mongodb_url is not None:
+        check_mongodb_reachable(mongodb_url, origin="the given address", timeout=timeout)
+
+
+# --------------------------------------------------------------------------------------
+# Providers
+# --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def provide_test_infrastructure(
+    environ: Mapping[str, str] | None = None,
+    *,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+) -> Iterator[TestInfrastructure]:
+    """Provide Kafka and MongoDB for a test session and tear down whatever was started."""
+    env = os.environ if environ is None else environ
+    mode = env.get(ENV_INFRA, "").strip().lower() or "embedded"
+    if mode not in ("embedded", "docker"):
+        raise InfrastructureUnavailableError(
+            f"{ENV_INFRA}={env.get(ENV_INFRA)!r} is not supported; use 'docker' or leave it unset"
+        )
+    kafka_from_env = env.get(ENV_KAFKA, "").strip()
+    mongodb_from_env = env.get(ENV_MONGODB_URL, "").strip()
+
+    # External services are checked before anything is started, so a wrong variable
+    # fails fast instead of after a container pull.
+    if kafka_from_env:
+        check_kafka_reachable(
+            kafka_from_env,
+            origin=f"{ENV_KAFKA} (unset it to use the {mode} broker)",
+            timeout=connect_timeout,
+        )
+    if mongodb_from_env:
+        check_mongodb_reachable(
+            mongodb_from_env,
+            origin=f"{ENV_MONGODB_URL} (unset it to use the {mode} server)",
+            timeout=connect_timeout,
+        )
+
+    with ExitStack() as stack:
+        pids: list[int] = []
+        if kafka_from_env:
+            kafka_bootstrap, kafka_source = kafka_from_env, "env"
+        elif mode == "docker":
+            kafka_bootstrap = _start_kafka_container(stack, env)
+            kafka_source = "docker"
+            check_kafka_reachable(
+                kafka_bootstrap, origin="the Kafka container", timeout=connect_timeout
+            )
+        else:
+            kafka = _start_embedded(stack, EmbeddedKafka(), "Kafka (Tansu)")
+            kafka_bootstrap, kafka_source = kafka.bootstrap_servers, "embedded"
+            pids.append(_pid(kafka))
+
+        if mongodb_from_env:
+            mongodb_url, mongodb_source = mongodb_from_env, "env"
+        elif mode == "docker":
+            mongodb_url = _start_mongodb_container(stack, env)
+            mongodb_source = "docker"
+            check_mongodb_reachable(
+                mongodb_url, origin="the MongoDB container", timeout=connect_timeout
+            )
+        else:
+            mongo = _start_embedded(stack, EmbeddedMongo(), "MongoDB (nx-27017)")
+            mongodb_url, mongodb_source = mongo.url, "embedded"
+            pids.append(_pid(mongo))
+
+        source = (
+            kafka_source
+            if kafka_source == mongodb_source
+            else f"kafka={kafka_source},mongodb={mongodb_source}"
+        )
+        yield TestInfrastructure(
+            kafka_bootstrap=kafka_bootstrap,
+            mongodb_url=mongodb_url,
+            source=source,
+            server_pids=tuple(pids),
+        )
+
+
+def _pid(server: EmbeddedKafka | EmbeddedMongo) -> int:
+    pid = server.pid
+    assert pid is not None, "a started embedded server has a pid"
+    return pid
+
+
+_Server = TypeVar("_Server", EmbeddedKafka, EmbeddedMongo)
+
+
+def _start_embedded(stack: ExitStack, server: _Server, what: str) -> _Server:
+    try:
+        return stack.enter_context(server)
+    except Exception as exc:
+        raise InfrastructureUnavailableError(
+            f"embedded {what} failed to start: {exc}\n"
+            f"(set {ENV_KAFKA} / {ENV_MONGODB_URL} to use running servers instead)"
+        ) from exc
+
+
+def _import_testcontainers(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise InfrastructureUnavailableError(
+            f"{ENV_INFRA}=docker needs testcontainers, which is not installed: "
+            f"pip install -e '.[docker]' (or unset {ENV_INFRA} to use the embedded servers)"
+        ) from exc
+
+
+def _enter_container(stack: ExitStack, container: Any, what: str, image: str) -> None:
+    try:
+        stack.enter_context(container)
+    except Exception as exc:
+        raise InfrastructureUnavailableError(
+            f"{ENV_INFRA}=docker: the {what} container ({image}) did not start; "
+            f"is a Docker engine reachable? {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _start_kafka_container(stack: ExitStack, env: Mapping[str, str]) -> str:
+    kafka_module = _import_testcontainers("testcontainers.kafka")
+    image = env.get(ENV_KAFKA_IMAGE) or DEFAULT_KAFKA_IMAGE
+    container = kafka_module.KafkaContainer(image).with_kraft()
+    _enter_container(stack, container, "Kafka", image)
+    return str(container.get_bootstrap_server())
+
+
+def _start_mongodb_container(stack: ExitStack, env: Mapping[str, str]) -> str:
+    mongodb_module = _import_testcontainers("testcontainers.mongodb")
+    image = env.get(ENV_MONGODB_IMAGE) or DEFAULT_MONGODB_IMAGE
+
+    base: Any = mongodb_module.MongoDbContainer
+
+    class ReplicaSetMongoDbContainer(base):  # type: ignore[misc]
+        """Transactions and change streams need a replica set, not a standalone."""
+
+        def _configure(self) -> None:
+            # No root user: with auth on, a replica set also demands a shared keyfile.
+            pass
+
+        def get_connection_url(self) -> str:
+            host = self.get_container_host_ip()
+            port = self.get_exposed_port(self.port)
+            # The member is registered as localhost:27017 *inside* the container, which
+            # the host cannot resolve to the mapped port; talk to it directly instead.
+            return f"mongodb://{host}:{port}/?directConnection=true"
+
+    container = ReplicaSetMongoDbContainer(image).with_command(
+        f"--replSet {_REPLICA_SET} --bind_ip_all"
+    )
+    _enter_container(stack, container, "MongoDB", image)
+    url = str(container.get_connection_url())
+    _initiate_replica_set(url, member=f"localhost:{container.port}")
+    return url
+
+
+def _initiate_replica_set(url: str, *, member: str, timeout: float = 30.0) -> None:
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        url, serverSelectionTimeoutMS=int(timeout * 1000)
+    )
+    try:
+        try:
+            client.admin.command(
+                "replSetInitiate",
+                {"_id": _REPLICA_SET, "members": [{"_id": 0, "host": member}]},
+            )
+        except OperationFailure as exc:
+            if exc.code != _MONGO_ALREADY_INITIALIZED:
+                raise InfrastructureUnavailableError(
+                    f"{ENV_INFRA}=docker: could not initiate the MongoDB replica set: {exc}"
+                ) from exc
+        deadline = time.monotonic() + timeout
+        while not client.admin.command("hello").get("isWritablePrimary"):
+            if time.monotonic() >= deadline:
+                raise InfrastructureUnavailableError(
+                    f"{ENV_INFRA}=docker: MongoDB replica set has no primary after {timeout:g} s"
+                )
+            time.sleep(0.2)
+    finally:
+        client.close()
+
+
+# --------------------------------------------------------------------------------------
+# Isolation helpers: tests share one broker and one server, and separate by name
+# --------------------------------------------------------------------------------------
+
+
+def unique_topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:8]}."
+
+
+def unique_database_name() -> str:
+    return f"test_{uuid.uuid4().hex[:12]}"
+
+
+def contract_topics(prefix: str = "") -> list[str]:
+    """All contract topic names, optionally under ``prefix``."""
+    # Prefix + topic name rather than topic_for(): ALL_TOPICS holds topic names, and
+    # the DLQ's topic name is not an event type that topic_for() accepts.
+    return [prefix + topic for topic in ALL_TOPICS]
+
+
+async def ensure_contract_topics(
+    bootstrap_servers: str,
+    prefix: str = "",
+    partitions: int = CONTRACT_TOPIC_PARTITIONS,
+) -> list[str]:
+    """Create every contract topic (under ``prefix``) and return their names."""
+    topics = contract_topics(prefix)
+    await ensure_topics(bootstrap_servers, topics, partitions)
+    return topics
+
+
+def ensure_contract_topics_sync(
+    bootstrap_servers: str,
+    prefix: str = "",
+    partitions: int = CONTRACT_TOPIC_PARTITIONS,
+) -> list[str]:
+    """:func:`ensure_contract_topics` for sync callers such as session fixtures.
+
+    Runs on a throwaway thread with its own loop: ``asyncio.run`` on the calling
+    thread would reset that thread's current event loop, which pytest-asyncio's
+    session loop may rely on.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ensure-topics") as pool:
+        return pool.submit(
+            lambda: asyncio.run(ensure_contract_topics(bootstrap_servers, prefix, partitions))
+        ).result()

@@ -1,0 +1,72 @@
+"""Webhooks in: verify over HTTP, then hand the raw request to Kafka.
+
+The HTTP side does as little as possible (verify, publish, answer) so a
+provider's retry policy is never fighting our processing time; the consumer of
+`payment.provider_webhook` applies it with every promise of the other events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from faststream.kafka import KafkaBroker
+
+from schemas.envelope import CLOUDEVENTS_CONTENT_TYPE
+from schemas.topics import PAYMENT_PROVIDER_WEBHOOK, topic_for
+from service.ports.providers import WebhookVerificationError
+
+log = logging.getLogger(__name__)
+
+
+def webhook_event_id(provider_id: str, body: bytes) -> str:
+    """Same delivery, same id: a provider re-sending a webhook de-duplicates."""
+    return "whk_" + hashlib.blake2b(provider_id.encode() + b"\x1f" + body, digest_size=16).hexdigest()
+
+
+class WebhookIntake:
+    def __init__(self, providers: Any, broker: KafkaBroker, prefix: str) -> None:
+        self.providers = providers
+        self.broker = broker
+        self.prefix = prefix
+
+    async def receive(
+        self, provider_id: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any]]:
+        provider = self.providers.get(provider_id)
+        if provider is None:
+            return 404, {"error": f"unknown provider {provider_id!r}"}
+        now = datetime.now(UTC)
+        try:
+            provider.verify_webhook(headers, body, now)
+        except WebhookVerificationError as exc:
+            return 400, {"error": f"signature verification failed: {exc}"}
+        try:
+            payload = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return 400, {"error": "body is not UTF-8"}
+        event = {
+            "specversion": "1.0",
+            "id": webhook_event_id(provider_id, body),
+            "source": f"/webhooks/{provider_id}",
+            "type": PAYMENT_PROVIDER_WEBHOOK,
+            "time": now.isoformat().replace("+00:00", "Z"),
+            "subject": provider_id,
+            "datacontenttype": "application/json",
+            "data": {
+                "provider_id": provider_id,
+                "received_at": now.isoformat().replace("+00:00", "Z"),
+                "headers": {k.lower(): v for k, v in headers.items()},
+                "payload": payload,
+            },
+        }
+        await self.broker.publish(
+            orjson.dumps(event),
+            topic_for(PAYMENT_PROVIDER_WEBHOOK, self.prefix),
+            key=provider_id.encode(),
+            headers={"content-type": CLOUDEVENTS_CONTENT_TYPE},
+        )
+        return 200, {"received": True, "id": event["id"]}

@@ -1,0 +1,58 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from service.testing.infrastructure import (
+    TestInfrastructure,
+    ensure_contract_topics,
+    ensure_contract_topics_sync,
+    provide_test_infrastructure,
+    unique_database_name,
+    unique_topic_prefix,
+)
+
+# --------------------------------------------------------------------------------------
+# Infrastructure: one Kafka and one MongoDB per session (see service.testing.infrastructure
+# for how they are chosen); tests isolate by topic prefix and database name.
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def infrastructure() -> Iterator[TestInfrastructure]:
+    with provide_test_infrastructure() as infra:
+        ensure_contract_topics_sync(infra.kafka_bootstrap)
+        yield infra
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(infrastructure: TestInfrastructure) -> str:
+    return infrastructure.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def mongodb_url(infrastructure: TestInfrastructure) -> str:
+    return infrastructure.mongodb_url
+
+
+@pytest.fixture
+def unique_prefix() -> str:
+    return unique_topic_prefix()
+
+
+@pytest.fixture
+async def prefixed_topics(kafka_bootstrap: str, unique_prefix: str) -> str:
+    """Create every contract topic under ``unique_prefix`` and return the prefix."""
+    await ensure_contract_topics(kafka_bootstrap, unique_prefix)
+    return unique_prefix
+
+
+@pytest.fixture
+def database_name() -> str:
+    return unique_database_name()
+
+
+# --------------------------------------------------------------------------------------
