@@ -93,13 +93,19 @@ def dead_letter_event(record: Record, kind: str, detail: str, now: datetime) -> 
     value = record.value
     if kind == "too_large" and value is not None and len(value) > TOO_LARGE_KEPT_BYTES:
         detail = (
-            f"{detail} (dead letter keeps the first {TOO_LARGE_KEPT_BYTES} of "
-            f"{len(value)} bytes)"
+            f"{detail} (dead letter keeps the first {TOO_LARGE_KEPT_BYTES} of {len(value)} bytes)"
         )
         value = value[:TOO_LARGE_KEPT_BYTES]
     data = build_dead_letter_data(
-        record.topic, record.partition, record.offset, record.key, value,
-        record.headers, DeadLetterKind(kind), detail, now,
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+        value,
+        record.headers,
+        DeadLetterKind(kind),
+        detail,
+        now,
     )
     cause = f"{record.topic}:{record.partition}:{record.offset}"
     event_id = ids.event_id(cause, PAYMENTS_DEAD_LETTER, "dlq")
@@ -174,7 +180,11 @@ class BatchProcessor:
         self.metrics.events_outcome.labels(record.topic, "dead_lettered").inc()
         log.warning(
             "dead-lettering %s[%d]@%d: %s: %s",
-            record.topic, record.partition, record.offset, kind, detail[:300],
+            record.topic,
+            record.partition,
+            record.offset,
+            kind,
+            detail[:300],
         )
         return dead_letter_event(record, kind, detail, self.clock())
 
@@ -278,8 +288,9 @@ class BatchProcessor:
             await self.publisher.publish(events)
         except Exception:
             # Stored, so not lost: the relay publishes them with their ids.
-            log.warning("publishing %d events failed; left to the relay", len(events),
-                        exc_info=True)
+            log.warning(
+                "publishing %d events failed; left to the relay", len(events), exc_info=True
+            )
             return
         self._count_published(events, "direct")
         if saved:

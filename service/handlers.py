@@ -21,6 +21,7 @@ from schemas.inbound import (
     AdminRefund,
     CartUpdated,
     CheckoutCompleted,
+    ProviderWebhook,
 )
 from schemas.outbound import PaymentFailed
 from service.domain.calls import ProviderCall
@@ -185,12 +186,19 @@ class PaymentService:
                 except ConcurrencyConflict:
                     continue
                 status: HandleStatus = (
-                    "rejected" if decision.note not in ("", "already authorized: republished",
-                                                       "zero amount authorized by system")
+                    "rejected"
+                    if decision.note
+                    not in (
+                        "",
+                        "already authorized: republished",
+                        "zero amount authorized by system",
+                    )
                     else "applied"
                 )
                 return HandleResult(
-                    status, [(decision.collection, version)], note=decision.note,
+                    status,
+                    [(decision.collection, version)],
+                    note=decision.note,
                     cart_id=data.cart_id,
                 )
             outcomes = await self._checkout_calls(decision)
@@ -256,19 +264,32 @@ class PaymentService:
     ) -> PaymentCommand:
         if isinstance(data, AdminCapture):
             return CapturePayment(
-                command_id=command_id, payment_id=data.payment_id,
-                requested_by=data.requested_by, now=now, amount=data.amount,
-                note=data.note, key_id=key_id,
+                command_id=command_id,
+                payment_id=data.payment_id,
+                requested_by=data.requested_by,
+                now=now,
+                amount=data.amount,
+                note=data.note,
+                key_id=key_id,
             )
         if isinstance(data, AdminRefund):
             return RefundPayment(
-                command_id=command_id, payment_id=data.payment_id,
-                requested_by=data.requested_by, now=now, amount=data.amount,
-                reason=data.reason, note=data.note, key_id=key_id,
+                command_id=command_id,
+                payment_id=data.payment_id,
+                requested_by=data.requested_by,
+                now=now,
+                amount=data.amount,
+                reason=data.reason,
+                note=data.note,
+                key_id=key_id,
             )
         return CancelPayment(
-            command_id=command_id, payment_id=data.payment_id,
-            requested_by=data.requested_by, now=now, note=data.note, key_id=key_id,
+            command_id=command_id,
+            payment_id=data.payment_id,
+            requested_by=data.requested_by,
+            now=now,
+            note=data.note,
+            key_id=key_id,
         )
 
     async def admin_command(
@@ -285,7 +306,9 @@ class PaymentService:
                 return await self._orphan_answer(cmd, conflict)
             if conflict is not None and not loaded.collection.has_processed(command_id):
                 decision = reject_payment_command(
-                    loaded.collection, cmd, "idempotency_conflict",
+                    loaded.collection,
+                    cmd,
+                    "idempotency_conflict",
                     f"command id {command_id!r} was used before for {conflict}",
                 )
             else:
@@ -301,7 +324,9 @@ class PaymentService:
                     "applied" if decision.note == "already canceled: republished" else "rejected"
                 )
                 return HandleResult(
-                    status, [(decision.collection, version)], note=decision.note,
+                    status,
+                    [(decision.collection, version)],
+                    note=decision.note,
                     cart_id=decision.collection.cart_id,
                 )
             collection = decision.collection
@@ -341,7 +366,9 @@ class PaymentService:
                 "applied" if outcome.kind == OutcomeKind.SUCCEEDED else "rejected"
             )
             return HandleResult(
-                status, [(finished, new_version)], cart_id=finished.cart_id,
+                status,
+                [(finished, new_version)],
+                cart_id=finished.cart_id,
                 note=outcome.kind.value,
             )
         raise TooManyConflicts(cmd.payment_id)
@@ -369,8 +396,12 @@ class PaymentService:
             }
         )
         event = standalone_event(
-            data, "payment.failed", cmd.command_id, cmd.now,
-            key=cmd.payment_id, subject=cmd.payment_id,
+            data,
+            "payment.failed",
+            cmd.command_id,
+            cmd.now,
+            key=cmd.payment_id,
+            subject=cmd.payment_id,
         )
         stored = await self.store.save_orphan(OrphanOutcome(cmd.command_id, [event]))
         return HandleResult("rejected", orphans=[stored], note=reason)
@@ -451,45 +482,45 @@ class PaymentService:
             results.append(await self.reconcile(loaded.collection.id))
         return results
 
+    # -- provider webhooks -----------------------------------------------------------
 
-async def _provider_webhook(self: PaymentService, event_id: str, data: Any) -> HandleResult:
-    """`payment.provider_webhook`: ask the adapter what it means, then apply it."""
-    from service.domain.webhooks import apply_notification
+    async def provider_webhook(self, event_id: str, data: ProviderWebhook) -> HandleResult:
+        """`payment.provider_webhook`: ask the adapter what it means, then apply it."""
+        from service.domain.webhooks import apply_notification
 
-    provider = self.providers.get(data.provider_id)
-    if provider is None:
-        return HandleResult("ignored", note=f"provider {data.provider_id!r} not installed")
-    action = provider.interpret_webhook(data.headers, data.payload)
-    if action is None or action.cart_id is None:
-        return HandleResult("ignored", note="webhook means nothing to us")
-    for _ in range(MAX_CONFLICT_RETRIES):
-        loaded = await self.store.load_by_cart(action.cart_id)
-        if loaded is None:
-            return HandleResult("ignored", note=f"no collection for cart {action.cart_id!r}")
-        collection = loaded.collection.model_copy(deep=True)
-        if collection.has_processed(event_id):
-            return self._duplicate(loaded)
-        changed = apply_notification(
-            collection,
-            event_id=event_id,
-            meaning=action.meaning,
-            session_id=action.session_id,
-            provider_id=data.provider_id,
-            now=self.clock(),
-            amount=action.amount,
-            data=action.data,
-            action=action.action,
-            message=action.message,
-        )
-        try:
-            version = await self.store.save(collection, loaded.version)
-        except ConcurrencyConflict:
-            continue
-        return HandleResult(
-            "applied" if changed else "ignored", [(collection, version)],
-            cart_id=collection.cart_id, note="" if changed else "already recorded",
-        )
-    raise TooManyConflicts(action.cart_id)
-
-
-PaymentService.provider_webhook = _provider_webhook  # type: ignore[attr-defined]
+        provider = self.providers.get(data.provider_id)
+        if provider is None:
+            return HandleResult("ignored", note=f"provider {data.provider_id!r} not installed")
+        action = provider.interpret_webhook(data.headers, data.payload)
+        if action is None or action.cart_id is None:
+            return HandleResult("ignored", note="webhook means nothing to us")
+        for _ in range(MAX_CONFLICT_RETRIES):
+            loaded = await self.store.load_by_cart(action.cart_id)
+            if loaded is None:
+                return HandleResult("ignored", note=f"no collection for cart {action.cart_id!r}")
+            collection = loaded.collection.model_copy(deep=True)
+            if collection.has_processed(event_id):
+                return self._duplicate(loaded)
+            changed = apply_notification(
+                collection,
+                event_id=event_id,
+                meaning=action.meaning,
+                session_id=action.session_id,
+                provider_id=data.provider_id,
+                now=self.clock(),
+                amount=action.amount,
+                data=action.data,
+                action=action.action,
+                message=action.message,
+            )
+            try:
+                version = await self.store.save(collection, loaded.version)
+            except ConcurrencyConflict:
+                continue
+            return HandleResult(
+                "applied" if changed else "ignored",
+                [(collection, version)],
+                cart_id=collection.cart_id,
+                note="" if changed else "already recorded",
+            )
+        raise TooManyConflicts(action.cart_id)

@@ -31,49 +31,66 @@ class Metrics:
             registry=r,
         )
         self.dead_letters = Counter(
-            "payments_dead_letters", "Messages dead-lettered, by kind", ["topic", "kind"],
+            "payments_dead_letters",
+            "Messages dead-lettered, by kind",
+            ["topic", "kind"],
             registry=r,
         )
         self.handler_latency = Histogram(
-            "payments_handler_seconds", "Time to handle one inbound message", ["topic"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "payments_handler_seconds",
+            "Time to handle one inbound message",
+            ["topic"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.provider_latency = Histogram(
-            "payments_provider_call_seconds", "Provider call latency",
-            ["provider", "operation", "outcome"], buckets=LATENCY_BUCKETS, registry=r,
+            "payments_provider_call_seconds",
+            "Provider call latency",
+            ["provider", "operation", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.provider_retries = Counter(
-            "payments_provider_retries", "Provider calls retried", ["provider", "operation"],
+            "payments_provider_retries",
+            "Provider calls retried",
+            ["provider", "operation"],
             registry=r,
         )
         self.processing_retries = Counter(
-            "payments_processing_retries", "Handler attempts retried after an error", ["topic"],
+            "payments_processing_retries",
+            "Handler attempts retried after an error",
+            ["topic"],
             registry=r,
         )
         self.outbox_published = Counter(
-            "payments_outbox_published", "Outbound events published", ["type", "path"],
+            "payments_outbox_published",
+            "Outbound events published",
+            ["type", "path"],
             registry=r,
         )
         self.outbox_backlog = Gauge(
             "payments_outbox_backlog", "Collections with stored but unsent events", registry=r
         )
         self.relay_lag = Gauge(
-            "payments_relay_lag_seconds", "Age of the oldest unsent event the relay found",
+            "payments_relay_lag_seconds",
+            "Age of the oldest unsent event the relay found",
             registry=r,
         )
-        self.reconciler_runs = Counter(
-            "payments_reconciler_runs", "Reconciler passes", registry=r
-        )
+        self.reconciler_runs = Counter("payments_reconciler_runs", "Reconciler passes", registry=r)
         self.reconciled = Counter(
             "payments_reconciled_sessions", "Collections settled by the reconciler", registry=r
         )
         self.payments = Counter(
-            "payments_payment_events", "Payment outcomes published", ["type", "reason"],
+            "payments_payment_events",
+            "Payment outcomes published",
+            ["type", "reason"],
             registry=r,
         )
         self.payment_amounts = Counter(
-            "payments_payment_amount_minor_units", "Amounts moved, in minor units",
-            ["type", "currency"], registry=r,
+            "payments_payment_amount_minor_units",
+            "Amounts moved, in minor units",
+            ["type", "currency"],
+            registry=r,
         )
 
     def observe_provider_call(

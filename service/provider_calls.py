@@ -66,7 +66,9 @@ class ProviderCaller:
             raise
         except Exception as exc:  # an adapter bug or a broken connection
             log.warning("provider %s %s raised", call.provider_id, call.operation, exc_info=True)
-            outcome = ProviderOutcome.unknown(f"{call.operation} raised {type(exc).__name__}: {exc}")
+            outcome = ProviderOutcome.unknown(
+                f"{call.operation} raised {type(exc).__name__}: {exc}"
+            )
         if self._observe is not None:
             self._observe(call, outcome, time.perf_counter() - started)
         return outcome

@@ -63,9 +63,7 @@ class OutboxRelay:
             if loaded.collection.updated_at <= now - min_age
         ]
         if due:
-            oldest = min(
-                e.created_at for collection, _ in due for e in collection.unsent_events
-            )
+            oldest = min(e.created_at for collection, _ in due for e in collection.unsent_events)
             self.metrics.relay_lag.set(max(0.0, (now - oldest).total_seconds()))
         else:
             self.metrics.relay_lag.set(0)
@@ -92,9 +90,7 @@ class OutboxRelay:
 
 
 class Reconciler:
-    def __init__(
-        self, service: PaymentService, relay: OutboxRelay, metrics: Metrics
-    ) -> None:
+    def __init__(self, service: PaymentService, relay: OutboxRelay, metrics: Metrics) -> None:
         self.service = service
         self.relay = relay
         self.metrics = metrics

@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 def webhook_event_id(provider_id: str, body: bytes) -> str:
     """Same delivery, same id: a provider re-sending a webhook de-duplicates."""
-    return "whk_" + hashlib.blake2b(provider_id.encode() + b"\x1f" + body, digest_size=16).hexdigest()
+    return (
+        "whk_" + hashlib.blake2b(provider_id.encode() + b"\x1f" + body, digest_size=16).hexdigest()
+    )
 
 
 class WebhookIntake:

@@ -29,9 +29,7 @@ def new_collection(
     )
 
 
-def new_session(
-    collection: PaymentCollection, provider_id: str, now: datetime
-) -> PaymentSession:
+def new_session(collection: PaymentCollection, provider_id: str, now: datetime) -> PaymentSession:
     """Add a session for `provider_id`; its id is new even if one existed before."""
     collection.session_seq += 1
     session = PaymentSession(
@@ -135,10 +133,11 @@ def decide_cart_update(collection: PaymentCollection | None, cmd: UpdateCart) ->
                 )
 
     for provider_id in wanted:
-        session = collection.session_for(provider_id)
-        if session is None:
+        existing = collection.session_for(provider_id)
+        if existing is None:
             calls.append(initiate_call(collection, new_session(collection, provider_id, cmd.now)))
             continue
+        session = existing
         if changed or not session.initiated:
             session.amount = collection.amount
             session.currency_code = currency
@@ -163,7 +162,7 @@ def decide_cart_update(collection: PaymentCollection | None, cmd: UpdateCart) ->
 
     if cmd.provider_id is not None and cmd.provider_id in wanted:
         collection.selected_provider_id = cmd.provider_id
-        selected = collection.session_for(cmd.provider_id)
+        selected: PaymentSession | None = collection.session_for(cmd.provider_id)
         if selected is not None and cmd.payment_data:
             calls.append(
                 ProviderCall(

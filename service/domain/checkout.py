@@ -329,8 +329,11 @@ def finish_authorization(
     if session is None or collection.payment is not None:
         return collection
     attempt = next(
-        (a for a in collection.checkout_attempts if a.session_id == session_id
-         and a.idempotency_key == session.authorization_key),
+        (
+            a
+            for a in collection.checkout_attempts
+            if a.session_id == session_id and a.idempotency_key == session.authorization_key
+        ),
         None,
     )
     kind = outcome.kind

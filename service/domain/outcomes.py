@@ -58,7 +58,11 @@ class ProviderOutcome:
 
     @classmethod
     def succeeded(
-        cls, data: dict[str, Any] | None = None, *, captured: bool = False, amount: int | None = None
+        cls,
+        data: dict[str, Any] | None = None,
+        *,
+        captured: bool = False,
+        amount: int | None = None,
     ) -> ProviderOutcome:
         return cls(OutcomeKind.SUCCEEDED, data or {}, captured=captured, amount=amount)
 

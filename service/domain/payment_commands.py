@@ -15,7 +15,6 @@ from schemas.outbound import PaymentCanceled, PaymentCaptured, PaymentRefunded
 from service.domain import ids
 from service.domain.calls import ProviderCall
 from service.domain.commands import (
-    CancelPayment,
     CapturePayment,
     PaymentCommand,
     RefundPayment,
@@ -120,7 +119,9 @@ def _reject(
     return Decision("settled", collection, note=reason)
 
 
-def _call_for(payment: Payment, collection: PaymentCollection, pending: PendingOperation) -> ProviderCall:
+def _call_for(
+    payment: Payment, collection: PaymentCollection, pending: PendingOperation
+) -> ProviderCall:
     return ProviderCall(
         operation=pending.operation,
         provider_id=payment.provider_id,
@@ -179,8 +180,9 @@ def begin_payment_command(collection: PaymentCollection, cmd: PaymentCommand) ->
 
     if isinstance(cmd, CapturePayment):
         if payment.is_canceled:
-            return _reject(collection, cmd, "payment_canceled", "the payment is canceled",
-                           amount=cmd.amount)
+            return _reject(
+                collection, cmd, "payment_canceled", "the payment is canceled", amount=cmd.amount
+            )
         remaining = payment.amount - payment.captured_total - payment.pending_capture
         amount = cmd.amount if cmd.amount is not None else remaining
         if amount <= 0 or amount > remaining:
@@ -190,7 +192,9 @@ def begin_payment_command(collection: PaymentCollection, cmd: PaymentCommand) ->
                 "amount_exceeds_authorized",
                 f"capture of {amount} exceeds the {remaining} authorized and not yet captured"
                 if amount > 0
-                else "nothing left to capture" if remaining <= 0 else "amount must be positive",
+                else "nothing left to capture"
+                if remaining <= 0
+                else "amount must be positive",
                 amount=amount,
             )
         reserved = PendingOperation(
@@ -203,8 +207,9 @@ def begin_payment_command(collection: PaymentCollection, cmd: PaymentCommand) ->
         )
     elif isinstance(cmd, RefundPayment):
         if payment.captured_total == 0:
-            return _reject(collection, cmd, "nothing_captured", "nothing is captured",
-                           amount=cmd.amount)
+            return _reject(
+                collection, cmd, "nothing_captured", "nothing is captured", amount=cmd.amount
+            )
         refundable = payment.captured_total - payment.refunded_total - payment.pending_refund
         amount = cmd.amount if cmd.amount is not None else refundable
         if amount <= 0 or amount > refundable:
@@ -214,7 +219,9 @@ def begin_payment_command(collection: PaymentCollection, cmd: PaymentCommand) ->
                 "amount_exceeds_captured",
                 f"refund of {amount} exceeds the {refundable} captured and not yet refunded"
                 if amount > 0
-                else "nothing left to refund" if refundable <= 0 else "amount must be positive",
+                else "nothing left to refund"
+                if refundable <= 0
+                else "amount must be positive",
                 amount=amount,
             )
         reserved = PendingOperation(
@@ -240,8 +247,12 @@ def begin_payment_command(collection: PaymentCollection, cmd: PaymentCommand) ->
             _processed(collection, cmd)
             return Decision("settled", collection, note="already canceled: republished")
         if payment.captured_total > 0 or payment.pending_capture > 0:
-            return _reject(collection, cmd, "already_captured",
-                           "the payment has captures and cannot be canceled")
+            return _reject(
+                collection,
+                cmd,
+                "already_captured",
+                "the payment has captures and cannot be canceled",
+            )
         reserved = PendingOperation(
             operation="cancel",
             command_id=cmd.command_id,

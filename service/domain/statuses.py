@@ -39,9 +39,7 @@ _S = SessionStatus
 #: is a retry, not a step back. Nothing leaves `completed` or `canceled`.
 COLLECTION_TRANSITIONS: dict[CollectionStatus, frozenset[CollectionStatus]] = {
     _C.NOT_PAID: frozenset({_C.AWAITING, _C.AUTHORIZED, _C.FAILED, _C.CANCELED}),
-    _C.AWAITING: frozenset(
-        {_C.AUTHORIZED, _C.PARTIALLY_AUTHORIZED, _C.FAILED, _C.CANCELED}
-    ),
+    _C.AWAITING: frozenset({_C.AUTHORIZED, _C.PARTIALLY_AUTHORIZED, _C.FAILED, _C.CANCELED}),
     _C.FAILED: frozenset({_C.AWAITING, _C.AUTHORIZED, _C.PARTIALLY_AUTHORIZED, _C.CANCELED}),
     _C.PARTIALLY_AUTHORIZED: frozenset(
         {_C.AUTHORIZED, _C.PARTIALLY_CAPTURED, _C.COMPLETED, _C.CANCELED}
@@ -82,9 +80,7 @@ def can_move_session(current: SessionStatus, target: SessionStatus) -> bool:
     return current == target or target in SESSION_TRANSITIONS[current]
 
 
-def collection_transition(
-    current: CollectionStatus, target: CollectionStatus
-) -> CollectionStatus:
+def collection_transition(current: CollectionStatus, target: CollectionStatus) -> CollectionStatus:
     if not can_move_collection(current, target):
         raise IllegalTransition("collection", current, target)
     return target

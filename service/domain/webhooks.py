@@ -52,20 +52,30 @@ def apply_notification(
     if payment is None:
         if meaning in ("authorized", "captured"):
             finish_authorization(
-                collection, session.id,
-                ProviderOutcome.succeeded(data, captured=meaning == "captured"), event_id, now,
+                collection,
+                session.id,
+                ProviderOutcome.succeeded(data, captured=meaning == "captured"),
+                event_id,
+                now,
             )
         elif meaning == "requires_more" and session.status == SessionStatus.PENDING:
             finish_authorization(
-                collection, session.id, ProviderOutcome.requires_more(action or {}, data),
-                event_id, now,
+                collection,
+                session.id,
+                ProviderOutcome.requires_more(action or {}, data),
+                event_id,
+                now,
             )
         elif meaning == "failed" and session.status in (
-            SessionStatus.PENDING, SessionStatus.REQUIRES_MORE
+            SessionStatus.PENDING,
+            SessionStatus.REQUIRES_MORE,
         ):
             finish_authorization(
-                collection, session.id, ProviderOutcome.declined(message or "payment failed"),
-                event_id, now,
+                collection,
+                session.id,
+                ProviderOutcome.declined(message or "payment failed"),
+                event_id,
+                now,
             )
     elif payment.session_id == session.id:
         if meaning == "captured":
@@ -77,8 +87,11 @@ def apply_notification(
                 extra = min(amount, payment.amount) - payment.captured_total
                 if extra > 0:
                     capture = Capture(
-                        id=ids.capture_id(payment.id, event_id), amount=extra,
-                        command_id=event_id, source="webhook", created_at=now,
+                        id=ids.capture_id(payment.id, event_id),
+                        amount=extra,
+                        command_id=event_id,
+                        source="webhook",
+                        created_at=now,
                     )
                     payment.captures.append(capture)
                     fully = payment.captured_total >= payment.amount
@@ -102,7 +115,9 @@ def apply_notification(
                                 "fully_captured": fully,
                             }
                         ),
-                        "payment.captured", event_id, now,
+                        "payment.captured",
+                        event_id,
+                        now,
                     )
         elif meaning == "canceled":
             pending = next((p for p in payment.pending if p.operation == "cancel"), None)

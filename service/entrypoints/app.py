@@ -115,7 +115,9 @@ class PaymentsApp:
 
     async def _on_batch(self, message: KafkaMessage) -> None:
         raw = message.raw_message
-        records = [Record.from_consumer_record(r) for r in (raw if isinstance(raw, tuple) else (raw,))]
+        records = [
+            Record.from_consumer_record(r) for r in (raw if isinstance(raw, tuple) else (raw,))
+        ]
         try:
             await self.processor.process(records)
         except asyncio.CancelledError:
@@ -212,9 +214,7 @@ class PaymentsApp:
             checks["broker"] = False
         consumer = getattr(self.subscriber, "consumer", None)
         checks["consumers"] = bool(self.started and consumer is not None)
-        checks["relay"] = any(
-            t.get_name() == "outbox-relay" and not t.done() for t in self._tasks
-        )
+        checks["relay"] = any(t.get_name() == "outbox-relay" and not t.done() for t in self._tasks)
         return checks
 
     async def stop(self) -> None:

@@ -69,7 +69,9 @@ async def _run(use_embedded: bool) -> None:
         }
         log.info(
             "embedded broker at %s, MongoDB-protocol server at %s (data in %s)",
-            infrastructure.kafka_bootstrap, infrastructure.mongodb_url, data_dir / "mongo",
+            infrastructure.kafka_bootstrap,
+            infrastructure.mongodb_url,
+            data_dir / "mongo",
         )
     service = PaymentsApp(load_settings(**overrides))
     stop = asyncio.Event()

@@ -27,8 +27,11 @@ def build_http_app(
     async def readyz(_: Request) -> Response:
         checks = await readiness()
         failed = sorted(name for name, ok in checks.items() if not ok)
-        body = {"status": "ready" if not failed else "not_ready", "checks": checks,
-                "failed": failed}
+        body = {
+            "status": "ready" if not failed else "not_ready",
+            "checks": checks,
+            "failed": failed,
+        }
         return JSONResponse(body, status_code=200 if not failed else 503)
 
     async def metrics_endpoint(_: Request) -> Response:

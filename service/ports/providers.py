@@ -95,15 +95,11 @@ class PaymentProvider(Protocol):
         """Saved payment methods (optional: providers without them return [])."""
         ...
 
-    def verify_webhook(
-        self, headers: Mapping[str, str], body: bytes, now: datetime
-    ) -> None:
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
         """Raise :class:`WebhookVerificationError` unless the signature verifies."""
         ...
 
-    def interpret_webhook(
-        self, headers: Mapping[str, str], payload: str
-    ) -> WebhookAction | None:
+    def interpret_webhook(self, headers: Mapping[str, str], payload: str) -> WebhookAction | None:
         """What a verified webhook means, or None when it means nothing to us."""
         ...
 

@@ -14,8 +14,14 @@ def new_id(prefix: str = "evt") -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def envelope(event_type: str, data: dict[str, Any], *, event_id: str | None = None,
-             source: str = "/test-harness", **extensions: Any) -> dict[str, Any]:
+def envelope(
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    event_id: str | None = None,
+    source: str = "/test-harness",
+    **extensions: Any,
+) -> dict[str, Any]:
     return {
         "specversion": "1.0",
         "id": event_id or new_id(),
@@ -43,8 +49,13 @@ def cart_updated(
     region_id: str = "eu",
     **fields: Any,
 ) -> dict[str, Any]:
-    return {"cart_id": cart_id, "region_id": region_id, "currency_code": currency_code,
-            "amount": amount, **fields}
+    return {
+        "cart_id": cart_id,
+        "region_id": region_id,
+        "currency_code": currency_code,
+        "amount": amount,
+        **fields,
+    }
 
 
 def checkout_completed(
@@ -76,16 +87,18 @@ def checkout_completed(
     return result
 
 
-def capture(payment_id: str, amount: int | None = None, *, requested_by: str = "ops@test",
-            **fields: Any) -> dict[str, Any]:
+def capture(
+    payment_id: str, amount: int | None = None, *, requested_by: str = "ops@test", **fields: Any
+) -> dict[str, Any]:
     data: dict[str, Any] = {"payment_id": payment_id, "requested_by": requested_by, **fields}
     if amount is not None:
         data["amount"] = amount
     return data
 
 
-def refund(payment_id: str, amount: int | None = None, *, requested_by: str = "ops@test",
-           **fields: Any) -> dict[str, Any]:
+def refund(
+    payment_id: str, amount: int | None = None, *, requested_by: str = "ops@test", **fields: Any
+) -> dict[str, Any]:
     return capture(payment_id, amount, requested_by=requested_by, **fields)
 
 

@@ -114,9 +114,18 @@ class ServiceHarness:
 
     async def start(self) -> None:
         await ensure_topics(
-            self.kafka_bootstrap, [topic_for(t, self.prefix) for t in (
-                *OUTBOUND_TOPICS, DLQ_TOPIC, "cart.updated", "checkout.completed",
-                *ADMIN_COMMAND_TYPES, "payment.provider_webhook")],
+            self.kafka_bootstrap,
+            [
+                topic_for(t, self.prefix)
+                for t in (
+                    *OUTBOUND_TOPICS,
+                    DLQ_TOPIC,
+                    "cart.updated",
+                    "checkout.completed",
+                    *ADMIN_COMMAND_TYPES,
+                    "payment.provider_webhook",
+                )
+            ],
         )
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.kafka_bootstrap, linger_ms=2, max_request_size=4 * 1024 * 1024
@@ -172,8 +181,9 @@ class ServiceHarness:
                         ReceivedEvent(
                             topic=record.topic,
                             key=record.key.decode() if record.key else None,
-                            headers={k: (v or b"").decode("utf-8", "replace")
-                                     for k, v in record.headers},
+                            headers={
+                                k: (v or b"").decode("utf-8", "replace") for k, v in record.headers
+                            },
                             event=event,
                         )
                     )
@@ -220,15 +230,20 @@ class ServiceHarness:
     # -- observing -------------------------------------------------------------------
 
     def events(
-        self, event_type: str | None = None, *, cart_id: str | None = None,
+        self,
+        event_type: str | None = None,
+        *,
+        cart_id: str | None = None,
         predicate: Callable[[ReceivedEvent], bool] | None = None,
     ) -> list[ReceivedEvent]:
         result = []
         for received in self.received:
             if event_type is not None and received.type != event_type:
                 continue
-            if cart_id is not None and received.data.get("cart_id") != cart_id and (
-                received.key != cart_id
+            if (
+                cart_id is not None
+                and received.data.get("cart_id") != cart_id
+                and (received.key != cart_id)
             ):
                 continue
             if predicate is not None and not predicate(received):
@@ -253,9 +268,7 @@ class ServiceHarness:
                 return matching[count - 1]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                arrived = [
-                    f"{r.type} key={r.key} data={r.data}" for r in self.received[-20:]
-                ]
+                arrived = [f"{r.type} key={r.key} data={r.data}" for r in self.received[-20:]]
                 raise EventNotReceived(
                     f"no {event_type} (#{count}) for cart {cart_id!r} within {timeout}s; "
                     f"arrived ({len(self.received)} total, last 20):\n  " + "\n  ".join(arrived)

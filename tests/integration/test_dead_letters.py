@@ -30,8 +30,11 @@ def _valid(event_type: str, n: int) -> tuple[bytes, str]:
 def _invalid_cases(event_type: str) -> list[tuple[str, bytes | None]]:
     good = example_event(event_type)
     wrong_type = {**good, "type": "cart.deleted"}
-    bad_data = {**good, "data": {**good["data"], "amount": 50.5}} if "amount" in good[
-        "data"] else {**good, "data": {}}
+    bad_data = (
+        {**good, "data": {**good["data"], "amount": 50.5}}
+        if "amount" in good["data"]
+        else {**good, "data": {}}
+    )
     no_id = {k: v for k, v in good.items() if k != "id"}
     return [
         ("invalid_json", b"{not json"),
@@ -73,7 +76,8 @@ async def test_each_inbound_topic_dead_letters_invalid_and_keeps_consuming(
         assert data["key"].startswith(f"bad-{event_type}")
         if kind != "too_large":
             original = (
-                data["value"].encode() if "value" in data
+                data["value"].encode()
+                if "value" in data
                 else base64.b64decode(data["value_base64"])
             )
             assert original == next(v for k, v in _invalid_cases(event_type) if k == kind)
