@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test test-unit test-integration lint format schemas bench faults clean
+.PHONY: install run test test-unit test-integration lint format schemas bench faults asyncapi clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,19 @@ format: $(STAMP)
 ## Regenerate the committed JSON Schemas from the models.
 schemas: $(STAMP)
 	$(BIN)/payments schemas export schemas/json
+
+## Throughput benchmark against the broker's and the store's own limits.
+## `make bench ARGS=--quick` finishes in under a minute.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(ARGS)
+
+## The fault-injection suite (also part of `make test`).
+faults: $(STAMP)
+	$(BIN)/python -m pytest tests/faults $(ARGS)
+
+## Render the AsyncAPI document (docs/asyncapi.json) and serve it.
+asyncapi: $(STAMP)
+	$(BIN)/payments asyncapi serve $(ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

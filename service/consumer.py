@@ -15,6 +15,7 @@ Failure policy:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -24,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
+from structlog.contextvars import bound_contextvars
 
 from schemas.dead_letter import DeadLetterKind, build_dead_letter_data
 from schemas.inbound import (
@@ -41,6 +43,7 @@ from service.domain import ids
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.handlers import HandleResult, PaymentService, utcnow
 from service.metrics import Metrics
+from service.observability.tracing import MessageTracer, inbound_context, publishing_causes
 from service.ports.publisher import EventPublisher
 from service.ports.store import CollectionStore, OrphanOutcome
 
@@ -81,6 +84,49 @@ class _Job:
     event_type: str
     event: Any
     key_id: str | None
+    trace_context: Any = None
+    """The OpenTelemetry context of the record's span (tracing on): its outbound
+    events are published in it, so they continue the inbound trace."""
+
+
+def _log_context(job: _Job) -> dict[str, Any]:
+    """What every log line about this message carries (structlog contextvars)."""
+    record = job.record
+    context: dict[str, Any] = {
+        "event_id": job.event.id,
+        "event_type": job.event_type,
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+    }
+    if getattr(job.event, "causationid", None):
+        context["causationid"] = job.event.causationid
+    data = job.event.data
+    for attribute, name in (
+        ("cart_id", "cart_id"),
+        ("payment_id", "payment_id"),
+        ("provider_id", "provider"),
+    ):
+        value = getattr(data, attribute, None)
+        if value:
+            context[name] = value
+    return context
+
+
+def _result_context(result: HandleResult, seconds: float) -> dict[str, Any]:
+    context: dict[str, Any] = {"outcome": result.status, "seconds": round(seconds, 6)}
+    if result.note:
+        context["note"] = result.note
+    if result.cart_id:
+        context["cart_id"] = result.cart_id
+    if result.saved:
+        collection = result.saved[-1][0]
+        if collection.payment is not None:
+            context["payment_id"] = collection.payment.id
+            context["provider"] = collection.payment.provider_id
+        elif collection.selected_provider_id:
+            context["provider"] = collection.selected_provider_id
+    return context
 
 
 #: A `too_large` value is kept only up to this many bytes: the whole of it would
@@ -144,8 +190,10 @@ class BatchProcessor:
         retry_base_delay_s: float = 0.05,
         clock: Callable[[], datetime] = utcnow,
         after_store: Callable[[], Awaitable[None]] | None = None,
+        tracer: MessageTracer | None = None,
     ) -> None:
         self.service = service
+        self.tracer = tracer
         self.store = store
         self.publisher = publisher
         self.authenticator = authenticator
@@ -178,14 +226,17 @@ class BatchProcessor:
     def _dead_letter(self, record: Record, kind: str, detail: str) -> OutboxEvent:
         self.metrics.dead_letters.labels(record.topic, kind).inc()
         self.metrics.events_outcome.labels(record.topic, "dead_lettered").inc()
-        log.warning(
-            "dead-lettering %s[%d]@%d: %s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            kind,
-            detail[:300],
-        )
+        with bound_contextvars(
+            topic=record.topic, partition=record.partition, offset=record.offset
+        ):
+            log.warning(
+                "dead-lettering %s[%d]@%d: %s: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                kind,
+                detail[:300],
+            )
         return dead_letter_event(record, kind, detail, self.clock())
 
     @staticmethod
@@ -213,6 +264,26 @@ class BatchProcessor:
         raise TypeError(f"no handler for {job.event_type}")
 
     async def _handle(self, job: _Job) -> HandleResult | OutboxEvent:
+        """Handle one message with its log context bound (and in its span, tracing on)."""
+        with bound_contextvars(**_log_context(job)):
+            if self.tracer is None:
+                return await self._handle_job(job)
+            record = job.record
+            with self.tracer.process(
+                record.topic,
+                record.headers,
+                {
+                    "messaging.destination.name": record.topic,
+                    "messaging.kafka.destination.partition": record.partition,
+                    "messaging.kafka.message.offset": record.offset,
+                    "messaging.message.id": job.event.id,
+                    "cloudevents.event_type": job.event_type,
+                },
+            ) as context:
+                job.trace_context = context
+                return await self._handle_job(job)
+
+    async def _handle_job(self, job: _Job) -> HandleResult | OutboxEvent:
         topic = job.record.topic
         attempt = 0
         while True:
@@ -239,13 +310,47 @@ class BatchProcessor:
                 log.warning("handling %s failed (attempt %d): %r", topic, attempt, exc)
                 await asyncio.sleep(self.retry_base_delay_s * 2 ** (attempt - 1))
                 continue
-            self.metrics.handler_latency.labels(topic).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.metrics.handler_latency.labels(topic).observe(elapsed)
             self.metrics.events_outcome.labels(topic, result.status).inc()
+            if log.isEnabledFor(logging.DEBUG):  # per-message lines only at DEBUG
+                log.debug(
+                    "handled %s: %s",
+                    job.event_type,
+                    result.status,
+                    extra=_result_context(result, elapsed),
+                )
             return result
 
     async def _handle_in_order(self, jobs: list[_Job]) -> list[HandleResult | OutboxEvent]:
         async with self.semaphore:
             return [await self._handle(job) for job in jobs]
+
+    def _batch_scope(self) -> contextlib.AbstractContextManager[None]:
+        scope = getattr(self.store, "batch_scope", None)
+        return scope() if scope is not None else contextlib.nullcontext()
+
+    async def _prefetch(self, groups: dict[str, list[_Job]]) -> None:
+        """One query for the collections of every cart in the batch (if the store can).
+
+        Each handler still loads its aggregate through the store, which answers the
+        first load of a cart from this prefetch instead of a round trip per event.
+        """
+        prefetch = getattr(self.store, "prefetch_by_cart", None)
+        if prefetch is None:
+            return
+        cart_ids = [
+            jobs[0].event.data.cart_id
+            for jobs in groups.values()
+            if isinstance(jobs[0].event.data, CartUpdated | CheckoutCompleted)
+        ]
+        if not cart_ids:
+            return
+        try:
+            await prefetch(cart_ids)
+        except Exception as exc:
+            # Only an optimization: the handlers load (and retry) one by one.
+            log.warning("prefetching %d carts failed: %s", len(cart_ids), exc)
 
     # -- the batch -----------------------------------------------------------------
 
@@ -257,14 +362,19 @@ class BatchProcessor:
         """
         dead_letters: list[OutboxEvent] = []
         groups: dict[str, list[_Job]] = defaultdict(list)
+        trace_contexts: dict[str, Any] = {}
         for record in records:
             item = self._classify(record)
             if isinstance(item, OutboxEvent):
                 dead_letters.append(item)
+                if self.tracer is not None:
+                    trace_contexts[item.causation_id] = inbound_context(record.headers)
             else:
                 groups[self._ordering_key(item)].append(item)
 
-        results = await asyncio.gather(*(self._handle_in_order(g) for g in groups.values()))
+        with self._batch_scope():
+            await self._prefetch(groups)
+            results = await asyncio.gather(*(self._handle_in_order(g) for g in groups.values()))
         saved: dict[str, tuple[PaymentCollection, int]] = {}
         orphans: list[OrphanOutcome] = []
         for group in results:
@@ -283,28 +393,28 @@ class BatchProcessor:
 
         events = [e for collection, _ in saved.values() for e in collection.unsent_events]
         events += [e for orphan in orphans for e in orphan.events]
-        await self.publisher.publish(dead_letters)
-        try:
-            await self.publisher.publish(events)
-        except Exception:
-            # Stored, so not lost: the relay publishes them with their ids.
-            log.warning(
-                "publishing %d events failed; left to the relay", len(events), exc_info=True
-            )
-            return
-        self._count_published(events, "direct")
-        if saved:
-            await self.store.mark_sent(list(saved.values()))
+        if self.tracer is not None:
+            for jobs in groups.values():
+                for job in jobs:
+                    if job.trace_context is not None:
+                        trace_contexts[job.event.id] = job.trace_context
+                        record = job.record
+                        cause = f"{record.topic}:{record.partition}:{record.offset}"
+                        trace_contexts[cause] = job.trace_context
+        with publishing_causes(trace_contexts):
+            await self.publisher.publish(dead_letters)
+            try:
+                await self.publisher.publish(events)
+            except Exception:
+                # Stored, so not lost: the relay publishes them with their ids.
+                log.warning(
+                    "publishing %d events failed; left to the relay", len(events), exc_info=True
+                )
+                return
+        self.metrics.observe_published(events, "direct")
+        # Only collections that had events to send: the others are stored as they are.
+        sent = [item for item in saved.values() if item[0].unsent_events]
+        if sent:
+            await self.store.mark_sent(sent)
         for orphan in orphans:
             await self.store.mark_orphan_sent(orphan.event_id)
-
-    def _count_published(self, events: Sequence[OutboxEvent], path: str) -> None:
-        for event in events:
-            self.metrics.outbox_published.labels(event.type, path).inc()
-            data = event.payload.get("data", {})
-            self.metrics.payments.labels(event.type, str(data.get("reason", ""))).inc()
-            amount = data.get("amount")
-            if isinstance(amount, int) and event.type != "payment.requires_action":
-                self.metrics.payment_amounts.labels(
-                    event.type, str(data.get("currency_code") or "")
-                ).inc(amount)

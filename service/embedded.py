@@ -33,11 +33,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import pymongo
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -658,8 +658,12 @@ async def ensure_topics(
     *,
     replication_factor: int = 1,
     request_timeout_ms: int = 30_000,
+    client_options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Create ``topics`` unless they exist; existing topics are left as they are."""
+    """Create ``topics`` unless they exist; existing topics are left as they are.
+
+    ``client_options`` are extra aiokafka client arguments (TLS / SASL security).
+    """
     names = list(dict.fromkeys(topics))  # duplicates make the whole request invalid
     if not names:
         return
@@ -667,6 +671,7 @@ async def ensure_topics(
         bootstrap_servers=bootstrap_servers,
         client_id="payments-ensure-topics",
         request_timeout_ms=request_timeout_ms,
+        **(client_options or {}),
     )
     await admin.start()
     try:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+
+from structlog.contextvars import bound_contextvars
 
 from schemas.inbound import (
     AdminCancel,
@@ -107,7 +109,13 @@ class PaymentService:
         provider = self.providers.get(call.provider_id)
         if provider is None:
             return ProviderOutcome.failed(f"provider {call.provider_id!r} is not installed")
-        return await self.caller.call(provider, call)
+        # Log lines of the call (retries, adapter errors) say which provider and payment.
+        with bound_contextvars(
+            provider=call.provider_id,
+            cart_id=call.cart_id,
+            **({"payment_id": call.payment_id} if call.payment_id else {}),
+        ):
+            return await self.caller.call(provider, call)
 
     @staticmethod
     def _duplicate(loaded: Loaded | None) -> HandleResult:
@@ -222,11 +230,18 @@ class PaymentService:
         self, decision: Decision
     ) -> list[tuple[ProviderCall, ProviderOutcome]]:
         outcomes: list[tuple[ProviderCall, ProviderOutcome]] = []
+        initiated: dict[str, Any] = {}
         for call in decision.calls:
+            if initiated and call.operation == "authorize":
+                # The authorize call was planned before the session existed at the
+                # provider: hand it what initiate returned (e.g. the PaymentIntent id).
+                call = replace(call, data={**call.data, **initiated})
             outcome = await self._call(call)
             outcomes.append((call, outcome))
-            if call.operation == "initiate" and outcome.kind != OutcomeKind.SUCCEEDED:
-                break  # no session at the provider: nothing to authorize
+            if call.operation == "initiate":
+                if outcome.kind != OutcomeKind.SUCCEEDED:
+                    break  # no session at the provider: nothing to authorize
+                initiated = dict(outcome.data)
         return outcomes
 
     async def _void_lost_authorizations(
@@ -416,7 +431,7 @@ class PaymentService:
         which the provider de-duplicates, and apply the answer.
         """
         for _ in range(MAX_CONFLICT_RETRIES):
-            loaded = await self.store.load(collection_id)  # type: ignore[attr-defined]
+            loaded = await self.store.load(collection_id)
             if loaded is None:
                 return HandleResult("ignored")
             collection = loaded.collection.model_copy(deep=True)

@@ -6,11 +6,17 @@ share counters.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from service.domain.calls import ProviderCall
+from service.domain.model import OutboxEvent
 from service.domain.outcomes import ProviderOutcome
+
+AMOUNT_EVENT_TYPES = frozenset({"payment.authorized", "payment.captured", "payment.refunded"})
+"""Events whose `amount` is money moved (a failed or pending one moved nothing)."""
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -94,14 +100,36 @@ class Metrics:
         )
 
     def observe_provider_call(
-        self, call: ProviderCall, outcome: ProviderOutcome, seconds: float
+        self, call: ProviderCall, outcome: ProviderOutcome, seconds: float, method: str = ""
     ) -> None:
-        self.provider_latency.labels(call.provider_id, call.operation, outcome.kind.value).observe(
-            seconds
-        )
+        """`operation` is the provider method called: a status query asked on behalf
+        of an authorization is `get_status`, not a second `authorize`."""
+        self.provider_latency.labels(
+            call.provider_id, method or call.operation, outcome.kind.value
+        ).observe(seconds)
 
     def observe_retry(self, call: ProviderCall, outcome: ProviderOutcome) -> None:
         self.provider_retries.labels(call.provider_id, call.operation).inc()
+
+    def observe_published(self, events: Sequence[OutboxEvent], path: str) -> None:
+        """Count outbound events once the broker acknowledged them.
+
+        Every path that publishes (the consumer directly, the relay, the
+        reconciler) calls this, so payment outcomes and amounts are counted
+        whichever path sent them. Dead letters are counted in `dead_letters`.
+        """
+        for event in events:
+            self.outbox_published.labels(event.type, path).inc()
+            if not event.type.startswith("payment."):
+                continue
+            data = event.payload.get("data")
+            data = data if isinstance(data, dict) else {}
+            self.payments.labels(event.type, str(data.get("reason") or "")).inc()
+            amount = data.get("amount")
+            if isinstance(amount, int) and event.type in AMOUNT_EVENT_TYPES:
+                self.payment_amounts.labels(event.type, str(data.get("currency_code") or "")).inc(
+                    amount
+                )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -22,7 +22,9 @@ from service.ports.providers import PaymentProvider
 
 log = logging.getLogger(__name__)
 
-CallObserver = Callable[[ProviderCall, ProviderOutcome, float], None]
+CallObserver = Callable[[ProviderCall, ProviderOutcome, float, str], None]
+"""(call, outcome, seconds, method): method is the provider method actually called —
+the call's operation, or `get_status` for the status query made on its behalf."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,8 @@ class ProviderCaller:
                 f"{call.operation} raised {type(exc).__name__}: {exc}"
             )
         if self._observe is not None:
-            self._observe(call, outcome, time.perf_counter() - started)
+            method_name = getattr(method, "__name__", call.operation)
+            self._observe(call, outcome, time.perf_counter() - started, method_name)
         return outcome
 
     async def call(self, provider: PaymentProvider, call: ProviderCall) -> ProviderOutcome:

@@ -46,8 +46,7 @@ class OutboxRelay:
         if not events:
             return 0
         await self.publisher.publish(events)
-        for event in events:
-            self.metrics.outbox_published.labels(event.type, path).inc()
+        self.metrics.observe_published(events, path)
         await self.store.mark_sent(items)
         return len(events)
 
@@ -62,14 +61,16 @@ class OutboxRelay:
             for loaded in pending
             if loaded.collection.updated_at <= now - min_age
         ]
-        if due:
-            oldest = min(e.created_at for collection, _ in due for e in collection.unsent_events)
-            self.metrics.relay_lag.set(max(0.0, (now - oldest).total_seconds()))
-        else:
-            self.metrics.relay_lag.set(0)
+        # Lag over everything pending, not only what is due: a relay that cannot
+        # publish (broker down) must show a growing lag.
+        created = [e.created_at for loaded in pending for e in loaded.collection.unsent_events]
+        self.metrics.relay_lag.set(
+            max(0.0, (now - min(created)).total_seconds()) if created else 0.0
+        )
         sent += await self.publish_collections(due)
         for orphan in await self.store.pending_orphans(self.batch_size):
             await self.publisher.publish(orphan.events)
+            self.metrics.observe_published(orphan.events, "relay")
             await self.store.mark_orphan_sent(orphan.event_id)
             sent += len(orphan.events)
         self.last_run_ok = True

@@ -6,9 +6,11 @@ Invalid settings stop start-up with a message that names the variable:
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "PAYMENTS_"
@@ -51,6 +53,12 @@ class Settings(BaseSettings):
     processing_max_attempts: int = Field(default=3, ge=1, le=20)
     """Attempts for an unexpected exception before the message is dead-lettered."""
 
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
+    """How long the consumer group waits for a silent member (a crashed instance)
+    before its partitions go to the others; those partitions stall meanwhile."""
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100, le=60_000)
+    """Consumer heartbeats; keep it well below the session timeout (a third)."""
+
     batch_max_records: int = Field(default=500, ge=1, le=100_000)
     batch_timeout_ms: int = Field(default=50, ge=1)
     max_concurrency: int = Field(default=256, ge=1)
@@ -62,6 +70,33 @@ class Settings(BaseSettings):
 
     embedded_data_dir: str = ".data"
     log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """`auto`: human-readable on a terminal, one JSON object per line otherwise."""
+
+    shutdown_grace_s: float = Field(default=15.0, gt=0, le=600)
+    """On SIGTERM, how long the batch in flight may take to finish before it is
+    abandoned (it is then re-delivered to another instance: nothing is lost)."""
+
+    # -- tracing (off unless an endpoint is given) -------------------------------------
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP collector, e.g. `http://otel-collector:4318` (`/v1/traces` implied)."""
+    otlp_headers: SecretStr | None = None
+    """`key=value,…` headers for the collector (often an API token), never printed."""
+    otel_service_name: str = "payments-service"
+    otel_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+
+    # -- Kafka client security -----------------------------------------------------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    """CA bundle for the brokers' certificates (default: the system's)."""
+    kafka_ssl_certfile: str | None = None
+    """Client certificate for mutual TLS (with `kafka_ssl_keyfile`)."""
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -76,6 +111,93 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("at least one provider must be installed")
         return value
+
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> Settings:
+        """A half-configured security setup would silently connect in plaintext."""
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        tls = self.kafka_security_protocol.endswith("SSL")
+        if sasl:
+            missing = [
+                f"{ENV_PREFIX}{name.upper()}"
+                for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                    f"needs {', '.join(missing)}"
+                )
+        elif self.kafka_sasl_mechanism is not None:
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_SASL_MECHANISM is set but "
+                f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL is {self.kafka_security_protocol}; "
+                "use SASL_PLAINTEXT or SASL_SSL"
+            )
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if not tls and any(tls_files):
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_SSL_* files are set but "
+                f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL is {self.kafka_security_protocol}; "
+                "use SSL or SASL_SSL"
+            )
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError(f"{ENV_PREFIX}KAFKA_SSL_KEYFILE needs {ENV_PREFIX}KAFKA_SSL_CERTFILE")
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """repr()/str() without secrets: provider options may hold API keys."""
+        for name, value in super().__repr_args__():
+            if name == "provider_options":
+                from service.observability.logging import redact_mapping
+
+                yield name, redact_mapping(dict(value))
+            else:
+                yield name, value
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redactor to look for in any text."""
+        values: list[str] = [v.get_secret_value() for v in self.admin_keys.values()]
+        for secret in (self.kafka_sasl_password, self.kafka_ssl_key_password, self.otlp_headers):
+            if secret is not None:
+                values.append(secret.get_secret_value())
+        if self.otlp_headers is not None:
+            for item in self.otlp_headers.get_secret_value().split(","):
+                values.append(item.split("=", 1)[-1].strip())
+        if self.mongodb_url is not None:
+            url = self.mongodb_url.get_secret_value()
+            password = urlsplit(url).password if "://" in url else None
+            if password:
+                values.append(password)
+        from service.observability.logging import secret_like_values
+
+        values.extend(secret_like_values(self.provider_options))
+        return values
+
+    def public_summary(self) -> dict[str, Any]:
+        """What the service runs with, safe to log at start-up."""
+        mongo_host = None
+        if self.mongodb_url is not None:
+            parts = urlsplit(self.mongodb_url.get_secret_value())
+            mongo_host = parts.hostname and f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
+        from service.observability.logging import redact_mapping
+
+        return {
+            "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
+            "kafka_security_protocol": self.kafka_security_protocol,
+            "kafka_sasl_mechanism": self.kafka_sasl_mechanism,
+            "mongodb": mongo_host,
+            "mongodb_database": self.mongodb_database,
+            "topic_prefix": self.topic_prefix,
+            "consumer_group": self.consumer_group,
+            "providers": list(self.providers),
+            "region_providers": self.region_providers,
+            "provider_options": redact_mapping(dict(self.provider_options)),
+            "admin_key_ids": sorted(self.admin_keys),
+            "admin_signature_required": self.admin_signature_required,
+            "http_port": self.http_port,
+            "tracing": bool(self.otlp_endpoint),
+        }
 
     @property
     def uses_embedded(self) -> bool:
@@ -103,6 +225,9 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
+            if not error["loc"]:  # a cross-field check; its message names the variables
+                lines.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
+            field = str(error["loc"][0])
             lines.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from exc

@@ -56,3 +56,12 @@ def database_name() -> str:
 
 
 # --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def payments_infrastructure(infrastructure: TestInfrastructure) -> TestInfrastructure:
+    """The `payments` pytest plugin's fixture, served from this session's servers.
+
+    Downstream suites get theirs from the plugin; here it must not start a second pair.
+    """
+    return infrastructure

@@ -16,6 +16,7 @@ from faststream.kafka import KafkaBroker
 from schemas.envelope import CLOUDEVENTS_CONTENT_TYPE
 from schemas.topics import topic_for
 from service.domain.model import OutboxEvent
+from service.observability.tracing import attached, context_for_cause
 
 
 class KafkaEventPublisher:
@@ -32,13 +33,17 @@ class KafkaEventPublisher:
             return
         futures = []
         for event in events:
-            futures.append(
-                await self.broker.publish(
-                    orjson.dumps(event.payload),
-                    self.topic(event.type),
-                    key=event.key.encode(),
-                    headers={"content-type": CLOUDEVENTS_CONTENT_TYPE},
-                    no_confirm=True,
+            # Tracing on: publish in the span of the inbound event that caused this
+            # one, so the broker's telemetry middleware injects that trace's
+            # `traceparent` header (see service.observability.tracing).
+            with attached(context_for_cause(event.causation_id)):
+                futures.append(
+                    await self.broker.publish(
+                        orjson.dumps(event.payload),
+                        self.topic(event.type),
+                        key=event.key.encode(),
+                        headers={"content-type": CLOUDEVENTS_CONTENT_TYPE},
+                        no_confirm=True,
+                    )
                 )
-            )
         await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)

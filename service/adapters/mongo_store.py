@@ -13,7 +13,9 @@ decision also stores the events it causes and the event that caused it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +29,13 @@ from service.ports.store import ConcurrencyConflict, Loaded, OrphanOutcome
 COLLECTIONS = "payment_collections"
 ORPHANS = "orphan_outcomes"
 CLAIMS = "command_claims"
+
+#: The documents of the carts of the batch being processed (see `batch_scope`):
+#: cart id → document (None: no collection yet). Context-local, so only the
+#: batch's own handler tasks see it, never the relay or the reconciler.
+_batch_documents: ContextVar[dict[str, dict[str, Any] | None] | None] = ContextVar(
+    "payments_batch_documents", default=None
+)
 
 
 class MongoCollectionStore:
@@ -81,7 +90,47 @@ class MongoCollectionStore:
         return await self._load({"_id": collection_id})
 
     async def load_by_cart(self, cart_id: str) -> Loaded | None:
+        documents = _batch_documents.get()
+        if documents is not None and cart_id in documents:
+            # Taken once: a retry after a ConcurrencyConflict reads the database.
+            document = documents.pop(cart_id)
+            return None if document is None else self.from_document(document)
         return await self._load({"cart_id": cart_id})
+
+    @contextmanager
+    def batch_scope(self) -> Iterator[None]:
+        """Within it (one batch), `prefetch_by_cart` and `save` feed `load_by_cart`.
+
+        Safe because every write is version-checked: a prefetched or just-saved
+        document that someone else has changed since only costs a
+        ConcurrencyConflict, after which the handler reloads from the database.
+        """
+        token = _batch_documents.set({})
+        try:
+            yield
+        finally:
+            _batch_documents.reset(token)
+
+    async def prefetch_by_cart(self, cart_ids: Iterable[str]) -> None:
+        """Load the collections of many carts with one query (inside `batch_scope`)."""
+        documents = _batch_documents.get()
+        if documents is None:
+            return
+        wanted = [c for c in dict.fromkeys(cart_ids) if c not in documents]
+        if not wanted:
+            return
+        self.operations["find"] += 1
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(wanted)
+        async for document in self.collections.find({"cart_id": {"$in": wanted}}):
+            found[document["cart_id"]] = document
+        documents.update(found)
+
+    @staticmethod
+    def _remember(document: dict[str, Any]) -> None:
+        """Keep a just-written document for the next event of its cart in the batch."""
+        documents = _batch_documents.get()
+        if documents is not None:
+            documents[document["cart_id"]] = document
 
     async def load_by_payment(self, payment_id: str) -> Loaded | None:
         return await self._load({"payment_id": payment_id})
@@ -89,10 +138,12 @@ class MongoCollectionStore:
     async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
         if expected_version is None:
             self.operations["insert_one"] += 1
+            document = self.to_document(collection, 1)
             try:
-                await self.collections.insert_one(self.to_document(collection, 1))
+                await self.collections.insert_one(document)
             except DuplicateKeyError as exc:
                 raise ConcurrencyConflict(collection.id) from exc
+            self._remember(document)
             return 1
         version = expected_version + 1
         document = self.to_document(collection, version)
@@ -103,6 +154,7 @@ class MongoCollectionStore:
         )
         if result.matched_count != 1:
             raise ConcurrencyConflict(collection.id)
+        self._remember({"_id": collection.id, **document})
         return version
 
     async def mark_sent(self, items: Sequence[tuple[PaymentCollection, int]]) -> None:

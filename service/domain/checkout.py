@@ -113,6 +113,11 @@ def begin_checkout(collection: PaymentCollection | None, cmd: CompleteCheckout) 
             f"and provider {attempt.provider_id!r}",
         )
 
+    if collection.status == CollectionStatus.CANCELED:
+        # Checked before the republish below: a canceled (voided) payment must not
+        # be answered with its old payment.authorized.
+        return _reject(collection, cmd, "collection_canceled", "the payment collection is canceled")
+
     payment = collection.payment
     if payment is not None:
         # Already authorized: answer with the stored payment.authorized, same id.
@@ -122,9 +127,6 @@ def begin_checkout(collection: PaymentCollection | None, cmd: CompleteCheckout) 
         collection.updated_at = cmd.now
         _processed(collection, cmd)
         return Decision("settled", collection, note="already authorized: republished")
-
-    if collection.status == CollectionStatus.CANCELED:
-        return _reject(collection, cmd, "collection_canceled", "the payment collection is canceled")
 
     if not created:
         if collection.currency_code != currency:

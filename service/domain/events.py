@@ -39,8 +39,22 @@ def _envelope(
         "subject": subject,
         "datacontenttype": "application/json",
         "causationid": causation_id,
-        "data": data.model_dump(mode="json", exclude_none=True),
+        "data": _dump(data),
     }
+
+
+def _dump(data: BaseModel) -> dict[str, Any]:
+    """Optional fields that are None are left out; required ones stay, as null.
+
+    (`payment.failed` for an unknown payment has a null `cart_id`, `collection_id`,
+    `provider_id` and `currency_code`: required by the contract's schema, so they
+    must be present.)
+    """
+    dumped = data.model_dump(mode="json", exclude_none=True)
+    for name, field in type(data).model_fields.items():
+        if field.is_required() and name not in dumped:
+            dumped[name] = None
+    return dumped
 
 
 def new_event(

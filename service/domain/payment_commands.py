@@ -179,7 +179,9 @@ def begin_payment_command(collection: PaymentCollection, cmd: PaymentCommand) ->
         return Decision("call", collection, calls=[_call_for(payment, collection, pending)])
 
     if isinstance(cmd, CapturePayment):
-        if payment.is_canceled:
+        # A cancel in flight counts as canceled: a capture reserved now would
+        # settle on a canceled payment (canceled -> captured is illegal).
+        if payment.is_canceled or any(p.operation == "cancel" for p in payment.pending):
             return _reject(
                 collection, cmd, "payment_canceled", "the payment is canceled", amount=cmd.amount
             )
@@ -311,7 +313,10 @@ def settle_pending(
         "currency_code": payment.currency_code,
         "payment_id": payment.id,
     }
-    if outcome.kind == OutcomeKind.SUCCEEDED:
+    # A capture reported meanwhile (a webhook) makes a cancel impossible, whatever
+    # the provider answered: completed/partially_captured -> canceled is illegal.
+    captured_meanwhile = pending.operation == "cancel" and payment.captured_total > 0
+    if outcome.kind == OutcomeKind.SUCCEEDED and not captured_meanwhile:
         if pending.operation == "capture":
             capture = Capture(
                 id=ids.capture_id(payment.id, pending.command_id),
@@ -363,6 +368,17 @@ def settle_pending(
                 causation,
                 now,
             )
+        elif payment.is_canceled:
+            # A second cancel that was in flight at the same time: already canceled,
+            # so answer with the stored payment.canceled (same id) as a repeated
+            # cancel does, instead of a second event and a new canceled_at.
+            stored = (
+                collection.outbox_event(payment.canceled_event_id)
+                if payment.canceled_event_id
+                else None
+            )
+            if stored is not None:
+                stored.sent = False
         else:
             payment.canceled_at = now
             session = collection.session_by_id(payment.session_id)
@@ -380,7 +396,9 @@ def settle_pending(
         result = "succeeded"
     else:
         reason, retryable = (
-            ("provider_unavailable", True)
+            ("already_captured", False)
+            if captured_meanwhile
+            else ("provider_unavailable", True)
             if outcome.kind == OutcomeKind.TRANSIENT
             else ("provider_error", False)
         )

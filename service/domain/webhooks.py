@@ -79,11 +79,26 @@ def apply_notification(
             )
     elif payment.session_id == session.id:
         if meaning == "captured":
-            pending = next((p for p in payment.pending if p.operation == "capture"), None)
+            captures = [p for p in payment.pending if p.operation == "capture"]
+            # Providers report the cumulative amount captured: settle the
+            # reservation that brings the total to it, not just the first one.
+            pending = next(
+                (
+                    p
+                    for p in captures
+                    if amount is not None and payment.captured_total + p.amount == amount
+                ),
+                captures[0] if captures and amount is None else None,
+            )
             if pending is not None:
                 # Our own capture in flight: the webhook is its answer.
                 settle_pending(collection, pending, ProviderOutcome.succeeded(), now)
-            elif amount is not None and amount > payment.captured_total and not payment.is_canceled:
+            elif (
+                not captures  # a capture of ours is in flight: its own answer settles it
+                and amount is not None
+                and amount > payment.captured_total
+                and not payment.is_canceled
+            ):
                 extra = min(amount, payment.amount) - payment.captured_total
                 if extra > 0:
                     capture = Capture(

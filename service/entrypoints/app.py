@@ -13,7 +13,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -29,13 +29,32 @@ from service.consumer import BatchProcessor, Record
 from service.embedded import ensure_topics
 from service.entrypoints.http import EmbeddedServer, build_http_app
 from service.handlers import PaymentService
+from service.kafka_security import build_kafka_security, kafka_client_options
 from service.metrics import Metrics
+from service.observability.logging import register_secrets
+from service.observability.tracing import MessageTracer, build_tracer_provider
 from service.provider_calls import ProviderCaller, RetryPolicy
 from service.relay import OutboxRelay, Reconciler
 from service.settings import Settings
 from service.webhooks import WebhookIntake
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
 log = logging.getLogger(__name__)
+
+RELAY_FLUSH_TIMEOUT_S = 10.0
+"""On shutdown, how long the final outbox flush may take."""
+TASKS_TIMEOUT_S = 5.0
+"""On shutdown, how long background tasks may take to wind down."""
+CLOSE_MARGIN_S = 5.0
+"""Closing the broker, MongoDB and providers, and the exporter's last flush."""
+
+
+def shutdown_budget_s(settings: Settings) -> float:
+    """The longest a graceful stop can take; a deployment's grace period must cover it
+    (Kubernetes `terminationGracePeriodSeconds`, Docker `stop_grace_period`)."""
+    return settings.shutdown_grace_s + RELAY_FLUSH_TIMEOUT_S + TASKS_TIMEOUT_S + CLOSE_MARGIN_S
 
 
 class PaymentsApp:
@@ -45,7 +64,10 @@ class PaymentsApp:
         *,
         after_store: Callable[[], Awaitable[None]] | None = None,
         serve_http: bool = True,
+        span_exporter: SpanExporter | None = None,
     ) -> None:
+        """`span_exporter` is the tracing test hook: spans go there (e.g. an
+        `InMemorySpanExporter`) even without `PAYMENTS_OTLP_ENDPOINT`."""
         if settings.kafka_bootstrap_servers is None or settings.mongodb_url is None:
             raise ValueError(
                 "PAYMENTS_KAFKA_BOOTSTRAP_SERVERS and PAYMENTS_MONGODB_URL are required "
@@ -53,6 +75,9 @@ class PaymentsApp:
             )
         self.settings = settings
         self.serve_http = serve_http
+        # Before anything can log: the redactor must know the configured secrets.
+        register_secrets(settings.secret_values())
+        self.tracer_provider = build_tracer_provider(settings, exporter=span_exporter)
         self.metrics = Metrics()
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             settings.mongodb_url.get_secret_value(), tz_aware=True, uuidRepresentation="standard"
@@ -71,10 +96,20 @@ class PaymentsApp:
             on_retry=self.metrics.observe_retry,
         )
         self.service = PaymentService(self.store, self.providers, self.caller)
+        middlewares: list[Any] = []
+        if self.tracer_provider is not None:
+            from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+
+            middlewares.append(KafkaTelemetryMiddleware(tracer_provider=self.tracer_provider))
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id="payments-service",
+            security=build_kafka_security(settings),
+            middlewares=middlewares,
+            # FastStream's lines go through our structured logging, not its own handler.
+            logger=logging.getLogger("faststream.kafka.payments"),
             log_level=logging.DEBUG,  # no per-message INFO lines on the hot path
+            graceful_timeout=settings.shutdown_grace_s,
             linger_ms=5,
             enable_idempotence=False,
             acks="all",
@@ -94,6 +129,9 @@ class PaymentsApp:
             max_attempts=settings.processing_max_attempts,
             retry_base_delay_s=settings.retry_base_delay_s,
             after_store=after_store,
+            tracer=(
+                MessageTracer(self.tracer_provider) if self.tracer_provider is not None else None
+            ),
         )
         self.relay = OutboxRelay(self.store, self.publisher, self.metrics)
         self.reconciler = Reconciler(self.service, self.relay, self.metrics)
@@ -106,12 +144,15 @@ class PaymentsApp:
             batch_timeout_ms=settings.batch_timeout_ms,
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         )
         self.subscriber(self._on_batch)
         self._tasks: list[asyncio.Task[None]] = []
         self._http: EmbeddedServer | None = None
         self._nacks = 0
         self.started = False
+        self.stopping = False
 
     async def _on_batch(self, message: KafkaMessage) -> None:
         raw = message.raw_message
@@ -145,6 +186,7 @@ class PaymentsApp:
                 settings.kafka_bootstrap_servers,
                 [topic_for(t, settings.topic_prefix) for t in ALL_TOPICS],
                 settings.topic_partitions,
+                client_options=kafka_client_options(settings),
             )
         await self.broker.start()
         # Crash recovery first: whatever a previous run stored but did not send.
@@ -169,7 +211,11 @@ class PaymentsApp:
         if self.serve_http:
             await self._start_http()
         self.started = True
-        log.info("payments service started (group %s)", settings.consumer_group)
+        log.info(
+            "payments service started (group %s)",
+            settings.consumer_group,
+            extra={"settings": settings.public_summary()},
+        )
 
     async def _start_http(self) -> None:
         import uvicorn
@@ -184,6 +230,7 @@ class PaymentsApp:
             host=self.settings.http_host,
             port=self.settings.http_port,
             log_level="warning",
+            log_config=None,  # keep uvicorn's loggers on our structured handler
             access_log=False,
             lifespan="off",
         )
@@ -202,6 +249,12 @@ class PaymentsApp:
         return int(sockets[0].getsockname()[1]) if sockets else None
 
     async def readiness(self) -> dict[str, bool]:
+        """Which dependencies work; `/readyz` answers 503 naming the failed ones.
+
+        `consumers`: the Kafka consumer joined its group and holds partitions (an
+        instance beyond the partition count holds none yet is healthy: it joined).
+        `accepting`: false from the moment a graceful stop begins.
+        """
         checks: dict[str, bool] = {}
         try:
             await asyncio.wait_for(self.mongo.admin.command("ping"), 2.0)
@@ -212,13 +265,34 @@ class PaymentsApp:
             checks["broker"] = bool(await self.broker.ping(timeout=2.0))
         except Exception:
             checks["broker"] = False
-        consumer = getattr(self.subscriber, "consumer", None)
-        checks["consumers"] = bool(self.started and consumer is not None)
+        checks["consumers"] = self.started and self._consumer_joined()
         checks["relay"] = any(t.get_name() == "outbox-relay" and not t.done() for t in self._tasks)
+        checks["accepting"] = not self.stopping
         return checks
 
+    def _consumer_joined(self) -> bool:
+        consumer = getattr(self.subscriber, "consumer", None)
+        if consumer is None:
+            return False
+        try:
+            if consumer.assignment():
+                return True
+        except Exception:
+            return False
+        # No partitions: joined (generation >= 0) with nothing assigned is still
+        # healthy, e.g. more replicas than partitions. aiokafka keeps this private.
+        coordinator = getattr(consumer, "_coordinator", None)
+        generation = getattr(coordinator, "generation", -1)
+        return isinstance(generation, int) and generation >= 0
+
     async def stop(self) -> None:
-        """Graceful shutdown: stop fetching, finish the batch in flight, flush, close."""
+        """Graceful shutdown: stop fetching, finish the batch in flight, flush, close.
+
+        Takes at most :func:`shutdown_budget_s`: the batch in flight gets
+        `shutdown_grace_s` (then it is abandoned uncommitted and re-delivered
+        elsewhere, which de-duplicates), the outbox flush ten seconds.
+        """
+        self.stopping = True
         if self._http is not None:
             self._http.should_exit = True
         # Stopping the subscriber waits for the handler in flight, which commits.
@@ -228,13 +302,18 @@ class PaymentsApp:
             if task.get_name() != "http":
                 task.cancel()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.relay.run_once(), 10)
+            await asyncio.wait_for(self.relay.run_once(), RELAY_FLUSH_TIMEOUT_S)
         with contextlib.suppress(Exception):
             await self.broker.stop()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
+            await asyncio.wait(self._tasks, timeout=TASKS_TIMEOUT_S)
         await self.providers.close()
         await self.mongo.close()
+        if self.tracer_provider is not None:
+            provider = self.tracer_provider
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(provider.force_flush, 3000)
+                await asyncio.to_thread(provider.shutdown)
         self.started = False
         log.info("payments service stopped")
 

@@ -1,30 +1,36 @@
-"""The `payments` console command."""
+"""The `payments` console command: run the service, and the tools to operate it.
+
+Commands parse options and render results; the work is done by `service.tools`
+(one module per command), which tests and scripts can call directly. Every tool
+connects with the service's own `PAYMENTS_*` settings unless told otherwise, exits
+non-zero on failure, and offers `--json` where a script would read the output.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-import sys
 from pathlib import Path
 
 import typer
 
+from service.entrypoints import cli_tools
 from service.settings import SettingsError, load_settings
 
 app = typer.Typer(help="The payments service and its tools.", no_args_is_help=True)
 schemas_app = typer.Typer(help="The event contract as JSON Schema.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
+cli_tools.register(app)
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stdout,
-    )
-    # aiokafka and FastStream are chatty at INFO on every rebalance and message.
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    """Structured logs on stdout (JSON, or readable on a terminal), secrets redacted."""
+    from service.observability.logging import configure_logging, register_secrets
+
+    settings = load_settings()  # already validated by the caller
+    configure_logging(level, settings.log_format)
+    register_secrets(settings.secret_values())
 
 
 @app.command()
@@ -52,9 +58,11 @@ def run(
 
 async def _run(use_embedded: bool) -> None:
     from service.entrypoints.app import PaymentsApp
+    from service.tools.connection import write_embedded_endpoints
 
     log = logging.getLogger("payments")
     infrastructure = None
+    endpoints = Path()
     overrides: dict[str, object] = {}
     if use_embedded:
         from service.embedded import EmbeddedInfrastructure
@@ -67,6 +75,9 @@ async def _run(use_embedded: bool) -> None:
             "kafka_bootstrap_servers": infrastructure.kafka_bootstrap,
             "mongodb_url": infrastructure.mongodb_url,
         }
+        endpoints = write_embedded_endpoints(
+            data_dir, infrastructure.kafka_bootstrap, infrastructure.mongodb_url
+        )
         log.info(
             "embedded broker at %s, MongoDB-protocol server at %s (data in %s)",
             infrastructure.kafka_bootstrap,
@@ -86,6 +97,7 @@ async def _run(use_embedded: bool) -> None:
     finally:
         await service.stop()
         if infrastructure is not None:
+            endpoints.unlink(missing_ok=True)
             await asyncio.to_thread(infrastructure.stop)
 
 

@@ -9,6 +9,13 @@ For our own tests and for downstream teams' tests:
 Each harness uses its own topic prefix and database, so harnesses never see each
 other's events. An observer consumes every outbound topic and the dead-letter
 topic from the beginning and keeps what arrived.
+
+Two ways to run the service: `mode="in-process"` (default: fast, same event loop,
+`harness.app` is the `PaymentsApp`) and `mode="subprocess"` (`payments run` in a
+child process configured by environment variables, ready when `/readyz` says so:
+the service exactly as deployed). `embedded()` starts embedded Kafka and MongoDB
+first when no addresses are given. Downstream pytest suites get all of this as
+fixtures from `service.testing.pytest_plugin`.
 """
 
 from __future__ import annotations
@@ -16,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -59,6 +67,9 @@ class EventNotReceived(AssertionError):
     pass
 
 
+HarnessMode = Literal["in-process", "subprocess"]
+
+
 class ServiceHarness:
     def __init__(
         self,
@@ -69,8 +80,14 @@ class ServiceHarness:
         database: str | None = None,
         admin_key: tuple[str, str] = DEFAULT_ADMIN_KEY,
         start_service: bool = True,
+        mode: HarnessMode = "in-process",
         **settings: Any,
     ) -> None:
+        if mode not in ("in-process", "subprocess"):
+            raise ValueError(f"mode must be 'in-process' or 'subprocess', not {mode!r}")
+        self.mode: HarnessMode = mode
+        self.process: Any = None
+        """The `ServiceProcess` running `payments run` (subprocess mode)."""
         self.kafka_bootstrap = kafka_bootstrap
         self.mongodb_url = mongodb_url
         self.prefix = prefix if prefix is not None else unique_topic_prefix()
@@ -144,9 +161,21 @@ class ServiceHarness:
             await self.start_app()
 
     async def start_app(self, **overrides: Any) -> Any:
+        """Start the service (again), optionally with changed settings.
+
+        Returns the `PaymentsApp` in-process, the `ServiceProcess` in subprocess mode.
+        """
+        settings = {**self.settings_overrides, **overrides}
+        if self.mode == "subprocess":
+            from service.testing.service_process import ServiceProcess
+
+            load_settings(**settings)  # a typo fails here, not as a child's exit code
+            self.process = ServiceProcess(settings)
+            await self.process.start()
+            return self.process
         from service.entrypoints.app import PaymentsApp
 
-        self.app = PaymentsApp(load_settings(**{**self.settings_overrides, **overrides}))
+        self.app = PaymentsApp(load_settings(**settings))
         await self.app.start()
         return self.app
 
@@ -154,6 +183,22 @@ class ServiceHarness:
         if self.app is not None:
             await self.app.stop()
             self.app = None
+        if self.process is not None:
+            process, self.process = self.process, None
+            await process.stop()
+            process.cleanup()
+
+    @property
+    def http_port(self) -> int | None:
+        """The service's HTTP port (health, readiness, metrics, webhooks), if running."""
+        if self.process is not None:
+            return int(self.process.http_port)
+        return None if self.app is None else self.app.http_port
+
+    @property
+    def base_url(self) -> str | None:
+        port = self.http_port
+        return None if port is None else f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
         await self.stop_app()
@@ -295,3 +340,39 @@ class ServiceHarness:
 
     async def ledger(self, **query: Any) -> list[dict[str, Any]]:
         return [d async for d in self.database["sandbox_ledger"].find(query)]
+
+
+@asynccontextmanager
+async def embedded(
+    kafka_bootstrap: str | None = None,
+    mongodb_url: str | None = None,
+    **harness_options: Any,
+) -> AsyncIterator[ServiceHarness]:
+    """A started harness; embedded Kafka and/or MongoDB are started for what is not given.
+
+    For quick experiments and downstream suites without infrastructure of their own:
+
+        async with embedded() as h:
+            await h.publish("cart.updated", builders.cart_updated("cart-1"))
+
+    The embedded servers are stopped on exit (and die with the process anyway).
+    """
+    from service.embedded import EmbeddedKafka, EmbeddedMongo
+
+    started: list[EmbeddedKafka | EmbeddedMongo] = []
+    try:
+        if kafka_bootstrap is None:
+            kafka = EmbeddedKafka()
+            await asyncio.to_thread(kafka.start)
+            started.append(kafka)
+            kafka_bootstrap = kafka.bootstrap_servers
+        if mongodb_url is None:
+            mongo = EmbeddedMongo()
+            await asyncio.to_thread(mongo.start)
+            started.append(mongo)
+            mongodb_url = mongo.url
+        async with ServiceHarness(kafka_bootstrap, mongodb_url, **harness_options) as harness:
+            yield harness
+    finally:
+        for server in reversed(started):
+            await asyncio.to_thread(server.stop)

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from service.domain.statuses import CollectionStatus, SessionStatus
 from service.testing import builders
-from service.testing.harness import ServiceHarness
+from service.testing.harness import ReceivedEvent, ServiceHarness
 
 pytestmark = pytest.mark.integration
 
 REGIONS = {"eu": ["manual", "sandbox"], "us": ["sandbox"]}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def harness(kafka_bootstrap: str, mongodb_url: str) -> AsyncIterator[ServiceHarness]:
     async with ServiceHarness(kafka_bootstrap, mongodb_url, region_providers=REGIONS) as h:
         yield h
@@ -26,12 +26,17 @@ def _cart() -> str:
     return f"cart_{uuid.uuid4().hex[:12]}"
 
 
-def _caused_by(event_id: str):  # noqa: ANN202
+def _caused_by(event_id: str) -> Callable[[ReceivedEvent], bool]:
     return lambda r: r.event.get("causationid") == event_id
 
 
-async def _checkout(harness: ServiceHarness, cart: str, payment_method: str | None,
-                    key: str | None = None, **payment_data: object) -> tuple[str, str]:
+async def _checkout(
+    harness: ServiceHarness,
+    cart: str,
+    payment_method: str | None,
+    key: str | None = None,
+    **payment_data: object,
+) -> tuple[str, str]:
     key = key or builders.new_id("idem")
     data = dict(payment_data)
     if payment_method is not None:
@@ -190,10 +195,11 @@ async def test_capture_on_authorization(kafka_bootstrap: str, mongodb_url: str) 
         assert collection is not None and collection.payment is not None
         assert collection.payment.captured_total == 5000
         assert collection.status == CollectionStatus.COMPLETED
-        ledger = await harness.ledger(cart_id=cart)
-        assert sorted((e["operation"], e["outcome"]) for e in ledger) == [
-            ("authorize", "authorized")
+        # One authorization and one capture at the provider, both under the checkout's key.
+        ledger = await harness.ledger(idempotency_key=key)
+        assert sorted((e["operation"], e["outcome"], e["amount"]) for e in ledger) == [
+            ("authorize", "authorized", 5000),
+            ("capture", "captured", 5000),
         ]
-        # The auto-capture is recorded under the authorization's key.
-        auto = await harness.ledger(operation="capture", idempotency_key=key)
-        assert len(auto) == 1 and auto[0]["amount"] == 5000
+        await harness.settle(quiet_s=0.5)
+        assert len({r.id for r in harness.events("payment.captured", cart_id=cart)}) == 1

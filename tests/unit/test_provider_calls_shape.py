@@ -101,8 +101,8 @@ def test_sandbox_rejects_bad_options(options: dict[str, Any], fragment: str) -> 
 
 
 def test_registry_names_the_variable_for_an_unknown_provider() -> None:
-    with pytest.raises(UnknownProviderError, match=r"^PAYMENTS_PROVIDERS: .*'stripe'"):
-        ProviderRegistry(Settings(providers=["manual", "stripe"]), NO_DATABASE)
+    with pytest.raises(UnknownProviderError, match=r"^PAYMENTS_PROVIDERS: .*'paypal'"):
+        ProviderRegistry(Settings(providers=["manual", "paypal"]), NO_DATABASE)
 
 
 def test_registry_rejects_a_provider_listed_twice() -> None:

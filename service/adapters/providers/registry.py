@@ -43,9 +43,17 @@ def _sandbox(
     return SandboxProvider(database, options)
 
 
+def _stripe(options: Mapping[str, Any], database: AsyncDatabase[dict[str, Any]]) -> PaymentProvider:
+    # Imported here: the Stripe SDK is large and only needed when it is installed.
+    from .stripe import StripeProvider
+
+    return StripeProvider(options)
+
+
 PROVIDER_FACTORIES: dict[str, ProviderFactory] = {
     MANUAL_PROVIDER_ID: _manual,
     SANDBOX_PROVIDER_ID: _sandbox,
+    "stripe": _stripe,
 }
 """Provider id → factory. Add a provider with :func:`register_provider_factory`."""
 

@@ -1,0 +1,1 @@
+"""The throughput benchmark (`make bench`): see bench/run.py and README "Performance"."""

@@ -1,0 +1,734 @@
+"""`make bench`: the service's throughput against its own broker's and store's limits.
+
+One run measures, on the same broker and MongoDB server:
+
+1. the service: 1 or 2 `payments run` subprocesses (one consumer group) fed N carts,
+   each a `cart.updated` then a `checkout.completed` (sandbox, `pm_card_visa`),
+   over topics with many partitions; checkouts/s from the first produce to the last
+   `payment.authorized` consumed (by a separate consumer), latency p50/p95/p99 from
+   each checkout's produce to its `payment.authorized`, peak RSS of the service
+   processes, and the MongoDB commands they issued (pymongo command monitoring);
+2. the broker limit: the same messages through a bare aiokafka consume → decode →
+   produce loop (as many loop processes as service processes), measured the same way;
+3. the store limit: the MongoDB commands the service's code issues per checkout
+   (captured by a calibration run of its own batch processor), replayed for N new
+   carts with the same driver and concurrency, without Kafka;
+
+then the ratio of (1) to the lower of (2) and (3), and checks the sandbox ledger
+holds exactly one `authorize` entry, `authorized`, per cart. Prints a table and
+writes `bench/results/<timestamp>.json`.
+
+    make bench                        # N = 20,000, one service process
+    make bench ARGS=--quick           # N = 2,000, under a minute
+    make bench ARGS="--processes 2"
+    make bench ARGS="--profile"       # + pyinstrument profile of each service process
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+from pymongo import AsyncMongoClient  # noqa: E402
+
+from bench.mongo_ops import per_checkout, totals  # noqa: E402
+from bench.workload import (  # noqa: E402
+    Cart,
+    Observer,
+    build_carts,
+    new_producer,
+    produce,
+    warmup_carts,
+)
+from schemas.topics import ALL_TOPICS, DLQ_TOPIC, topic_for  # noqa: E402
+from service.embedded import EmbeddedKafka, EmbeddedMongo, ensure_topics  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+AUTHORIZED = "payment.authorized"
+SERVICE_DEFAULTS = {"PAYMENTS_BATCH_MAX_RECORDS": "500", "PAYMENTS_MAX_CONCURRENCY": "256"}
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
+
+
+def log_tail(path: Path, limit: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError:
+        return "<no log>"
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass
+class Sampler:
+    """Samples RSS of the measured processes and CPU of ours and of the whole machine."""
+
+    measured: list[psutil.Process]
+    infra: dict[str, psutil.Process]
+    interval: float = 0.2
+    peak_total: int = 0
+    peak_each: list[int] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+    _cpu0: dict[str, float] = field(default_factory=dict)
+    _sys0: Any = None
+    _t0: float = 0.0
+    _load0: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @staticmethod
+    def _cpu(proc: psutil.Process) -> float:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            return float(times.user + times.system)
+        return 0.0
+
+    def _ours(self) -> dict[str, float]:
+        cpu = {f"service_{i}": self._cpu(p) for i, p in enumerate(self.measured)}
+        cpu.update({name: self._cpu(p) for name, p in self.infra.items()})
+        cpu["bench_driver"] = self._cpu(psutil.Process())
+        return cpu
+
+    def start(self) -> None:
+        self.peak_each = [0] * len(self.measured)
+        self._cpu0 = self._ours()
+        self._sys0 = psutil.cpu_times()
+        self._t0 = time.perf_counter()
+        self._load0 = os.getloadavg()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            total = 0
+            for i, proc in enumerate(self.measured):
+                with contextlib.suppress(psutil.Error):
+                    rss = proc.memory_info().rss
+                    self.peak_each[i] = max(self.peak_each[i], rss)
+                    total += rss
+            self.peak_total = max(self.peak_total, total)
+            await asyncio.sleep(self.interval)
+
+    async def stop(self) -> dict[str, Any]:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        elapsed = time.perf_counter() - self._t0
+        cpu1 = self._ours()
+        sys1 = psutil.cpu_times()
+        busy = sum(
+            getattr(sys1, f) - getattr(self._sys0, f)
+            for f in ("user", "system", "nice", "irq", "softirq", "steal")
+            if hasattr(sys1, f)
+        )
+        ours = {k: round(cpu1[k] - self._cpu0.get(k, 0.0), 2) for k in cpu1}
+        cores = psutil.cpu_count() or 1
+        other = max(0.0, busy - sum(ours.values()))
+        return {
+            "elapsed_s": round(elapsed, 2),
+            "cpu_s": ours,
+            "machine_busy_pct": round(100 * busy / (elapsed * cores), 1),
+            "other_processes_cpu_pct": round(100 * other / (elapsed * cores), 1),
+            "loadavg_before": [round(x, 2) for x in self._load0],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        }
+
+
+# -- subprocesses ----------------------------------------------------------------------
+
+
+def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    try:
+        return subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    finally:
+        handle.close()
+
+
+def terminate(procs: list[subprocess.Popen[bytes]], grace: float = 30.0) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+
+
+async def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}/readyz"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"service exited with {proc.returncode}:\n{log_tail(log)}")
+
+        def probe() -> int:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    return int(response.status)
+            except Exception:
+                return 0
+
+        if await asyncio.to_thread(probe) == 200:
+            return
+        await asyncio.sleep(0.2)
+    raise BenchError(f"service not ready after {timeout}s:\n{log_tail(log)}")
+
+
+async def wait_group_stable(bootstrap: str, group: str, members: int, timeout: float = 30) -> bool:
+    """Wait until the consumer group has `members` members and is Stable (if the
+    broker answers DescribeGroups; else False and the caller relies on the warm-up)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-admin")
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                described = await admin.describe_consumer_groups([group])
+            except Exception:
+                return False
+            for response in described:
+                for entry in response.groups:
+                    state, group_members = entry[2], entry[5]
+                    if state == "Stable" and len(group_members) == members:
+                        return True
+            await asyncio.sleep(0.3)
+        return False
+    finally:
+        await admin.close()
+
+
+# -- the three measurements ------------------------------------------------------------
+
+
+@dataclass
+class Flow:
+    """One measured flow: throughput and latency of N carts through consumers."""
+
+    checkouts_per_s: float
+    elapsed_s: float
+    latencies_ms: list[float]
+    produce_s: float
+
+    def summary(self) -> dict[str, float]:
+        lat = self.latencies_ms
+        return {
+            "checkouts_per_s": round(self.checkouts_per_s, 1),
+            "elapsed_s": round(self.elapsed_s, 2),
+            "produce_s": round(self.produce_s, 2),
+            "p50_ms": round(percentile(lat, 50), 1),
+            "p95_ms": round(percentile(lat, 95), 1),
+            "p99_ms": round(percentile(lat, 99), 1),
+            "max_ms": round(lat[-1], 1) if lat else float("nan"),
+        }
+
+
+async def drive(
+    bootstrap: str,
+    prefix: str,
+    observer: Observer,
+    warm: list[Cart],
+    carts: list[Cart],
+    args: argparse.Namespace,
+    label: str,
+) -> Flow:
+    producer = await new_producer(bootstrap)
+    try:
+        await produce(producer, prefix, warm)
+        if not await observer.wait_for(prefix + AUTHORIZED, [c.cart_id for c in warm], 120, stall_timeout=60):
+            raise BenchError(f"{label}: warm-up carts were not all authorized")
+        sent_at: dict[str, float] = {}
+        print(f"{label}: producing {len(carts)} carts …", flush=True)
+        start, produced = await produce(producer, prefix, carts, rate=args.rate, sent_at=sent_at)
+        ok = await observer.wait_for(
+            prefix + AUTHORIZED,
+            [c.cart_id for c in carts],
+            args.timeout,
+            stall_timeout=60,
+            progress=True,
+        )
+        arrivals = observer.arrivals.get(prefix + AUTHORIZED, {})
+        if not ok:
+            got = sum(1 for c in carts if c.cart_id in arrivals)
+            raise BenchError(f"{label}: only {got}/{len(carts)} carts authorized (timeout/stall)")
+    finally:
+        await producer.stop()
+    end = max(arrivals[c.cart_id] for c in carts)
+    latencies = sorted((arrivals[c.cart_id] - sent_at[c.cart_id]) * 1000 for c in carts)
+    return Flow(len(carts) / (end - start), end - start, latencies, produced - start)
+
+
+async def measure_service(
+    args: argparse.Namespace,
+    bootstrap: str,
+    mongodb_url: str,
+    run: str,
+    carts: list[Cart],
+    warm: list[Cart],
+    infra_procs: dict[str, psutil.Process],
+    workdir: Path,
+) -> dict[str, Any]:
+    prefix, database, group = f"bench{run}.", f"bench_{run}", f"bench-{run}"
+    await ensure_topics(bootstrap, [topic_for(t, prefix) for t in ALL_TOPICS], args.partitions)
+    observer = Observer(
+        bootstrap,
+        [prefix + AUTHORIZED, prefix + "payment.failed", prefix + DLQ_TOPIC],
+        f"bench-observer-{run}",
+    )
+    await observer.start()
+    procs: list[subprocess.Popen[bytes]] = []
+    ops_files, logs, profiles = [], [], []
+    try:
+        for i in range(args.processes):
+            port = free_port()
+            env = {
+                **os.environ,
+                **service_env(args),
+                "PAYMENTS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "PAYMENTS_MONGODB_URL": mongodb_url,
+                "PAYMENTS_MONGODB_DATABASE": database,
+                "PAYMENTS_TOPIC_PREFIX": prefix,
+                "PAYMENTS_TOPIC_PARTITIONS": str(args.partitions),
+                "PAYMENTS_CONSUMER_GROUP": group,
+                "PAYMENTS_ADMIN_SIGNATURE_REQUIRED": "false",
+                "PAYMENTS_HTTP_HOST": "127.0.0.1",
+                "PAYMENTS_HTTP_PORT": str(port),
+                "BENCH_OPS_FILE": str(workdir / f"ops-{i}.json"),
+            }
+            if args.profile:
+                profile = RESULTS / f"{run}.profile-{i}.txt"
+                env["BENCH_PROFILE"] = str(profile)
+                profiles.append(str(profile))
+            log = workdir / f"service-{i}.log"
+            procs.append(spawn([sys.executable, "bench/service_proc.py"], env, log))
+            ops_files.append(Path(env["BENCH_OPS_FILE"]))
+            logs.append(log)
+            await wait_ready(port, procs[-1], log, 60)
+        stable = await wait_group_stable(bootstrap, group, args.processes)
+        sampler = Sampler([psutil.Process(p.pid) for p in procs], infra_procs)
+        sampler.start()
+        try:
+            flow = await drive(bootstrap, prefix, observer, warm, carts, args, "service")
+        finally:
+            machine = await sampler.stop()
+        if args.processes > 1 and not stable:
+            stable = await wait_group_stable(bootstrap, group, args.processes, timeout=1)
+        failed = observer.count(prefix + "payment.failed")
+        dead = observer.count(prefix + DLQ_TOPIC)
+        duplicates = observer.duplicates
+        out_size = observer.mean_size(prefix + AUTHORIZED)
+    except BenchError:
+        for log in logs:
+            print(f"--- {log.name}:\n{log_tail(log)}", file=sys.stderr)
+        raise
+    finally:
+        await observer.stop()
+        await asyncio.to_thread(terminate, procs)
+    counts: dict[str, list[int]] = {}
+    for path in ops_files:
+        with contextlib.suppress(OSError, ValueError):
+            for key, (c, s) in json.loads(path.read_text()).items():
+                entry = counts.setdefault(key, [0, 0])
+                entry[0] += c
+                entry[1] += s
+    ledger_ok, ledger_detail = await check_ledger(mongodb_url, database, [*warm, *carts])
+    handled = len(carts) + len(warm)
+    commands, statements = totals(counts)
+    return {
+        "flow": flow,
+        "machine": machine,
+        "peak_rss_mb": round(sampler.peak_total / 2**20, 1),
+        "peak_rss_mb_per_process": [round(x / 2**20, 1) for x in sampler.peak_each],
+        "group_stable_before_timing": stable,
+        "payment_failed": failed,
+        "dead_letters": dead,
+        "duplicate_outbound": duplicates,
+        "authorized_value_bytes": out_size,
+        "ledger_ok": ledger_ok,
+        "ledger": ledger_detail,
+        "mongo_commands_per_checkout": round(commands / handled, 2),
+        "mongo_statements_per_checkout": round(statements / handled, 2),
+        "mongo_ops": per_checkout(counts, handled),
+        "profiles": profiles,
+        "database": database,
+    }
+
+
+async def check_ledger(url: str, database: str, carts: list[Cart]) -> tuple[bool, dict[str, int]]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+    try:
+        per_cart: dict[str, list[str]] = {}
+        async for doc in client[database]["sandbox_ledger"].find(
+            {"operation": "authorize"}, {"cart_id": 1, "outcome": 1}
+        ):
+            per_cart.setdefault(str(doc.get("cart_id")), []).append(str(doc.get("outcome")))
+    finally:
+        await client.close()
+    wanted = {c.cart_id for c in carts}
+    exact = sum(1 for c in wanted if per_cart.get(c) == ["authorized"])
+    detail = {
+        "carts": len(wanted),
+        "exactly_one_authorized": exact,
+        "missing": sum(1 for c in wanted if c not in per_cart),
+        "more_than_one": sum(1 for c in wanted if len(per_cart.get(c, [])) > 1),
+        "unexpected_carts": sum(1 for c in per_cart if c not in wanted),
+    }
+    return exact == len(wanted) and detail["unexpected_carts"] == 0, detail
+
+
+async def measure_broker(
+    args: argparse.Namespace,
+    bootstrap: str,
+    run: str,
+    carts: list[Cart],
+    warm: list[Cart],
+    out_size: int,
+    workdir: Path,
+) -> dict[str, Any]:
+    prefix, group = f"bench{run}b.", f"bench-loop-{run}"
+    topics = [prefix + t for t in ("cart.updated", "checkout.completed", AUTHORIZED)]
+    await ensure_topics(bootstrap, topics, args.partitions)
+    observer = Observer(bootstrap, [prefix + AUTHORIZED], f"bench-loop-observer-{run}")
+    await observer.start()
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = []
+    try:
+        for i in range(args.processes):
+            log = workdir / f"loop-{i}.log"
+            logs.append(log)
+            procs.append(
+                spawn(
+                    [
+                        sys.executable,
+                        "bench/broker_loop.py",
+                        "--bootstrap",
+                        bootstrap,
+                        "--prefix",
+                        prefix,
+                        "--group",
+                        group,
+                        "--out-size",
+                        str(out_size or 900),
+                        "--max-records",
+                        service_env(args)["PAYMENTS_BATCH_MAX_RECORDS"],
+                    ],
+                    dict(os.environ),
+                    log,
+                )
+            )
+        await wait_group_stable(bootstrap, group, args.processes)
+        flow = await drive(bootstrap, prefix, observer, warm, carts, args, "broker limit")
+    except BenchError:
+        for log in logs:
+            print(f"--- {log.name}:\n{log_tail(log)}", file=sys.stderr)
+        raise
+    finally:
+        await observer.stop()
+        await asyncio.to_thread(terminate, procs)
+    return {"flow": flow, "loop_processes": args.processes}
+
+
+async def measure_store(
+    args: argparse.Namespace, mongodb_url: str, run: str, workdir: Path
+) -> dict[str, Any]:
+    env = {**os.environ, **service_env(args)}
+    templates = workdir / "templates.bson"
+    calibration_db = f"bench_{run}_cal"
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "bench/store_replay.py",
+            "calibrate",
+            "--mongodb-url",
+            mongodb_url,
+            "--database",
+            calibration_db,
+            "--run-id",
+            f"{run}k",
+            "--out",
+            str(templates),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise BenchError(f"store calibration failed:\n{result.stderr[-3000:]}")
+    calibration = json.loads(result.stdout.strip().splitlines()[-1])
+    batch_carts = max(1, int(service_env(args)["PAYMENTS_BATCH_MAX_RECORDS"]) // 2)
+    concurrency = int(service_env(args)["PAYMENTS_MAX_CONCURRENCY"])
+    shares = [args.n // args.processes + (1 if i < args.n % args.processes else 0) for i in range(args.processes)]
+    procs = []
+    start = 0
+    for i, share in enumerate(shares):
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "bench/store_replay.py",
+                "replay",
+                "--mongodb-url",
+                mongodb_url,
+                "--database",
+                f"bench_{run}_replay",
+                "--indexes-from",
+                calibration_db,
+                "--templates",
+                str(templates),
+                "--n",
+                str(share),
+                "--start",
+                str(start),
+                "--tag",
+                f"p{i}-",
+                "--batch-carts",
+                str(batch_carts),
+                "--concurrency",
+                str(concurrency),
+                env=env,
+                cwd=ROOT,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        )
+        start += share
+    outputs = await asyncio.gather(*(p.communicate() for p in procs))
+    reports = []
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        if proc.returncode != 0:
+            raise BenchError(f"store replay failed:\n{err.decode()[-3000:]}")
+        reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+    elapsed = max(r["t_end"] for r in reports) - min(r["t_start"] for r in reports)
+    counts: dict[str, list[int]] = {}
+    for report in reports:
+        for key, (c, s) in report["counts"].items():
+            entry = counts.setdefault(key, [0, 0])
+            entry[0] += c
+            entry[1] += s
+    commands, statements = totals(counts)
+    return {
+        "checkouts_per_s": round(args.n / elapsed, 1),
+        "elapsed_s": round(elapsed, 2),
+        "replay_processes": args.processes,
+        "batch_carts": batch_carts,
+        "concurrency": concurrency,
+        "mongo_commands_per_checkout": round(commands / args.n, 2),
+        "mongo_statements_per_checkout": round(statements / args.n, 2),
+        "mongo_ops": per_checkout(counts, args.n),
+        "calibration": calibration,
+    }
+
+
+def service_env(args: argparse.Namespace) -> dict[str, str]:
+    env = dict(SERVICE_DEFAULTS)
+    env.update({k: v for k, v in os.environ.items() if k in SERVICE_DEFAULTS})
+    for item in args.env:
+        key, _, value = item.partition("=")
+        env[key if key.startswith("PAYMENTS_") else f"PAYMENTS_{key}"] = value
+    return env
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=None, help="carts (default 20,000)")
+    parser.add_argument("--quick", action="store_true", help="N = 2,000: under a minute")
+    parser.add_argument("--processes", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--partitions", type=int, default=16)
+    parser.add_argument("--kafka", help="bootstrap servers (default: embedded Tansu)")
+    parser.add_argument("--mongodb-url", help="MongoDB URL (default: embedded nx-27017)")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="carts/s to produce (default: as fast as possible)"
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra service setting, e.g. BATCH_MAX_RECORDS=1000 (PAYMENTS_ prefix optional)",
+    )
+    parser.add_argument("--profile", action="store_true", help="pyinstrument each service process")
+    parser.add_argument("--skip-broker", action="store_true")
+    parser.add_argument("--skip-store", action="store_true")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds for the N carts")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.n is None:
+        args.n = 2000 if args.quick else 20_000
+    if args.timeout is None:
+        args.timeout = max(120.0, args.n / 20)
+    return args
+
+
+def table(results: dict[str, Any]) -> str:
+    def fmt(value: Any, unit: str = "") -> str:
+        if value is None:
+            return "—"
+        if isinstance(value, float):
+            return f"{value:,.1f}{unit}"
+        return f"{value}{unit}"
+
+    rows = [
+        ("carts (N)", fmt(results["n"])),
+        ("service processes", fmt(results["processes"])),
+        ("service checkouts/s", fmt(results["service_checkouts_per_s"])),
+        ("  latency p50 / p95 / p99", f"{fmt(results['p50_ms'])} / {fmt(results['p95_ms'])} / {fmt(results['p99_ms'])} ms"),
+        ("broker limit checkouts/s", fmt(results["broker_limit_per_s"])),
+        ("store limit checkouts/s", fmt(results["store_limit_per_s"])),
+        ("ratio service / lower limit", fmt(results["ratio"]) if results["ratio"] is None else f"{results['ratio']:.2f}"),
+        ("peak RSS (service)", fmt(results["peak_rss_mb"], " MB")),
+        ("MongoDB commands/checkout (service)", fmt(results["service"]["mongo_commands_per_checkout"])),
+        ("MongoDB commands/checkout (replay)", fmt((results.get("store") or {}).get("mongo_commands_per_checkout"))),
+        ("ledger: one authorize per cart", "ok" if results["ledger_ok"] else "FAILED"),
+        ("machine busy / others' CPU", f"{results['machine']['machine_busy_pct']}% / {results['machine']['other_processes_cpu_pct']}%"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+async def main(args: argparse.Namespace) -> int:
+    run = time.strftime("%Y%m%d%H%M%S")
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{run}-"))
+    kafka = mongo = None
+    began = time.perf_counter()
+    try:
+        infra_procs: dict[str, psutil.Process] = {}
+        if args.kafka:
+            bootstrap = args.kafka
+        else:
+            kafka = EmbeddedKafka()
+            await asyncio.to_thread(kafka.start)
+            bootstrap = kafka.bootstrap_servers
+            if kafka.pid:
+                infra_procs["broker"] = psutil.Process(kafka.pid)
+        if args.mongodb_url:
+            mongodb_url = args.mongodb_url
+        else:
+            mongo = EmbeddedMongo()
+            await asyncio.to_thread(mongo.start)
+            mongodb_url = mongo.url
+            if mongo.pid:
+                infra_procs["mongodb"] = psutil.Process(mongo.pid)
+        carts = build_carts(run, args.n)
+        warm = warmup_carts(run, args.partitions)
+        print(
+            f"bench {run}: N={args.n}, {args.processes} service process(es), "
+            f"{args.partitions} partitions, broker {bootstrap}",
+            flush=True,
+        )
+        service = await measure_service(
+            args, bootstrap, mongodb_url, run, carts, warm, infra_procs, workdir
+        )
+        flow: Flow = service.pop("flow")
+        print(f"service: {flow.checkouts_per_s:,.1f} checkouts/s", flush=True)
+        broker = None
+        if not args.skip_broker:
+            broker = await measure_broker(
+                args, bootstrap, run, carts, warm, service["authorized_value_bytes"], workdir
+            )
+            print(f"broker limit: {broker['flow'].checkouts_per_s:,.1f} checkouts/s", flush=True)
+        store = None
+        if not args.skip_store:
+            store = await measure_store(args, mongodb_url, run, workdir)
+            print(f"store limit: {store['checkouts_per_s']:,.1f} checkouts/s", flush=True)
+    finally:
+        if mongo is not None:
+            await asyncio.to_thread(mongo.stop)
+        if kafka is not None:
+            await asyncio.to_thread(kafka.stop)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    broker_limit = broker["flow"].checkouts_per_s if broker else None
+    store_limit = store["checkouts_per_s"] if store else None
+    limits = [x for x in (broker_limit, store_limit) if x]
+    summary = flow.summary()
+    results: dict[str, Any] = {
+        "run": run,
+        "n": args.n,
+        "processes": args.processes,
+        "partitions": args.partitions,
+        "service_checkouts_per_s": summary["checkouts_per_s"],
+        "broker_limit_per_s": round(broker_limit, 1) if broker_limit else None,
+        "store_limit_per_s": store_limit,
+        "lower_limit": "broker" if limits and min(limits) == broker_limit else "store" if limits else None,
+        "ratio": round(summary["checkouts_per_s"] / min(limits), 3) if limits else None,
+        "p50_ms": summary["p50_ms"],
+        "p95_ms": summary["p95_ms"],
+        "p99_ms": summary["p99_ms"],
+        "peak_rss_mb": service["peak_rss_mb"],
+        "ledger_ok": service["ledger_ok"],
+        "rate": args.rate or None,
+        "profiled": args.profile,
+        "service_settings": service_env(args),
+        "service_flow": summary,
+        "machine": {
+            "cpus": psutil.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            **service.pop("machine"),
+        },
+        "service": service,
+        "broker": {**broker, "flow": broker["flow"].summary()} if broker else None,
+        "store": store,
+        "wall_s": round(time.perf_counter() - began, 1),
+    }
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    out = args.results_dir / f"{run}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    print(table(results))
+    print(f"\nwritten to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0 if results["ledger_ok"] else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(asyncio.run(main(parse_args())))
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        sys.exit(2)

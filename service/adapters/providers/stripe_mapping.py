@@ -1,0 +1,314 @@
+"""Pure tables for the Stripe adapter: statuses, errors, keys, reasons, webhooks.
+
+Kept apart from the I/O so each table can be tested on plain dicts (recorded or
+hand-made Stripe objects) without a server. The adapter (:mod:`.stripe`) only
+glues these to the SDK.
+
+PaymentIntent statuses map as Medusa's Stripe provider maps them
+(`getStatus`): `requires_payment_method`, `requires_confirmation` and
+`processing` are pending — or an error when `last_payment_error` is set;
+`requires_action` needs the customer; `requires_capture` is authorized;
+`succeeded` is authorized and captured; `canceled` is canceled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+import stripe
+
+from service.adapters.money import (
+    AmountNotRepresentable,
+    UnsupportedCurrency,
+    from_stripe_amount,
+)
+from service.domain.outcomes import ProviderOutcome
+from service.ports.providers import WebhookAction, WebhookMeaning
+
+MAX_IDEMPOTENCY_KEY: Final = 255
+"""Stripe's limit on the `Idempotency-Key` header."""
+
+CONFIRMABLE: Final = frozenset({"requires_payment_method", "requires_confirmation"})
+"""Statuses in which a PaymentIntent can be (re-)confirmed with a payment method."""
+
+CANCELABLE: Final = frozenset(
+    {"requires_payment_method", "requires_confirmation", "requires_action", "requires_capture"}
+)
+"""Statuses Stripe allows `cancel` from (`processing` too, for some methods; not cards)."""
+
+UPDATABLE: Final = frozenset(
+    {"requires_payment_method", "requires_confirmation", "requires_action"}
+)
+"""Statuses in which Stripe lets amount and currency change."""
+
+STRIPE_REFUND_REASONS: Final = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
+
+REFUND_REASON_ALIASES: Final[dict[str, str]] = {
+    "duplicate": "duplicate",
+    "duplicate_charge": "duplicate",
+    "fraud": "fraudulent",
+    "fraudulent": "fraudulent",
+    "requested_by_customer": "requested_by_customer",
+    "customer_request": "requested_by_customer",
+    "customer_requested": "requested_by_customer",
+}
+"""Our free-text refund reasons that mean one of Stripe's three; others go to metadata."""
+
+WEBHOOK_MEANINGS: Final[dict[str, WebhookMeaning]] = {
+    "payment_intent.amount_capturable_updated": "authorized",
+    "payment_intent.succeeded": "captured",
+    "payment_intent.payment_failed": "failed",
+    "payment_intent.requires_action": "requires_more",
+    "payment_intent.canceled": "canceled",
+}
+"""Stripe event type → what it means for a session; every other type means nothing."""
+
+PUBLIC_INTENT_FIELDS: Final = ("id", "client_secret", "status", "capture_method")
+"""PaymentIntent fields kept in session/payment data. The client secret is meant for
+the customer's browser (Stripe.js confirms with it); the API key never leaves the
+adapter."""
+
+
+def idempotency_key(operation: str, key: str, *parts: str) -> str:
+    """The Stripe `Idempotency-Key` for one operation of one of our calls.
+
+    The operation prefix keeps different operations from ever sharing a key (a
+    capture and a refund made under the same command id would otherwise collide,
+    and Stripe would answer the second with the first's response). Keys longer
+    than Stripe's limit are hashed, deterministically, so retries still match.
+    """
+    raw = ":".join((operation, key, *parts))
+    if len(raw) <= MAX_IDEMPOTENCY_KEY:
+        return raw
+    digest = hashlib.sha256(raw.encode()).hexdigest()
+    return f"{operation}:sha256:{digest}"
+
+
+def refund_reason(reason: str | None) -> str | None:
+    """Stripe's refund `reason` for ours, or None (ours then goes to metadata only)."""
+    if reason is None:
+        return None
+    return REFUND_REASON_ALIASES.get(reason.strip().lower())
+
+
+def as_int(value: Any) -> int | None:
+    """An integer field of a Stripe object (some fakes echo form strings back)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def object_id(value: Any) -> str | None:
+    """The id of an expandable field: a string id or an expanded object."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        found = value.get("id")
+        return found if isinstance(found, str) else None
+    return None
+
+
+def our_amount(value: Any, currency: str | None) -> int | None:
+    """A Stripe amount field in our ISO minor units, or None when absent or inexact."""
+    amount = as_int(value)
+    if amount is None or not currency:
+        return None
+    try:
+        return from_stripe_amount(amount, currency)
+    except (AmountNotRepresentable, UnsupportedCurrency, ValueError):
+        return None
+
+
+def public_intent_data(intent: Mapping[str, Any]) -> dict[str, Any]:
+    """What of a PaymentIntent is kept on the session or payment: public fields only."""
+    data: dict[str, Any] = {
+        name: intent[name] for name in PUBLIC_INTENT_FIELDS if intent.get(name) is not None
+    }
+    currency = intent.get("currency")
+    if isinstance(currency, str):
+        data["currency_code"] = currency.lower()
+        amount = our_amount(intent.get("amount"), currency)
+        if amount is not None:
+            data["amount"] = amount
+    payment_method = object_id(intent.get("payment_method"))
+    if payment_method is not None:
+        data["payment_method"] = payment_method
+    charge = object_id(intent.get("latest_charge"))
+    if charge is not None:
+        data["latest_charge"] = charge
+    return data
+
+
+def failed_payment_method(intent: Mapping[str, Any]) -> str | None:
+    """The payment method the last failed attempt used, where Stripe says so."""
+    error = intent.get("last_payment_error")
+    if isinstance(error, Mapping):
+        found = object_id(error.get("payment_method"))
+        if found is not None:
+            return found
+    return object_id(intent.get("payment_method"))
+
+
+def _error_message(error: Mapping[str, Any]) -> str:
+    message = error.get("message")
+    return message if isinstance(message, str) and message else "the payment failed"
+
+
+def _error_code(error: Mapping[str, Any]) -> str | None:
+    for name in ("decline_code", "code"):
+        value = error.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def intent_outcome(intent: Mapping[str, Any]) -> ProviderOutcome:
+    """A PaymentIntent's status as an authorization outcome (Medusa's table).
+
+    `amount` on a success is what Stripe holds for us, in our units: the amount
+    received once captured, else the capturable (or, failing that, the intent's)
+    amount.
+    """
+    status = intent.get("status")
+    data = public_intent_data(intent)
+    currency = intent.get("currency") if isinstance(intent.get("currency"), str) else None
+    error = intent.get("last_payment_error")
+    if status in ("requires_payment_method", "requires_confirmation", "processing"):
+        if isinstance(error, Mapping) and status != "processing":
+            return ProviderOutcome.declined(_error_message(error), _error_code(error))
+        return ProviderOutcome.pending(data)
+    if status == "requires_action":
+        next_action = intent.get("next_action")
+        action = dict(next_action) if isinstance(next_action, Mapping) else {"type": "unknown"}
+        return ProviderOutcome.requires_more(action, data)
+    if status == "requires_capture":
+        amount = our_amount(intent.get("amount_capturable"), currency)
+        if amount is None:
+            amount = our_amount(intent.get("amount"), currency)
+        return ProviderOutcome.succeeded(data, amount=amount)
+    if status == "succeeded":
+        amount = our_amount(intent.get("amount_received"), currency)
+        if amount is None:
+            amount = our_amount(intent.get("amount"), currency)
+        return ProviderOutcome.succeeded(data, captured=True, amount=amount)
+    if status == "canceled":
+        return ProviderOutcome.canceled(data)
+    return ProviderOutcome.failed(f"unexpected PaymentIntent status {status!r}", code="status")
+
+
+def error_outcome(exc: stripe.StripeError, *, moves_money: bool) -> ProviderOutcome:
+    """A Stripe SDK exception as an outcome kind.
+
+    * card declined (`CardError`) → declined;
+    * rate limit, and 409 (a request with the same idempotency key is still
+      running) → transient: retry with the same key;
+    * connection failures → transient when the request cannot have reached
+      Stripe (connect refused or timed out); otherwise, for calls that move
+      money, unknown — a read timeout or dropped connection may follow an effect,
+      and contract promise 7 says to ask for the status, not to assume nothing
+      happened;
+    * 5xx → transient for calls that move no money; for those that do, unknown,
+      because Stripe documents a 500 as indeterminate ("the request may or may not
+      have been processed");
+    * invalid request → failed (`provider_error`), except an unusable payment
+      method → invalid data; authentication and permission errors → failed.
+    """
+    message = exc.user_message or str(exc) or type(exc).__name__
+    code = exc.code
+    if isinstance(exc, stripe.CardError):
+        error = exc.error.to_dict() if exc.error is not None else {}
+        return ProviderOutcome.declined(message, _error_code(error) or code)
+    if isinstance(exc, stripe.RateLimitError):
+        return ProviderOutcome.transient(f"stripe rate limit: {message}")
+    if isinstance(exc, stripe.APIConnectionError):
+        if not moves_money or _not_sent(exc):
+            return ProviderOutcome.transient(f"stripe unreachable: {message}")
+        return ProviderOutcome.unknown(f"stripe connection lost, outcome unknown: {message}")
+    if isinstance(exc, stripe.IdempotencyError):
+        return ProviderOutcome.failed(message, code=code or "idempotency_error")
+    if isinstance(exc, stripe.InvalidRequestError):
+        if getattr(exc, "param", None) == "payment_method":
+            return ProviderOutcome.invalid_data(message)
+        return ProviderOutcome.failed(message, code=code)
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        return ProviderOutcome.failed(f"stripe rejected the API key: {message}", code=code)
+    status = exc.http_status
+    if status == 409:
+        return ProviderOutcome.transient(f"stripe conflict (409): {message}")
+    if status is None or status >= 500:
+        if moves_money:
+            return ProviderOutcome.unknown(f"stripe error {status}, outcome unknown: {message}")
+        return ProviderOutcome.transient(f"stripe error {status}: {message}")
+    return ProviderOutcome.failed(message, code=code)
+
+
+def _not_sent(exc: BaseException) -> bool:
+    """Whether a connection error happened before the request could reach Stripe."""
+    cause = exc.__cause__
+    try:
+        import httpx
+    except ImportError:  # pragma: no cover - httpx is the client we configure
+        return False
+    return isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+def interpret_event(payload: str) -> WebhookAction | None:
+    """What a (verified) Stripe event means for one of our sessions, or None.
+
+    Only PaymentIntent events we created count: the intent's metadata must name
+    our session and cart, as :meth:`StripeProvider.initiate` writes them. Another
+    integration's intents on the same Stripe account mean nothing to us.
+    """
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(event, Mapping):
+        return None
+    meaning = WEBHOOK_MEANINGS.get(str(event.get("type")))
+    data = event.get("data")
+    intent = data.get("object") if isinstance(data, Mapping) else None
+    if meaning is None or not isinstance(intent, Mapping):
+        return None
+    if intent.get("object") not in (None, "payment_intent"):
+        return None
+    metadata = intent.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    session_id = metadata.get("session_id")
+    cart_id = metadata.get("cart_id")
+    reference = object_id(intent.get("id"))
+    if not isinstance(cart_id, str) or not cart_id or reference is None:
+        return None
+    currency = intent.get("currency") if isinstance(intent.get("currency"), str) else None
+    amount: int | None = None
+    action: dict[str, Any] | None = None
+    message = ""
+    if meaning == "captured":
+        # Only what Stripe says it received: a fallback to `amount` would turn a
+        # partial capture (the rest released) into a full one in our books.
+        amount = our_amount(intent.get("amount_received"), currency)
+    elif meaning == "authorized":
+        amount = our_amount(intent.get("amount_capturable"), currency)
+    elif meaning == "requires_more":
+        next_action = intent.get("next_action")
+        action = dict(next_action) if isinstance(next_action, Mapping) else {"type": "unknown"}
+    elif meaning == "failed":
+        error = intent.get("last_payment_error")
+        message = _error_message(error) if isinstance(error, Mapping) else "the payment failed"
+    return WebhookAction(
+        meaning=meaning,
+        session_id=session_id if isinstance(session_id, str) and session_id else None,
+        cart_id=cart_id,
+        provider_reference=reference,
+        amount=amount,
+        data=public_intent_data(intent),
+        action=action,
+        message=message,
+    )

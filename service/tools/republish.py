@@ -1,0 +1,132 @@
+"""Republish: send stored outbound events again, with their original ids.
+
+Every `payment.*` event the service ever decided on is kept in the outbox of its
+payment collection (`state.outbox`), or, for answers to commands about no known
+payment, in `orphan_outcomes`. A consumer that lost events (a topic wiped, a
+downstream bug) gets them back from here exactly as first published: same id,
+key, value and `content-type` header, so consumers that de-duplicate by id stay
+correct.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pymongo import AsyncMongoClient
+
+from schemas.envelope import CLOUDEVENTS_CONTENT_TYPE
+from service.adapters.mongo_store import COLLECTIONS, ORPHANS
+from service.domain.model import OutboxEvent, PaymentCollection
+from service.tools.connection import Connection, ToolError
+from service.tools.kafka_io import OutgoingRecord, ProgressCallback, send_records, tool_producer
+from service.tools.time_window import TimeWindow
+
+
+@dataclass(frozen=True, slots=True)
+class RepublishSelection:
+    """Which stored events: one cart's, and/or those created in a time window."""
+
+    cart_id: str | None = None
+    window: TimeWindow = field(default_factory=TimeWindow)
+    """Compared with the event's `created_at`."""
+
+    def validate(self) -> None:
+        if self.cart_id is None and self.window.is_open:
+            raise ToolError("say which events: --cart-id and/or --since/--until")
+
+    def matches(self, event: OutboxEvent) -> bool:
+        if self.cart_id is not None and event.key != self.cart_id:
+            return False
+        return self.window.contains(event.created_at)
+
+
+@dataclass(frozen=True, slots=True)
+class RepublishResult:
+    events: list[OutboxEvent]
+    dry_run: bool
+
+    def summary(self) -> str:
+        verb = "would republish" if self.dry_run else "republished"
+        carts = {e.key for e in self.events}
+        return f"{verb} {len(self.events)} event(s) of {len(carts)} cart(s) with their ids"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "count": len(self.events),
+            "events": [
+                {
+                    "id": e.id,
+                    "type": e.type,
+                    "key": e.key,
+                    "created_at": e.created_at.isoformat().replace("+00:00", "Z"),
+                }
+                for e in self.events
+            ],
+            "summary": self.summary(),
+        }
+
+
+async def find_stored_events(
+    connection: Connection, selection: RepublishSelection
+) -> list[OutboxEvent]:
+    """The stored outbound events the selection names, oldest first."""
+    selection.validate()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        connection.require_mongodb(), tz_aware=True, serverSelectionTimeoutMS=10_000
+    )
+    try:
+        database = client[connection.database]
+        query: dict[str, Any] = {}
+        if selection.cart_id is not None:
+            query["cart_id"] = selection.cart_id
+        if selection.window.since is not None:
+            # A collection is updated whenever it gains an event, so an event created
+            # after `since` lives in a collection updated after `since`.
+            query["updated_at"] = {"$gte": selection.window.since}
+        events: list[OutboxEvent] = []
+        async for document in database[COLLECTIONS].find(query):
+            collection = PaymentCollection.model_validate(document["state"])
+            events.extend(e for e in collection.outbox if selection.matches(e))
+        # Orphan answers are few and keyed by the command; nested events cannot be
+        # queried on every MongoDB-protocol server, so they are filtered here.
+        async for document in database[ORPHANS].find({}):
+            for raw in document.get("events", []):
+                event = OutboxEvent.model_validate(raw)
+                if selection.matches(event):
+                    events.append(event)
+    finally:
+        await client.close()
+    unique = {e.id: e for e in events}
+    return sorted(unique.values(), key=lambda e: (e.created_at, e.id))
+
+
+def outgoing(connection: Connection, event: OutboxEvent) -> OutgoingRecord:
+    """The record the service itself wrote for `event` (see KafkaEventPublisher)."""
+    return OutgoingRecord(
+        topic=connection.topic(event.type),
+        key=event.key.encode(),
+        value=orjson.dumps(event.payload),
+        headers=(("content-type", CLOUDEVENTS_CONTENT_TYPE.encode()),),
+    )
+
+
+async def republish(
+    connection: Connection,
+    selection: RepublishSelection,
+    *,
+    dry_run: bool = False,
+    progress: ProgressCallback | None = None,
+) -> RepublishResult:
+    events = await find_stored_events(connection, selection)
+    if not dry_run and events:
+        async with tool_producer(connection.require_kafka()) as producer:
+            await send_records(
+                producer,
+                (outgoing(connection, e) for e in events),
+                progress=progress,
+                total=len(events),
+            )
+    return RepublishResult(events, dry_run)

@@ -1,0 +1,121 @@
+"""The provider misbehaves: answers lost, transient errors, and slower than the timeout.
+
+Part A — 300 carts while the sandbox drops a quarter of its answers after acting
+(`lose_rate`) and fails a quarter of its calls before acting (`fail_rate`), with
+a fixed `seed`. The workload retries what the service reports as retryable
+(same checkout key; a new command id for a capture or refund). An unknown
+outcome must never be reported as a failure nor repeated under a new key: the
+provider's ledger must hold exactly the confirmed amounts.
+
+Part B — the provider becomes slower than `PAYMENTS_PROVIDER_TIMEOUT_S` for 100
+more carts (every answer comes after the timeout, after the provider acted). The
+service must publish nothing it does not know: no `payment.authorized` and no
+failure that claims money did not move. Then the provider recovers (the service
+restarts without the delay) and the reconciler and the workload's retries finish
+every cart, each charged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from service.testing.faults import CheckoutWorkload
+
+pytestmark = pytest.mark.integration
+
+FLAKY = {"sandbox": {"fail_rate": 0.25, "lose_rate": 0.25, "seed": 11}}
+SLOW = {"sandbox": {"delay_s": 0.6, "seed": 12}}
+CARTS_FLAKY = 300
+CARTS_SLOW = 100
+
+
+def _failures(workload: CheckoutWorkload) -> list[tuple[str, str, str, bool]]:
+    return [
+        (f["cart_id"], f["operation"], f["reason"], bool(f["retryable"]))
+        for plan in workload.plans.values()
+        for f in plan.failures
+    ]
+
+
+@pytest.mark.timeout(180)
+async def test_lost_slow_and_failing_provider_answers(
+    kafka_bootstrap: str, mongodb_url: str, scene_factory: Any, show: Callable[[str], None]
+) -> None:
+    started = time.monotonic()
+    async with scene_factory(
+        kafka_bootstrap, mongodb_url, provider_timeout_s=0.3, provider_max_attempts=3
+    ) as scene:
+        harness = scene.harness
+        service = scene.service(provider_options=FLAKY)
+        await service.start_ready()
+
+        # -- A: lost answers and transient errors -------------------------------------
+        flaky = CheckoutWorkload(
+            kafka_bootstrap, harness.prefix, harness.received, carts=CARTS_FLAKY, seed=3,
+            retry_failures=True,
+        )
+        await flaky.start()
+        try:
+            await flaky.publish_carts(chunk=50, pause_s=0.2)
+            await flaky.run_until_done(timeout=90)
+        except BaseException:
+            show(scene.logs())
+            raise
+        finally:
+            await flaky.stop()
+        part_a = time.monotonic() - started
+        flaky_failures = _failures(flaky)
+        # Only "retry later" answers; never a claim that a money movement failed for good.
+        assert all(
+            retryable and reason == "provider_unavailable"
+            for _, _, reason, retryable in flaky_failures
+        ), flaky_failures[:10]
+        assert await flaky.ledger_mismatches(harness.database) == []
+
+        # -- B: slower than the timeout, then recovered -------------------------------
+        await service.stop()
+        slow_service = scene.service("slow-service", provider_options=SLOW)
+        await slow_service.start_ready()
+        slow = CheckoutWorkload(
+            kafka_bootstrap, harness.prefix, harness.received, carts=CARTS_SLOW, seed=4,
+            retry_failures=True, resend_share=0.0,
+        )
+        await slow.start()
+        try:
+            await slow.publish_carts(chunk=50, pause_s=0.1)
+            await asyncio.sleep(8)
+            await slow.react()
+            # Every call timed out after the provider acted: nothing is known yet.
+            assert slow.progress()["authorized"] == 0, slow.progress()
+            assert _failures(slow) == [], _failures(slow)[:10]
+            await slow_service.stop()
+            await service.start_ready()  # the provider answers in time again
+            await slow.run_until_done(timeout=60)
+        except BaseException:
+            show(scene.logs())
+            raise
+        finally:
+            await slow.stop()
+        slow_failures = _failures(slow)
+        assert all(
+            retryable and reason == "provider_unavailable"
+            for _, _, reason, retryable in slow_failures
+        ), slow_failures[:10]
+        assert await slow.ledger_mismatches(harness.database) == []
+
+        report = await scene.audit()
+        show(
+            f"[provider faults] {CARTS_FLAKY} carts with lose/fail 25% (seed 11): "
+            f"{len(flaky_failures)} retryable failures, done at {part_a:.0f}s; "
+            f"{CARTS_SLOW} carts with answers after the timeout then recovery: "
+            f"{len(slow_failures)} retryable failures; total {time.monotonic() - started:.0f}s\n"
+            + report.render("provider faults")
+        )
+        report.assert_clean()
+        assert report.carts == CARTS_FLAKY + CARTS_SLOW
+        assert report.charges == CARTS_FLAKY + CARTS_SLOW

@@ -1,0 +1,161 @@
+"""Admin capture / refund / cancel rules on an authorized payment."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from schemas.envelope import CLOUDEVENTS_CONTENT_TYPE
+from schemas.topics import EVENT_MODELS
+from service.domain.statuses import CollectionStatus, SessionStatus
+from service.testing import builders
+from service.testing.harness import ReceivedEvent, ServiceHarness
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def harness(kafka_bootstrap: str, mongodb_url: str) -> AsyncIterator[ServiceHarness]:
+    async with ServiceHarness(kafka_bootstrap, mongodb_url) as h:
+        yield h
+
+
+def _cart() -> str:
+    return f"cart_{uuid.uuid4().hex[:12]}"
+
+
+def _caused_by(event_id: str) -> Callable[[ReceivedEvent], bool]:
+    return lambda r: r.event.get("causationid") == event_id
+
+
+async def _authorized_payment(harness: ServiceHarness, amount: int = 5000) -> tuple[str, str]:
+    cart = _cart()
+    await harness.publish("checkout.completed", builders.checkout_completed(cart, amount))
+    authorized = await harness.await_event("payment.authorized", cart_id=cart)
+    return cart, str(authorized.data["payment_id"])
+
+
+async def _command(
+    harness: ServiceHarness, command: str, data: dict[str, Any], cart: str | None, expected: str
+) -> ReceivedEvent:
+    command_id = await harness.publish(f"admin.payment.{command}", data)
+    return await harness.await_event(expected, cart_id=cart, predicate=_caused_by(command_id))
+
+
+async def test_capture_beyond_authorized(harness: ServiceHarness) -> None:
+    cart, payment_id = await _authorized_payment(harness)
+    failed = await _command(
+        harness, "capture", builders.capture(payment_id, 6000), cart, "payment.failed"
+    )
+    assert failed.data["operation"] == "capture"
+    assert failed.data["reason"] == "amount_exceeds_authorized"
+    assert failed.data["payment_id"] == payment_id
+    assert failed.data["retryable"] is False
+    assert failed.key == cart
+
+    # After a partial capture, the remainder is the limit.
+    await _command(harness, "capture", builders.capture(payment_id, 4000), cart, "payment.captured")
+    failed = await _command(
+        harness, "capture", builders.capture(payment_id, 1001), cart, "payment.failed"
+    )
+    assert failed.data["reason"] == "amount_exceeds_authorized"
+    collection = await harness.collection(cart)
+    assert collection is not None and collection.payment is not None
+    assert collection.payment.captured_total == 4000
+    assert [e["amount"] for e in await harness.ledger(cart_id=cart, operation="capture")] == [4000]
+
+
+async def test_cancel_then_capture_is_payment_canceled(harness: ServiceHarness) -> None:
+    cart, payment_id = await _authorized_payment(harness)
+    canceled = await _command(
+        harness, "cancel", builders.cancel(payment_id), cart, "payment.canceled"
+    )
+    assert canceled.data["payment_id"] == payment_id
+    assert canceled.data["canceled_at"]
+    failed = await _command(
+        harness, "capture", builders.capture(payment_id, 1000), cart, "payment.failed"
+    )
+    assert failed.data["operation"] == "capture"
+    assert failed.data["reason"] == "payment_canceled"
+    assert await harness.ledger(cart_id=cart, operation="capture") == []
+
+
+async def test_cancel_after_capture_is_already_captured(harness: ServiceHarness) -> None:
+    cart, payment_id = await _authorized_payment(harness)
+    await _command(harness, "capture", builders.capture(payment_id, 1000), cart, "payment.captured")
+    failed = await _command(harness, "cancel", builders.cancel(payment_id), cart, "payment.failed")
+    assert failed.data["operation"] == "cancel"
+    assert failed.data["reason"] == "already_captured"
+    assert failed.data["payment_id"] == payment_id
+    collection = await harness.collection(cart)
+    assert collection is not None and collection.payment is not None
+    assert collection.payment.canceled_at is None
+    assert collection.status == CollectionStatus.PARTIALLY_CAPTURED
+    assert await harness.ledger(cart_id=cart, operation="cancel") == []
+
+
+async def test_refund_with_nothing_captured(harness: ServiceHarness) -> None:
+    cart, payment_id = await _authorized_payment(harness)
+    failed = await _command(
+        harness, "refund", builders.refund(payment_id, 100), cart, "payment.failed"
+    )
+    assert failed.data["operation"] == "refund"
+    assert failed.data["reason"] == "nothing_captured"
+    assert failed.data["payment_id"] == payment_id
+    assert await harness.ledger(cart_id=cart, operation="refund") == []
+    collection = await harness.collection(cart)
+    assert collection is not None and collection.payment is not None
+    assert collection.payment.refunds == []
+
+
+@pytest.mark.parametrize("command", ["capture", "refund", "cancel"])
+async def test_unknown_payment_id(harness: ServiceHarness, command: str) -> None:
+    payment_id = f"pay_unknown_{uuid.uuid4().hex[:10]}"
+    data: dict[str, Any] = {"payment_id": payment_id, "requested_by": "ops@test"}
+    if command != "cancel":
+        data["amount"] = 100
+    command_id = await harness.publish(f"admin.payment.{command}", data)
+    failed = await harness.await_event("payment.failed", predicate=_caused_by(command_id))
+    assert failed.key == payment_id
+    assert failed.headers.get("content-type") == CLOUDEVENTS_CONTENT_TYPE
+    assert failed.data["reason"] == "payment_not_found"
+    assert failed.data["operation"] == command
+    assert failed.data["payment_id"] == payment_id
+    # The contract's own model (and JSON schema) must accept what was published:
+    # cart_id, collection_id, provider_id and currency_code are present and null.
+    EVENT_MODELS["payment.failed"].model_validate(failed.event)
+    for field in ("cart_id", "collection_id", "provider_id", "currency_code"):
+        assert field in failed.data and failed.data[field] is None, failed.data
+    assert failed.event["subject"] == payment_id
+    assert failed.event["causationid"] == command_id
+    assert await harness.ledger(payment_id=payment_id) == []
+
+
+async def test_cancel_happy_path(harness: ServiceHarness) -> None:
+    cart, payment_id = await _authorized_payment(harness)
+    command_id = await harness.publish("admin.payment.cancel", builders.cancel(payment_id))
+    canceled = await harness.await_event("payment.canceled", cart_id=cart)
+    assert canceled.key == cart
+    assert canceled.event["causationid"] == command_id
+    assert canceled.event["subject"] == cart
+    assert canceled.data["payment_id"] == payment_id
+    assert canceled.data["canceled_at"]
+    assert canceled.data["provider_id"] == "sandbox"
+    assert canceled.data["currency_code"] == "usd"
+    collection = await harness.collection(cart)
+    assert collection is not None and collection.payment is not None
+    assert collection.payment.canceled_at is not None
+    assert collection.status == CollectionStatus.CANCELED
+    session = collection.session_by_id(collection.payment.session_id)
+    assert session is not None and session.status == SessionStatus.CANCELED
+    ledger = await harness.ledger(cart_id=cart, operation="cancel")
+    assert len(ledger) == 1 and ledger[0]["idempotency_key"] == command_id
+
+    # A second cancel (new command id) answers with the stored event, same id.
+    await harness.publish("admin.payment.cancel", builders.cancel(payment_id))
+    again = await harness.await_event("payment.canceled", cart_id=cart, count=2)
+    assert again.id == canceled.id
+    assert len(await harness.ledger(cart_id=cart, operation="cancel")) == 1

@@ -1,0 +1,272 @@
+"""`apply_notification`: provider webhooks applied with the rules of any other event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain_testkit import (
+    LATER,
+    OK,
+    authorized_collection,
+    cancel,
+    capture,
+    cart_with_sessions,
+    checkout,
+    data_of,
+    new_events,
+    only_event,
+    payment_id_of,
+    run_checkout,
+    run_command,
+    types_of,
+    validate_outbox,
+)
+
+from service.domain import ids
+from service.domain.model import PaymentCollection, PaymentSession
+from service.domain.outcomes import ProviderOutcome
+from service.domain.payment_commands import begin_payment_command, finish_payment_command
+from service.domain.statuses import CollectionStatus, SessionStatus
+from service.domain.webhooks import Meaning, apply_notification
+
+
+def _sandbox(collection: PaymentCollection) -> PaymentSession:
+    session = collection.session_for("sandbox")
+    assert session is not None
+    return session
+
+
+def _status(collection: PaymentCollection) -> CollectionStatus:
+    return collection.status
+
+
+def _notify(
+    collection: PaymentCollection,
+    meaning: Meaning,
+    event_id: str = "evt_wh_1",
+    *,
+    session_id: str | None = None,
+    provider_id: str = "sandbox",
+    **fields: Any,
+) -> bool:
+    return apply_notification(
+        collection,
+        event_id=event_id,
+        meaning=meaning,
+        session_id=session_id,
+        provider_id=provider_id,
+        now=LATER,
+        **fields,
+    )
+
+
+def test_authorized_without_a_payment_creates_it() -> None:
+    collection = cart_with_sessions()
+    session = _sandbox(collection)
+    changed = _notify(collection, "authorized", session_id=session.id, data={"pi": "x"})
+    assert changed
+    payment = collection.payment
+    assert payment is not None
+    assert payment.id == ids.payment_id(session.id)
+    assert payment.data == {"pi": "x"}
+    assert collection.status == CollectionStatus.AUTHORIZED
+    event = only_event(collection.outbox, "payment.authorized")
+    assert event.causation_id == "evt_wh_1"
+    assert collection.has_processed("evt_wh_1")
+    assert collection.processed[-1].type == "payment.provider_webhook"
+    validate_outbox(collection)
+
+
+def test_authorized_found_by_provider_when_no_session_id() -> None:
+    collection = cart_with_sessions()
+    assert _notify(collection, "authorized", provider_id="manual")
+    assert collection.payment is not None
+    assert collection.payment.provider_id == "manual"
+
+
+def test_captured_without_a_payment_authorizes_and_captures() -> None:
+    collection = cart_with_sessions()
+    assert _notify(collection, "captured", session_id=_sandbox(collection).id)
+    payment = collection.payment
+    assert payment is not None
+    assert payment.captured_total == 5000
+    assert collection.status == CollectionStatus.COMPLETED
+    assert types_of(collection.outbox) == ["payment.authorized", "payment.captured"]
+    validate_outbox(collection)
+
+
+def test_captured_settles_the_capture_in_flight_exactly_once() -> None:
+    collection = authorized_collection()
+    pid = payment_id_of(collection)
+    cmd = capture("cmd_cap_1", pid, 2000)
+    reserved = begin_payment_command(collection, cmd).collection
+    webhooked = reserved.model_copy(deep=True)
+
+    assert _notify(webhooked, "captured", session_id=_sandbox(webhooked).id, amount=2000)
+    payment = webhooked.payment
+    assert payment is not None
+    assert payment.pending == []
+    [cap] = payment.captures
+    assert (cap.amount, cap.command_id) == (2000, "cmd_cap_1")
+    assert webhooked.status == CollectionStatus.PARTIALLY_CAPTURED
+    event = only_event(new_events(reserved, webhooked), "payment.captured")
+    assert event.causation_id == "cmd_cap_1"
+    assert webhooked.has_processed("cmd_cap_1")
+
+    # The admin command's own answer arrives afterwards: nothing more is captured.
+    after = finish_payment_command(webhooked, cmd, OK)
+    assert after.payment is not None
+    assert [c.amount for c in after.payment.captures] == [2000]
+    assert types_of(new_events(reserved, after)) == ["payment.captured"]
+    assert [p.id for p in after.processed].count("cmd_cap_1") == 1
+    assert begin_payment_command(after, cmd).kind == "duplicate"
+    validate_outbox(after)
+
+
+def test_captured_with_amount_when_nothing_is_pending() -> None:
+    collection = authorized_collection()
+    session_id = _sandbox(collection).id
+    assert _notify(collection, "captured", "evt_wh_1", session_id=session_id, amount=1500)
+    payment = collection.payment
+    assert payment is not None
+    [cap] = payment.captures
+    assert (cap.amount, cap.source, cap.command_id) == (1500, "webhook", "evt_wh_1")
+    assert collection.status == CollectionStatus.PARTIALLY_CAPTURED
+    first = data_of(collection.outbox[-1])
+    assert (first["amount"], first["captured_total"], first["fully_captured"]) == (
+        1500,
+        1500,
+        False,
+    )
+
+    # The provider reports a running total: only the difference is new, capped at the amount.
+    assert _notify(collection, "captured", "evt_wh_2", session_id=session_id, amount=9999)
+    assert [c.amount for c in payment.captures] == [1500, 3500]
+    assert _status(collection) == CollectionStatus.COMPLETED
+    assert data_of(collection.outbox[-1])["fully_captured"] is True
+    validate_outbox(collection)
+
+
+def test_captured_without_amount_and_nothing_pending_changes_nothing() -> None:
+    collection = authorized_collection()
+    before = collection.model_dump(exclude={"processed", "updated_at"})
+    assert not _notify(collection, "captured", session_id=_sandbox(collection).id)
+    assert collection.model_dump(exclude={"processed", "updated_at"}) == before
+
+
+def test_repeated_webhook_changes_nothing() -> None:
+    collection = cart_with_sessions()
+    session_id = _sandbox(collection).id
+    assert _notify(collection, "authorized", "evt_wh_1", session_id=session_id)
+    snapshot = collection.model_dump()
+    # Redelivered: the same event id.
+    assert not _notify(collection, "authorized", "evt_wh_1", session_id=session_id)
+    assert collection.model_dump() == snapshot
+    # Sent again by the provider: a new event id meaning the same thing.
+    assert not _notify(collection, "authorized", "evt_wh_2", session_id=session_id)
+    assert collection.outbox == [collection.outbox[0]]
+    assert collection.has_processed("evt_wh_2")
+
+
+def test_repeated_captured_webhook_captures_once() -> None:
+    collection = authorized_collection()
+    session_id = _sandbox(collection).id
+    assert _notify(collection, "captured", "evt_wh_1", session_id=session_id, amount=5000)
+    assert not _notify(collection, "captured", "evt_wh_2", session_id=session_id, amount=5000)
+    assert collection.payment is not None
+    assert collection.payment.captured_total == 5000
+
+
+def test_late_failed_webhook_after_authorization_changes_nothing() -> None:
+    collection = authorized_collection()
+    before = collection.model_dump(exclude={"processed", "updated_at"})
+    assert not _notify(collection, "failed", session_id=_sandbox(collection).id, message="declined")
+    assert not _notify(collection, "requires_more", "evt_wh_2", action={"type": "x"})
+    assert collection.model_dump(exclude={"processed", "updated_at"}) == before
+    assert collection.status == CollectionStatus.AUTHORIZED
+
+
+def test_failed_webhook_before_authorization_declines() -> None:
+    collection = cart_with_sessions()
+    assert _notify(collection, "failed", message="insufficient funds")
+    assert _sandbox(collection).status == SessionStatus.ERROR
+    assert collection.status == CollectionStatus.FAILED
+    data = data_of(only_event(collection.outbox, "payment.failed"))
+    assert (data["reason"], data["message"]) == ("declined", "insufficient funds")
+    validate_outbox(collection)
+
+
+def test_failed_webhook_on_an_errored_session_changes_nothing() -> None:
+    _, collection = run_checkout(cart_with_sessions(), checkout(), ProviderOutcome.declined("no"))
+    assert not _notify(collection, "failed")
+
+
+def test_requires_more_webhook_on_a_pending_session() -> None:
+    collection = cart_with_sessions()
+    assert _notify(collection, "requires_more", action={"type": "use_stripe_sdk"})
+    assert _sandbox(collection).status == SessionStatus.REQUIRES_MORE
+    event = only_event(collection.outbox, "payment.requires_action")
+    assert data_of(event)["action"] == {"type": "use_stripe_sdk"}
+    # Only a pending session moves: a second one changes nothing.
+    assert not _notify(collection, "requires_more", "evt_wh_2", action={"type": "x"})
+    validate_outbox(collection)
+
+
+def test_canceled_webhook_settles_the_cancel_in_flight() -> None:
+    collection = authorized_collection()
+    pid = payment_id_of(collection)
+    cmd = cancel("cmd_cancel", pid)
+    reserved = begin_payment_command(collection, cmd).collection
+    assert _notify(reserved, "canceled")
+    assert reserved.status == CollectionStatus.CANCELED
+    assert reserved.payment is not None and reserved.payment.is_canceled
+    assert types_of(new_events(collection, reserved)) == ["payment.canceled"]
+    after = finish_payment_command(reserved, cmd, OK)
+    assert types_of(new_events(collection, after)) == ["payment.canceled"]
+
+
+def test_canceled_webhook_without_a_cancel_in_flight_changes_nothing() -> None:
+    collection = authorized_collection()
+    assert not _notify(collection, "canceled")
+    assert collection.status == CollectionStatus.AUTHORIZED
+
+
+def test_captured_webhook_on_a_canceled_payment_changes_nothing() -> None:
+    collection = authorized_collection()
+    _, collection = run_command(collection, cancel("cmd_cancel", payment_id_of(collection)))
+    assert not _notify(collection, "captured", amount=5000)
+    assert collection.payment is not None and collection.payment.captures == []
+
+
+def test_webhook_for_another_session_than_the_payments_changes_nothing() -> None:
+    collection = authorized_collection()
+    manual = collection.session_for("manual")
+    assert manual is not None
+    assert not _notify(collection, "captured", session_id=manual.id, provider_id="manual", amount=1)
+    assert collection.payment is not None and collection.payment.captures == []
+
+
+def test_webhook_for_an_unknown_session_is_not_recorded() -> None:
+    collection = cart_with_sessions()
+    assert not _notify(collection, "authorized", session_id="payses_x", provider_id="stripe")
+    assert not collection.has_processed("evt_wh_1")
+    assert collection.payment is None
+
+
+def test_captured_webhook_during_a_cancel_in_flight_fails_the_cancel() -> None:
+    collection = authorized_collection()
+    pid = payment_id_of(collection)
+    cmd = cancel("cmd_cancel", pid)
+    reserved = begin_payment_command(collection, cmd).collection
+    assert _notify(reserved, "captured", amount=1000)
+    assert reserved.status == CollectionStatus.PARTIALLY_CAPTURED
+    # Whatever the provider answers to the cancel, captured money cannot be canceled.
+    after = finish_payment_command(reserved.model_copy(deep=True), cmd, OK)
+    assert after.payment is not None
+    assert not after.payment.is_canceled
+    assert after.payment.pending == []
+    assert after.status == CollectionStatus.PARTIALLY_CAPTURED
+    data = data_of(only_event(new_events(reserved, after), "payment.failed"))
+    assert (data["operation"], data["reason"]) == ("cancel", "already_captured")
+    assert after.has_processed("cmd_cancel")
+    validate_outbox(after)
