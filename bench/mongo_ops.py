@@ -126,3 +126,8 @@ def totals(counts: dict[str, list[int]]) -> tuple[int, int]:
 current_cart: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "bench_current_cart", default=None
 )
+
+#: Set while the store's group writer runs (commands written for many handlers).
+in_group_write: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "bench_in_group_write", default=False
+)

@@ -170,11 +170,28 @@ class Sampler:
 # -- subprocesses ----------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the benchmark process dies (its servers die too)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A child in its own session (Ctrl-C reaches only the benchmark, which stops it
+    gracefully) that is stopped anyway if the benchmark is killed."""
     handle = log.open("wb")
     try:
         return subprocess.Popen(
-            cmd, env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            env=env,
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
     finally:
         handle.close()
@@ -277,7 +294,9 @@ async def drive(
     producer = await new_producer(bootstrap)
     try:
         await produce(producer, prefix, warm)
-        if not await observer.wait_for(prefix + AUTHORIZED, [c.cart_id for c in warm], 120, stall_timeout=60):
+        if not await observer.wait_for(
+            prefix + AUTHORIZED, [c.cart_id for c in warm], 120, stall_timeout=60
+        ):
             raise BenchError(f"{label}: warm-up carts were not all authorized")
         sent_at: dict[str, float] = {}
         print(f"{label}: producing {len(carts)} carts …", flush=True)
@@ -374,6 +393,7 @@ async def measure_service(
                 entry[0] += c
                 entry[1] += s
     ledger_ok, ledger_detail = await check_ledger(mongodb_url, database, [*warm, *carts])
+    checkout_first = await checkout_first_share(mongodb_url, database, carts)
     handled = len(carts) + len(warm)
     commands, statements = totals(counts)
     return {
@@ -391,6 +411,7 @@ async def measure_service(
         "mongo_commands_per_checkout": round(commands / handled, 2),
         "mongo_statements_per_checkout": round(statements / handled, 2),
         "mongo_ops": per_checkout(counts, handled),
+        "checkout_first_share": checkout_first,
         "profiles": profiles,
         "database": database,
     }
@@ -416,6 +437,32 @@ async def check_ledger(url: str, database: str, carts: list[Cart]) -> tuple[bool
         "unexpected_carts": sum(1 for c in per_cart if c not in wanted),
     }
     return exact == len(wanted) and detail["unexpected_carts"] == 0, detail
+
+
+async def checkout_first_share(url: str, database: str, carts: list[Cart]) -> float:
+    """The share of carts whose checkout the service handled before their update.
+
+    The two topics are not ordered against each other; a checkout handled first
+    creates the collection, and the later cart update (authorized already) changes
+    nothing. The store replay follows the same mix.
+    """
+    wanted = {c.cart_id for c in carts}
+    first = total = 0
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+    try:
+        async for doc in client[database]["payment_collections"].find(
+            {}, {"cart_id": 1, "state.processed": 1}
+        ):
+            if doc.get("cart_id") not in wanted:
+                continue
+            # nx-27017 answers a dotted projection with a dotted key; MongoDB nests it.
+            processed = doc.get("state.processed") or (doc.get("state") or {}).get("processed")
+            processed = processed or []
+            total += 1
+            first += bool(processed) and processed[0].get("type") == "checkout.completed"
+    finally:
+        await client.close()
+    return round(first / total, 4) if total else 0.0
 
 
 async def measure_broker(
@@ -471,7 +518,7 @@ async def measure_broker(
 
 
 async def measure_store(
-    args: argparse.Namespace, mongodb_url: str, run: str, workdir: Path
+    args: argparse.Namespace, mongodb_url: str, run: str, workdir: Path, checkout_first: float
 ) -> dict[str, Any]:
     env = {**os.environ, **service_env(args)}
     templates = workdir / "templates.bson"
@@ -501,7 +548,10 @@ async def measure_store(
     calibration = json.loads(result.stdout.strip().splitlines()[-1])
     batch_carts = max(1, int(service_env(args)["PAYMENTS_BATCH_MAX_RECORDS"]) // 2)
     concurrency = int(service_env(args)["PAYMENTS_MAX_CONCURRENCY"])
-    shares = [args.n // args.processes + (1 if i < args.n % args.processes else 0) for i in range(args.processes)]
+    shares = [
+        args.n // args.processes + (1 if i < args.n % args.processes else 0)
+        for i in range(args.processes)
+    ]
     procs = []
     start = 0
     for i, share in enumerate(shares):
@@ -528,6 +578,8 @@ async def measure_store(
                 str(batch_carts),
                 "--concurrency",
                 str(concurrency),
+                "--checkout-first",
+                str(checkout_first),
                 env=env,
                 cwd=ROOT,
                 stdout=asyncio.subprocess.PIPE,
@@ -555,11 +607,42 @@ async def measure_store(
         "replay_processes": args.processes,
         "batch_carts": batch_carts,
         "concurrency": concurrency,
+        "checkout_first_share": checkout_first,
         "mongo_commands_per_checkout": round(commands / args.n, 2),
         "mongo_statements_per_checkout": round(statements / args.n, 2),
         "mongo_ops": per_checkout(counts, args.n),
         "calibration": calibration,
     }
+
+
+async def drop_data(
+    args: argparse.Namespace, run: str, external_kafka: str | None, mongodb_url: str | None
+) -> None:
+    """Given servers are left as found: the run's databases and topics go (best effort)."""
+    if mongodb_url is not None:
+        with contextlib.suppress(Exception):
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+                mongodb_url, serverSelectionTimeoutMS=5000
+            )
+            try:
+                for name in (f"bench_{run}", f"bench_{run}_cal", f"bench_{run}_replay"):
+                    await client.drop_database(name)
+            finally:
+                await client.close()
+    if external_kafka is not None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        with contextlib.suppress(Exception):
+            admin = AIOKafkaAdminClient(bootstrap_servers=external_kafka)
+            await admin.start()
+            try:
+                topics = [topic_for(t, f"bench{run}.") for t in ALL_TOPICS]
+                topics += [f"bench{run}b.{t}" for t in ("cart.updated", "checkout.completed")]
+                topics.append(f"bench{run}b.{AUTHORIZED}")
+                existing = set(await admin.list_topics())
+                await admin.delete_topics([t for t in topics if t in existing])
+            finally:
+                await admin.close()
 
 
 def service_env(args: argparse.Namespace) -> dict[str, str]:
@@ -593,6 +676,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="extra service setting, e.g. BATCH_MAX_RECORDS=1000 (PAYMENTS_ prefix optional)",
     )
     parser.add_argument("--profile", action="store_true", help="pyinstrument each service process")
+    parser.add_argument(
+        "--keep-data", action="store_true", help="keep the run's databases and topics"
+    )
     parser.add_argument("--skip-broker", action="store_true")
     parser.add_argument("--skip-store", action="store_true")
     parser.add_argument("--timeout", type=float, default=None, help="seconds for the N carts")
@@ -613,19 +699,35 @@ def table(results: dict[str, Any]) -> str:
             return f"{value:,.1f}{unit}"
         return f"{value}{unit}"
 
+    machine = results["machine"]
     rows = [
         ("carts (N)", fmt(results["n"])),
         ("service processes", fmt(results["processes"])),
         ("service checkouts/s", fmt(results["service_checkouts_per_s"])),
-        ("  latency p50 / p95 / p99", f"{fmt(results['p50_ms'])} / {fmt(results['p95_ms'])} / {fmt(results['p99_ms'])} ms"),
+        (
+            "  latency p50 / p95 / p99",
+            f"{fmt(results['p50_ms'])} / {fmt(results['p95_ms'])} / {fmt(results['p99_ms'])} ms",
+        ),
         ("broker limit checkouts/s", fmt(results["broker_limit_per_s"])),
         ("store limit checkouts/s", fmt(results["store_limit_per_s"])),
-        ("ratio service / lower limit", fmt(results["ratio"]) if results["ratio"] is None else f"{results['ratio']:.2f}"),
+        (
+            "ratio service / lower limit",
+            fmt(results["ratio"]) if results["ratio"] is None else f"{results['ratio']:.2f}",
+        ),
         ("peak RSS (service)", fmt(results["peak_rss_mb"], " MB")),
-        ("MongoDB commands/checkout (service)", fmt(results["service"]["mongo_commands_per_checkout"])),
-        ("MongoDB commands/checkout (replay)", fmt((results.get("store") or {}).get("mongo_commands_per_checkout"))),
+        (
+            "MongoDB commands/checkout (service)",
+            fmt(results["service"]["mongo_commands_per_checkout"]),
+        ),
+        (
+            "MongoDB commands/checkout (replay)",
+            fmt((results.get("store") or {}).get("mongo_commands_per_checkout")),
+        ),
         ("ledger: one authorize per cart", "ok" if results["ledger_ok"] else "FAILED"),
-        ("machine busy / others' CPU", f"{results['machine']['machine_busy_pct']}% / {results['machine']['other_processes_cpu_pct']}%"),
+        (
+            "machine busy / others' CPU",
+            f"{machine['machine_busy_pct']}% / {machine['other_processes_cpu_pct']}%",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -635,6 +737,7 @@ async def main(args: argparse.Namespace) -> int:
     run = time.strftime("%Y%m%d%H%M%S")
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{run}-"))
     kafka = mongo = None
+    bootstrap = mongodb_url = None
     began = time.perf_counter()
     try:
         infra_procs: dict[str, psutil.Process] = {}
@@ -674,9 +777,13 @@ async def main(args: argparse.Namespace) -> int:
             print(f"broker limit: {broker['flow'].checkouts_per_s:,.1f} checkouts/s", flush=True)
         store = None
         if not args.skip_store:
-            store = await measure_store(args, mongodb_url, run, workdir)
+            store = await measure_store(
+                args, mongodb_url, run, workdir, service["checkout_first_share"]
+            )
             print(f"store limit: {store['checkouts_per_s']:,.1f} checkouts/s", flush=True)
     finally:
+        if not args.keep_data:
+            await drop_data(args, run, bootstrap if kafka is None else None, mongodb_url)
         if mongo is not None:
             await asyncio.to_thread(mongo.stop)
         if kafka is not None:
@@ -695,7 +802,11 @@ async def main(args: argparse.Namespace) -> int:
         "service_checkouts_per_s": summary["checkouts_per_s"],
         "broker_limit_per_s": round(broker_limit, 1) if broker_limit else None,
         "store_limit_per_s": store_limit,
-        "lower_limit": "broker" if limits and min(limits) == broker_limit else "store" if limits else None,
+        "lower_limit": "broker"
+        if limits and min(limits) == broker_limit
+        else "store"
+        if limits
+        else None,
         "ratio": round(summary["checkouts_per_s"] / min(limits), 3) if limits else None,
         "p50_ms": summary["p50_ms"],
         "p95_ms": summary["p95_ms"],

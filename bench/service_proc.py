@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pymongo import monitoring  # noqa: E402
+from pymongo import monitoring
 
-from bench.mongo_ops import CommandCounter  # noqa: E402
+from bench.mongo_ops import CommandCounter
 
 
 def main() -> int:
@@ -52,6 +52,10 @@ def main() -> int:
                 profiler.output_text(unicode=True, color=False, show_all=False)
             )
             Path(profile_file).with_suffix(".html").write_text(profiler.output_html())
+            from pyinstrument.renderers import ConsoleRenderer
+
+            flat = ConsoleRenderer(unicode=True, flat=True, show_all=True)
+            Path(profile_file).with_suffix(".flat.txt").write_text(profiler.output(flat))
         if ops_file:
             Path(ops_file).write_text(json.dumps(counter.snapshot()))
     return code

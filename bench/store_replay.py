@@ -35,8 +35,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import bson  # noqa: E402
-from pymongo import (  # noqa: E402
+import bson
+from pymongo import (
     AsyncMongoClient,
     DeleteMany,
     DeleteOne,
@@ -46,9 +46,9 @@ from pymongo import (  # noqa: E402
     UpdateOne,
     monitoring,
 )
-from pymongo.errors import BulkWriteError, DuplicateKeyError  # noqa: E402
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from bench.mongo_ops import CommandCounter, current_cart, per_checkout  # noqa: E402
+from bench.mongo_ops import CommandCounter, current_cart, in_group_write, per_checkout
 
 #: Keys whose string values are ids to make unique per replayed cart.
 ID_KEYS = frozenset(
@@ -67,16 +67,17 @@ class NullPublisher:
 
 
 async def calibrate(args: argparse.Namespace) -> None:
+    from bench.workload import build_carts
     from service.consumer import Record
     from service.entrypoints.app import PaymentsApp
     from service.settings import load_settings
 
-    from bench.workload import build_carts
-
     captured: list[tuple[str | None, str, dict[str, Any]]] = []
     counter = CommandCounter()
     counter.enabled = False
-    counter.capture = lambda name, cmd: captured.append((current_cart.get(), name, cmd))
+    counter.capture = lambda name, cmd: captured.append(
+        (current_cart.get(), in_group_write.get(), name, cmd)
+    )
     monitoring.register(counter)
 
     settings = load_settings(
@@ -106,13 +107,32 @@ async def calibrate(args: argparse.Namespace) -> None:
             return attributed
 
         setattr(service, name, wrap())
+    # The store writes the saves of concurrent handlers together (group commit);
+    # mark those commands so the replay groups them the same way.
+    group_writer = getattr(app.store, "_write_groups", None)
+    if group_writer is not None:
 
-    carts = build_carts(args.run_id, args.carts, tag="k")
+        async def tagged(*a: Any, **kw: Any) -> Any:
+            token = in_group_write.set(True)
+            try:
+                return await group_writer(*a, **kw)
+            finally:
+                in_group_write.reset(token)
+
+        app.store._write_groups = tagged  # type: ignore[method-assign]
+
+    # Both orders: the two topics are not ordered against each other, and under a
+    # backlog the service often sees a cart's checkout before its cart update.
+    carts = build_carts(args.run_id, 2 * args.carts, tag="k")
     templates = []
     offset = 0
-    for cart in carts:
+    for index, cart in enumerate(carts):
+        checkout_first = index % 2 == 1
+        events = [("cart.updated", cart.updated), ("checkout.completed", cart.checkout)]
+        if checkout_first:
+            events.reverse()
         records = []
-        for topic, value in (("cart.updated", cart.updated), ("checkout.completed", cart.checkout)):
+        for topic, value in events:
             records.append(Record(topic, 0, offset, cart.cart_id.encode(), value, ()))
             offset += 1
         captured.clear()
@@ -120,24 +140,48 @@ async def calibrate(args: argparse.Namespace) -> None:
         await app.processor.process(records)
         counter.enabled = False
         chain, pre, post = [], [], []
-        for owner, name, cmd in captured:
+        for owner, grouped, name, cmd in captured:
             cmd = {k: v for k, v in cmd.items() if k not in DROPPED_KEYS}
             if owner is not None:
-                chain.append({"name": name, "cmd": cmd})
+                chain.append({"name": name, "cmd": cmd, "group": grouped})
             elif chain:
                 post.append({"name": name, "cmd": cmd})
             else:
                 pre.append({"name": name, "cmd": cmd})
-        templates.append({"cart_id": cart.cart_id, "chain": chain, "pre": pre, "post": post})
-    Path(args.out).write_bytes(bson.encode({"templates": templates}))
+        templates.append(
+            {
+                "cart_id": cart.cart_id,
+                "checkout_first": checkout_first,
+                "chain": chain,
+                "pre": pre,
+                "post": post,
+            }
+        )
+    Path(args.out).write_bytes(bson.encode({"templates": templates}))  # noqa: ASYNC240
     counts = counter.snapshot()
     summary = {
         "carts": len(carts),
         "per_checkout": per_checkout(counts, len(carts)),
+        "chains": {
+            "cart_update_first": _chain_names(templates, False),
+            "checkout_first": _chain_names(templates, True),
+        },
         "store_operations": dict(app.store.operations),  # the adapter's own counter
     }
     print(json.dumps(summary))
     await app.mongo.close()
+
+
+def _chain_names(templates: list[dict[str, Any]], checkout_first: bool) -> list[str]:
+    for t in templates:
+        if t["checkout_first"] == checkout_first:
+            return [
+                f"{part}: {item['name']} {item['cmd'].get(item['name'])}"
+                + (" (group write)" if item.get("group") else "")
+                for part in ("pre", "chain", "post")
+                for item in t[part]
+            ]
+    return []
 
 
 # -- templates ----------------------------------------------------------------------
@@ -212,8 +256,14 @@ def compile_templates(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ids = sorted(found, key=len, reverse=True)
         compiled.append(
             {
-                part: [(item["name"], _compile(item["cmd"], ids)) for item in template[part]]
-                for part in ("chain", "pre", "post")
+                "checkout_first": bool(template.get("checkout_first")),
+                **{
+                    part: [
+                        (item["name"], _compile(item["cmd"], ids), bool(item.get("group")))
+                        for item in template[part]
+                    ]
+                    for part in ("chain", "pre", "post")
+                },
             }
         )
     return compiled
@@ -324,15 +374,54 @@ def _merge(commands: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[s
             merged = dict(first)
             merged["filter"] = {
                 **flt,
-                **{k: {"$in": [x for _, c in commands for x in c["filter"][k]["$in"]]} for k in in_keys},
+                **{
+                    k: {"$in": [x for _, c in commands for x in c["filter"][k]["$in"]]}
+                    for k in in_keys
+                },
             }
             return [(name, merged)]
     return list(commands)
 
 
+class GroupWriter:
+    """The store's group commit, replayed: at most one group in flight; commands
+    submitted meanwhile are merged by (command, collection) into the next one."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.pending: list[tuple[str, dict[str, Any], asyncio.Future[None]]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def submit(self, name: str, cmd: dict[str, Any]) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((name, cmd, done))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run())
+        await done
+
+    async def _run(self) -> None:
+        while self.pending:
+            group, self.pending = self.pending, []
+            by_kind: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
+            for name, cmd, _ in group:
+                by_kind.setdefault((name, cmd[name]), []).append((name, cmd))
+            await asyncio.gather(*(self._issue(items) for items in by_kind.values()))
+            for _, _, done in group:
+                if not done.done():
+                    done.set_result(None)
+
+    async def _issue(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        for name, cmd in _merge(items):
+            await issue(self.db, name, cmd)
+
+
 async def replay(args: argparse.Namespace) -> None:
-    raw = bson.decode(Path(args.templates).read_bytes())["templates"]
+    raw = bson.decode(Path(args.templates).read_bytes())["templates"]  # noqa: ASYNC240
     templates = compile_templates(raw)
+    by_order = {
+        flag: [t for t in templates if t["checkout_first"] == flag] or templates
+        for flag in (False, True)
+    }
     counter = CommandCounter()
     counter.enabled = False
     monitoring.register(counter)
@@ -343,11 +432,15 @@ async def replay(args: argparse.Namespace) -> None:
     await db.command("ping")
     await copy_indexes(client[args.indexes_from], db)
     semaphore = asyncio.Semaphore(args.concurrency)
+    group_writer = GroupWriter(db)
 
-    async def run_chain(chain: list[tuple[str, dict[str, Any]]]) -> None:
+    async def run_chain(chain: list[tuple[str, dict[str, Any], bool]]) -> None:
         async with semaphore:
-            for name, cmd in chain:
-                await issue(db, name, cmd)
+            for name, cmd, grouped in chain:
+                if grouped:
+                    await group_writer.submit(name, cmd)
+                else:
+                    await issue(db, name, cmd)
 
     carts = list(range(args.start, args.start + args.n))
     counter.enabled = True
@@ -358,27 +451,38 @@ async def replay(args: argparse.Namespace) -> None:
         batch = carts[offset : offset + args.batch_carts]
         rendered = []
         for j in batch:
-            template = templates[j % len(templates)]
+            # Spread the checkout-first carts evenly, in the service's proportion.
+            first = int((j + 1) * args.checkout_first) > int(j * args.checkout_first)
+            choices = by_order[first]
+            template = choices[j % len(choices)]
             suffix = f"~{args.tag}{j}"
             rendered.append(
-                {part: [(n, _render(c, suffix)) for n, c in template[part]] for part in template}
+                {
+                    part: [(n, _render(c, suffix), g) for n, c, g in template[part]]
+                    for part in ("chain", "pre", "post")
+                }
             )
         for position in range(len(rendered[0]["pre"])):
-            for name, cmd in _merge([r["pre"][position] for r in rendered]):
+            for name, cmd in _merge([r["pre"][position][:2] for r in rendered]):
                 await issue(db, name, cmd)
         await asyncio.gather(*(run_chain(r["chain"]) for r in rendered))
         for position in range(len(rendered[0]["post"])):
-            for name, cmd in _merge([r["post"][position] for r in rendered]):
+            for name, cmd in _merge([r["post"][position][:2] for r in rendered]):
                 await issue(db, name, cmd)
         if args.progress:
             now = time.perf_counter()
             counts, micros = counter.snapshot(), dict(counter.micros)
             slow = {
-                k: round((micros.get(k, 0) - last[1].get(k, 0)) / 1000 / (v[0] - last[0].get(k, [0])[0]), 2)
+                k: round(
+                    (micros.get(k, 0) - last[1].get(k, 0)) / 1000 / (v[0] - last[0].get(k, [0])[0]),
+                    2,
+                )
                 for k, v in counts.items()
                 if v[0] > last[0].get(k, [0])[0]
             }
-            print(f"{offset + len(batch)} {len(batch) / (now - mark):.0f}/s {slow}", file=sys.stderr)
+            print(
+                f"{offset + len(batch)} {len(batch) / (now - mark):.0f}/s {slow}", file=sys.stderr
+            )
             mark, last = now, (counts, micros)
     elapsed = time.perf_counter() - started
     t_end = time.time()
@@ -406,7 +510,7 @@ def main() -> None:
     cal.add_argument("--mongodb-url", required=True)
     cal.add_argument("--database", required=True)
     cal.add_argument("--run-id", required=True)
-    cal.add_argument("--carts", type=int, default=16)
+    cal.add_argument("--carts", type=int, default=16, help="carts per order")
     cal.add_argument("--out", required=True)
     rep = sub.add_parser("replay")
     rep.add_argument("--mongodb-url", required=True)
@@ -419,6 +523,12 @@ def main() -> None:
     rep.add_argument("--batch-carts", type=int, default=250)
     rep.add_argument("--concurrency", type=int, default=256)
     rep.add_argument("--progress", action="store_true")
+    rep.add_argument(
+        "--checkout-first",
+        type=float,
+        default=0.0,
+        help="share of carts whose checkout the service handled before their cart update",
+    )
     args = parser.parse_args()
     asyncio.run(calibrate(args) if args.step == "calibrate" else replay(args))
 

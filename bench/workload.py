@@ -8,6 +8,7 @@ partition proves every partition is assigned and served before timing starts).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -210,18 +211,14 @@ class Observer:
                 print(f"  … {done}/{len(wanted)} authorized", flush=True)
                 next_report = now + 5
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), 0.5)
-            except TimeoutError:
-                pass
             await asyncio.sleep(0.05)  # at most 20 checks a second
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
         if self._consumer is not None:
             await self._consumer.stop()

@@ -50,11 +50,12 @@ class AdminAuthenticator:
         secret = self._keys.get(key_id)
         if secret is None:
             if not self.required:
-                return Verdict(True, key_id, "signature check disabled")
+                # Accepted, but the key id is only a claim: never record it as the signer.
+                return Verdict(True, None, "signature check disabled; unknown key id")
             return Verdict(False, key_id, f"unknown key id {key_id!r}")
         expected = hmac.new(secret, value or b"", hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, given.lower()):
             if not self.required:
-                return Verdict(True, key_id, "signature check disabled")
+                return Verdict(True, None, "signature check disabled; signature does not match")
             return Verdict(False, key_id, f"signature does not match for key id {key_id!r}")
         return Verdict(True, key_id)

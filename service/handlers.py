@@ -352,6 +352,11 @@ class PaymentService:
                 except ConcurrencyConflict:
                     continue
             outcome = await self._call(decision.calls[0])
+            if not decision.reserve and outcome.kind == OutcomeKind.TRANSIENT:
+                # Resuming a reservation stored by an earlier delivery whose call's
+                # outcome was never recorded (a crash): the money may have moved, so
+                # a transient error is no failure; the reconciler repeats the call.
+                outcome = ProviderOutcome.unknown(f"resumed call: {outcome.message}")
             return await self._finish_command(collection, version, cmd, outcome)
         raise TooManyConflicts(cmd.payment_id)
 
@@ -454,7 +459,11 @@ class PaymentService:
                     data=session.data,
                 )
                 outcome = await self.caller.ask_status(provider, call)
-                if outcome.kind == OutcomeKind.UNKNOWN:
+                if outcome.kind == OutcomeKind.UNKNOWN or (
+                    outcome.kind == OutcomeKind.TRANSIENT and not outcome.is_not_found
+                ):
+                    # The question itself failed: the provider may hold an
+                    # authorization, so ask again on the next pass.
                     continue
                 attempt = collection.attempt_for(session.authorization_key)
                 cause = attempt.event_id if attempt and attempt.event_id else session.id
@@ -476,7 +485,14 @@ class PaymentService:
                         reason=pending.reason,
                     )
                     outcome = await self._call(call)
-                    if outcome.kind in (OutcomeKind.UNKNOWN, OutcomeKind.PENDING):
+                    if outcome.kind in (
+                        OutcomeKind.UNKNOWN,
+                        OutcomeKind.PENDING,
+                        OutcomeKind.TRANSIENT,
+                    ):
+                        # A reservation is here because an earlier call's outcome is
+                        # unknown: a transient error now does not say the money did
+                        # not move, so keep it and repeat the call (same key) later.
                         continue
                     settle_pending(collection, pending, outcome, now)
                     changed = True

@@ -81,9 +81,11 @@ class ProviderCaller:
             provider, call.operation
         )
         outcome = ProviderOutcome.transient("not attempted")
+        unknown: ProviderOutcome | None = None
         for attempt in range(1, self.policy.max_attempts + 1):
             outcome = await self._once(call, method)
             if outcome.kind == OutcomeKind.UNKNOWN and call.moves_money:
+                unknown = outcome
                 status = await self._once(call, provider.get_status)
                 if status.kind not in (OutcomeKind.UNKNOWN, OutcomeKind.TRANSIENT):
                     return status
@@ -93,6 +95,20 @@ class ProviderCaller:
                 if self._on_retry is not None:
                     self._on_retry(call, outcome)
                 await asyncio.sleep(self.policy.delay(attempt))
+        if call.moves_money and outcome.kind == OutcomeKind.TRANSIENT:
+            # Someone else may have made the call under the same key meanwhile (the
+            # reconciler, another instance after a rebalance): ask before failing.
+            status = await self._once(call, provider.get_status)
+            if status.kind not in (OutcomeKind.UNKNOWN, OutcomeKind.TRANSIENT):
+                return status
+        if unknown is not None and outcome.kind == OutcomeKind.TRANSIENT:
+            # An earlier attempt may have moved money and nothing since told us
+            # otherwise: a transient error on a retry says nothing about it.
+            # Reporting it as failed would invite a retry under a new key (a
+            # second charge); unknown leaves it to the reconciler.
+            return ProviderOutcome.unknown(
+                f"{unknown.message}; retries failed transiently: {outcome.message}"
+            )
         return outcome
 
     async def ask_status(self, provider: PaymentProvider, call: ProviderCall) -> ProviderOutcome:

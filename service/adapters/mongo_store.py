@@ -12,16 +12,19 @@ decision also stores the events it causes and the event that caused it.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.ports.store import ConcurrencyConflict, Loaded, OrphanOutcome
@@ -30,12 +33,40 @@ COLLECTIONS = "payment_collections"
 ORPHANS = "orphan_outcomes"
 CLAIMS = "command_claims"
 
-#: The documents of the carts of the batch being processed (see `batch_scope`):
-#: cart id → document (None: no collection yet). Context-local, so only the
+DUPLICATE_KEY = 11000
+
+
+@dataclass(slots=True)
+class _PendingWrite:
+    """One version-checked save waiting for the next group write."""
+
+    collection_id: str
+    expected_version: int | None  # None: insert
+    document: dict[str, Any]
+    done: asyncio.Future[bool]  # True: written; False: ConcurrencyConflict
+
+    def settle(self, written: bool | BaseException) -> None:
+        if self.done.done():  # the waiting handler was cancelled
+            return
+        if isinstance(written, asyncio.CancelledError):
+            self.done.cancel()
+        elif isinstance(written, BaseException):
+            self.done.set_exception(written)
+        else:
+            self.done.set_result(written)
+
+
+@dataclass(slots=True)
+class _BatchScope:
+    #: cart id → document (None: no collection yet), from the prefetch or our own writes.
+    documents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    pending: list[_PendingWrite] = field(default_factory=list)
+    writer: asyncio.Task[None] | None = None
+
+
+#: The batch being processed (see `batch_scope`). Context-local, so only the
 #: batch's own handler tasks see it, never the relay or the reconciler.
-_batch_documents: ContextVar[dict[str, dict[str, Any] | None] | None] = ContextVar(
-    "payments_batch_documents", default=None
-)
+_batch_scope: ContextVar[_BatchScope | None] = ContextVar("payments_batch_scope", default=None)
 
 
 class MongoCollectionStore:
@@ -90,32 +121,34 @@ class MongoCollectionStore:
         return await self._load({"_id": collection_id})
 
     async def load_by_cart(self, cart_id: str) -> Loaded | None:
-        documents = _batch_documents.get()
-        if documents is not None and cart_id in documents:
+        scope = _batch_scope.get()
+        if scope is not None and cart_id in scope.documents:
             # Taken once: a retry after a ConcurrencyConflict reads the database.
-            document = documents.pop(cart_id)
+            document = scope.documents.pop(cart_id)
             return None if document is None else self.from_document(document)
         return await self._load({"cart_id": cart_id})
 
     @contextmanager
     def batch_scope(self) -> Iterator[None]:
-        """Within it (one batch), `prefetch_by_cart` and `save` feed `load_by_cart`.
+        """One batch: `prefetch_by_cart` and `save` feed `load_by_cart`, and the
+        version-checked saves of concurrent handlers are written together.
 
         Safe because every write is version-checked: a prefetched or just-saved
         document that someone else has changed since only costs a
         ConcurrencyConflict, after which the handler reloads from the database.
         """
-        token = _batch_documents.set({})
+        token = _batch_scope.set(_BatchScope())
         try:
             yield
         finally:
-            _batch_documents.reset(token)
+            _batch_scope.reset(token)
 
     async def prefetch_by_cart(self, cart_ids: Iterable[str]) -> None:
         """Load the collections of many carts with one query (inside `batch_scope`)."""
-        documents = _batch_documents.get()
-        if documents is None:
+        scope = _batch_scope.get()
+        if scope is None:
             return
+        documents = scope.documents
         wanted = [c for c in dict.fromkeys(cart_ids) if c not in documents]
         if not wanted:
             return
@@ -128,14 +161,17 @@ class MongoCollectionStore:
     @staticmethod
     def _remember(document: dict[str, Any]) -> None:
         """Keep a just-written document for the next event of its cart in the batch."""
-        documents = _batch_documents.get()
-        if documents is not None:
-            documents[document["cart_id"]] = document
+        scope = _batch_scope.get()
+        if scope is not None:
+            scope.documents[document["cart_id"]] = document
 
     async def load_by_payment(self, payment_id: str) -> Loaded | None:
         return await self._load({"payment_id": payment_id})
 
     async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
+        scope = _batch_scope.get()
+        if scope is not None:
+            return await self._save_in_group(scope, collection, expected_version)
         if expected_version is None:
             self.operations["insert_one"] += 1
             document = self.to_document(collection, 1)
@@ -156,6 +192,109 @@ class MongoCollectionStore:
             raise ConcurrencyConflict(collection.id)
         self._remember({"_id": collection.id, **document})
         return version
+
+    # -- group writes --------------------------------------------------------------
+
+    async def _save_in_group(
+        self, scope: _BatchScope, collection: PaymentCollection, expected_version: int | None
+    ) -> int:
+        """`save`, written together with the saves of the batch's other handlers.
+
+        Group commit: at most one group write is in flight; saves arriving
+        meanwhile wait for the next one. Alone, a save is written at once; under
+        load, one insert_many and one bulk replace carry many of them. Each
+        replace carries a fresh `write_id`, which tells which version-checked
+        replaces of a partly matched bulk were ours.
+        """
+        version = 1 if expected_version is None else expected_version + 1
+        document = self.to_document(collection, version)
+        document["write_id"] = secrets.token_hex(8)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        scope.pending.append(_PendingWrite(collection.id, expected_version, document, done))
+        if scope.writer is None or scope.writer.done():
+            scope.writer = asyncio.create_task(self._write_groups(scope))
+        if not await done:
+            raise ConcurrencyConflict(collection.id)
+        self._remember(document)
+        return version
+
+    async def _write_groups(self, scope: _BatchScope) -> None:
+        while scope.pending:
+            group, scope.pending = scope.pending, []
+            inserts = [w for w in group if w.expected_version is None]
+            replaces = [w for w in group if w.expected_version is not None]
+            try:
+                results = await asyncio.gather(
+                    self._insert_group(inserts),
+                    self._replace_group(replaces),
+                    return_exceptions=True,
+                )
+            except asyncio.CancelledError as exc:
+                for write in group:
+                    write.settle(exc)
+                raise
+            for writes, result in zip((inserts, replaces), results, strict=True):
+                if isinstance(result, BaseException):
+                    for write in writes:
+                        write.settle(result)  # e.g. MongoDB unreachable: the handler retries
+
+    async def _insert_group(self, writes: list[_PendingWrite]) -> None:
+        if not writes:
+            return
+        self.operations["insert_many"] += 1
+        failed: dict[int, dict[str, Any]] = {}
+        try:
+            await self.collections.insert_many([w.document for w in writes], ordered=False)
+        except BulkWriteError as exc:
+            failed = {e["index"]: e for e in exc.details.get("writeErrors", [])}
+        for index, write in enumerate(writes):
+            error = failed.get(index)
+            if error is None:
+                write.settle(True)
+            elif error.get("code") == DUPLICATE_KEY:
+                write.settle(False)
+            else:
+                write.settle(WriteError(error.get("errmsg", ""), error.get("code")))
+
+    async def _replace_group(self, writes: list[_PendingWrite]) -> None:
+        if not writes:
+            return
+        requests = []
+        for write in writes:
+            replacement = {k: v for k, v in write.document.items() if k != "_id"}
+            requests.append(
+                ReplaceOne(
+                    {"_id": write.collection_id, "version": write.expected_version}, replacement
+                )
+            )
+        self.operations["bulk_write"] += 1
+        failed: dict[int, dict[str, Any]] = {}
+        matched: int | None
+        try:
+            result = await self.collections.bulk_write(requests, ordered=False)
+            matched = result.matched_count
+        except BulkWriteError as exc:
+            failed = {e["index"]: e for e in exc.details.get("writeErrors", [])}
+            matched = None
+        if matched == len(writes):
+            for write in writes:
+                write.settle(True)
+            return
+        # Some did not match (a newer version was stored): ours are those that
+        # carry our write ids now.
+        self.operations["find"] += 1
+        current = {
+            d["_id"]: d.get("write_id")
+            async for d in self.collections.find(
+                {"_id": {"$in": [w.collection_id for w in writes]}}, {"write_id": 1}
+            )
+        }
+        for index, write in enumerate(writes):
+            error = failed.get(index)
+            if error is not None:
+                write.settle(WriteError(error.get("errmsg", ""), error.get("code")))
+            else:
+                write.settle(current.get(write.collection_id) == write.document["write_id"])
 
     async def mark_sent(self, items: Sequence[tuple[PaymentCollection, int]]) -> None:
         """Mark the outbox of each (collection, version) sent, in one bulk write.

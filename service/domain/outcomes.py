@@ -34,6 +34,9 @@ class OutcomeKind(StrEnum):
     """The provider reports the payment canceled."""
 
 
+NOT_FOUND = "not_found"
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderOutcome:
     """One answer from a provider call.
@@ -91,6 +94,17 @@ class ProviderOutcome:
     @classmethod
     def transient(cls, message: str) -> ProviderOutcome:
         return cls(OutcomeKind.TRANSIENT, message=message)
+
+    @classmethod
+    def not_found(cls, message: str) -> ProviderOutcome:
+        """A status answer: the provider has no trace of the operation, so it never
+        took effect and is safe to make again. Transient, with code `not_found`,
+        which tells it apart from a status query that merely failed."""
+        return cls(OutcomeKind.TRANSIENT, message=message, code=NOT_FOUND)
+
+    @property
+    def is_not_found(self) -> bool:
+        return self.kind == OutcomeKind.TRANSIENT and self.code == NOT_FOUND
 
     @classmethod
     def unknown(cls, message: str) -> ProviderOutcome:

@@ -15,10 +15,17 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pymongo import AsyncMongoClient
+from pymongo.errors import ConnectionFailure
 
 from schemas.topics import ALL_TOPICS, INBOUND_TOPICS, topic_for
 from service.adapters.kafka_publisher import KafkaEventPublisher
@@ -49,6 +56,18 @@ TASKS_TIMEOUT_S = 5.0
 """On shutdown, how long background tasks may take to wind down."""
 CLOSE_MARGIN_S = 5.0
 """Closing the broker, MongoDB and providers, and the exporter's last flush."""
+
+
+STARTUP_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    ConnectionFailure,  # pymongo, including ServerSelectionTimeoutError
+    OSError,
+)
+"""Errors that mean "not reachable yet" at start-up: retried, not fatal."""
+STARTUP_RETRY_MAX_DELAY_S = 5.0
 
 
 def shutdown_budget_s(settings: Settings) -> float:
@@ -177,6 +196,43 @@ class PaymentsApp:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Connect and begin consuming; waits (retrying) while a dependency is down.
+
+        A broker or MongoDB that is unreachable at start-up is an outage to wait
+        out, as it is later on; exiting would only turn it into a crash loop.
+        HTTP comes up first, so `/healthz` says alive and `/readyz` says what is
+        missing while it waits.
+        """
+        if self.serve_http:
+            await self._start_http()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._connect()
+                break
+            except asyncio.CancelledError:
+                raise
+            except STARTUP_UNAVAILABLE as exc:
+                delay = min(STARTUP_RETRY_MAX_DELAY_S, 0.25 * 2 ** min(attempt, 6))
+                log.warning(
+                    "broker or MongoDB unreachable at start-up (attempt %d: %s: %s); "
+                    "retrying in %.1fs",
+                    attempt,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        self._start_background_tasks()
+        self.started = True
+        log.info(
+            "payments service started (group %s)",
+            self.settings.consumer_group,
+            extra={"settings": self.settings.public_summary()},
+        )
+
+    async def _connect(self) -> None:
         settings = self.settings
         await self.store.create_indexes()
         await self.providers.record_installed()
@@ -188,9 +244,14 @@ class PaymentsApp:
                 settings.topic_partitions,
                 client_options=kafka_client_options(settings),
             )
-        await self.broker.start()
-        # Crash recovery first: whatever a previous run stored but did not send.
+        # Crash recovery first, before joining the consumer group (which can take
+        # seconds): publish whatever a previous run stored but did not send.
+        await self.broker.connect()
         await self.relay.run_once()
+        await self.broker.start()
+
+    def _start_background_tasks(self) -> None:
+        settings = self.settings
         self._tasks.append(
             asyncio.create_task(
                 self.relay.run_forever(
@@ -207,14 +268,6 @@ class PaymentsApp:
                 ),
                 name="reconciler",
             )
-        )
-        if self.serve_http:
-            await self._start_http()
-        self.started = True
-        log.info(
-            "payments service started (group %s)",
-            settings.consumer_group,
-            extra={"settings": settings.public_summary()},
         )
 
     async def _start_http(self) -> None:

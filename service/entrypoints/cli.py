@@ -9,6 +9,7 @@ non-zero on failure, and offers `--json` where a script would read the output.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -90,9 +91,20 @@ async def _run(use_embedded: bool) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await service.start()
-        log.info("listening for HTTP on port %s", service.http_port)
-        await stop.wait()
+        # Start-up waits for an unreachable broker or MongoDB; a signal meanwhile
+        # must still stop the process.
+        starting = asyncio.create_task(service.start())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            stopping.cancel()
+            starting.result()
+            log.info("listening for HTTP on port %s", service.http_port)
+            await stop.wait()
+        else:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
         log.info("shutting down")
     finally:
         await service.stop()

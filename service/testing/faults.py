@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ __all__ = [
     "ProxiedKafka",
     "ServiceProcess",
     "TcpProxy",
+    "eventually",
     "free_port",
     "service_environment",
 ]
@@ -63,6 +64,21 @@ __all__ = [
 def free_port() -> int:
     """A loopback port that was free a moment ago."""
     return _free_port()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0, poll_s: float = 0.2
+) -> None:
+    """Poll `check` until it holds; fail naming `what` after `timeout` seconds.
+
+    For conditions in another process or server (a database count, a port): there
+    is no event to wait on, so polling is the honest way.
+    """
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g}s: {what}")
+        await asyncio.sleep(poll_s)
 
 
 # --------------------------------------------------------------------------------------
@@ -187,6 +203,12 @@ class ServiceProcess:
                     f"{self.name} not ready within {timeout:g}s.\n{self.log_tail()}"
                 )
             await asyncio.sleep(0.2)
+
+    async def http_status(self, path: str) -> int | None:
+        """Status of ``GET path`` on the running instance (None: nothing answers)."""
+        if self.http_port is None or not self.running:
+            return None
+        return await _http_status(self.http_port, path)
 
     async def start_ready(self, timeout: float = 60.0, **extra_env: str) -> None:
         self.start(**extra_env)
@@ -329,6 +351,7 @@ class TcpProxy:
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)  # this thread's own loop
         self._loop = loop
         self._stopped = asyncio.Event()
         try:
@@ -341,7 +364,10 @@ class TcpProxy:
         finally:
             for link in list(self._links):
                 link.abort()
-            loop.run_until_complete(asyncio.sleep(0))
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
     async def _wait_stopped(self) -> None:
@@ -490,6 +516,8 @@ class CartPlan:
     canceled: bool = False
     refunds_issued: bool = False
     checkouts_sent: int = 0
+    commands_sent: int = 0
+    """Numbers command ids: a retry is a new command, so it needs a new id."""
     failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -621,12 +649,27 @@ class CheckoutWorkload:
         plan.checkouts_sent += 1
         await self.send("checkout.completed", self._checkout_data(plan), key=plan.cart_id)
 
+    async def send_update(self, plan: CartPlan) -> None:
+        await self.send(
+            "cart.updated",
+            builders.cart_updated(plan.cart_id, plan.amount, region_id=self.region_id, version=1),
+            key=plan.cart_id,
+        )
+
+    async def publish_updates(self) -> None:
+        """Only the `cart.updated` events (of carts with `update_first`), at once."""
+        for plan in self.plans.values():
+            if plan.update_first:
+                await self.send_update(plan)
+        await self.flush()
+
     async def publish_carts(
         self,
         *,
         chunk: int = 50,
         pause_s: float = 0.05,
         on_chunk: Callable[[int], Any] | None = None,
+        updates: bool = True,
     ) -> None:
         """Publish every cart's `cart.updated` (some) and `checkout.completed`, in chunks.
 
@@ -637,14 +680,8 @@ class CheckoutWorkload:
         self.random.shuffle(plans)
         for start in range(0, len(plans), chunk):
             for plan in plans[start : start + chunk]:
-                if plan.update_first:
-                    await self.send(
-                        "cart.updated",
-                        builders.cart_updated(
-                            plan.cart_id, plan.amount, region_id=self.region_id, version=1
-                        ),
-                        key=plan.cart_id,
-                    )
+                if updates and plan.update_first:
+                    await self.send_update(plan)
                 await self.send_checkout(plan)
             await self.flush()
             await self.react()
@@ -722,8 +759,8 @@ class CheckoutWorkload:
     async def _command(self, plan: CartPlan, operation: str, amount: int | None) -> str:
         assert plan.payment_id is not None
         issued = {"capture": plan.capture_ids, "refund": plan.refund_ids}.get(operation)
-        count = len(issued) if issued is not None else len(plan.cancel_ids)
-        command_id = f"{operation}_{plan.cart_id}_{count}"
+        plan.commands_sent += 1
+        command_id = f"{operation}_{plan.cart_id}_{plan.commands_sent}"
         if operation == "cancel":
             data = builders.cancel(plan.payment_id)
         elif operation == "refund":

@@ -20,8 +20,6 @@ from service.testing.audit import AuditReport, audit
 from service.testing.faults import ServiceProcess, service_environment
 from service.testing.harness import ServiceHarness
 
-pytestmark = pytest.mark.integration
-
 FAULT_SETTINGS: dict[str, Any] = {
     "providers": "sandbox",
     "region_providers": {"eu": ["sandbox"]},
@@ -64,8 +62,9 @@ class Scene:
         return "\n".join(p.log_tail(3000) for p in self.processes)
 
     async def audit(self, wait_s: float = 40.0, **kwargs: Any) -> AuditReport:
-        return await audit(self.harness.database, lambda: self.harness.received, wait_s=wait_s,
-                           **kwargs)
+        return await audit(
+            self.harness.database, lambda: self.harness.received, wait_s=wait_s, **kwargs
+        )
 
 
 @pytest.fixture

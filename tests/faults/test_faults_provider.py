@@ -10,21 +10,23 @@ provider's ledger must hold exactly the confirmed amounts.
 Part B — the provider becomes slower than `PAYMENTS_PROVIDER_TIMEOUT_S` for 100
 more carts (every answer comes after the timeout, after the provider acted). The
 service must publish nothing it does not know: no `payment.authorized` and no
-failure that claims money did not move. Then the provider recovers (the service
-restarts without the delay) and the reconciler and the workload's retries finish
-every cart, each charged once.
+failure that claims money did not move. Then the provider answers in time again
+(the service restarts with part A's options: lost answers and transient errors
+still on) and the reconciler and the workload's retries finish every cart, each
+charged once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from service.testing.faults import CheckoutWorkload
+from service.testing.faults import CheckoutWorkload, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +44,14 @@ def _failures(workload: CheckoutWorkload) -> list[tuple[str, str, str, bool]]:
     ]
 
 
+def _failure_kinds(workload: CheckoutWorkload) -> Counter[str]:
+    return Counter(
+        f"{f['operation']}: {f['message'][:60]}"
+        for plan in workload.plans.values()
+        for f in plan.failures
+    )
+
+
 @pytest.mark.timeout(180)
 async def test_lost_slow_and_failing_provider_answers(
     kafka_bootstrap: str, mongodb_url: str, scene_factory: Any, show: Callable[[str], None]
@@ -56,7 +66,11 @@ async def test_lost_slow_and_failing_provider_answers(
 
         # -- A: lost answers and transient errors -------------------------------------
         flaky = CheckoutWorkload(
-            kafka_bootstrap, harness.prefix, harness.received, carts=CARTS_FLAKY, seed=3,
+            kafka_bootstrap,
+            harness.prefix,
+            harness.received,
+            carts=CARTS_FLAKY,
+            seed=3,
             retry_failures=True,
         )
         await flaky.start()
@@ -78,21 +92,41 @@ async def test_lost_slow_and_failing_provider_answers(
         assert await flaky.ledger_mismatches(harness.database) == []
 
         # -- B: slower than the timeout, then recovered -------------------------------
+        slow = CheckoutWorkload(
+            kafka_bootstrap,
+            harness.prefix,
+            harness.received,
+            carts=CARTS_SLOW,
+            seed=4,
+            retry_failures=True,
+            resend_share=0.0,
+            update_share=1.0,
+        )
+        await slow.start()
+        # The sessions are initiated while the provider is fast, so the checkouts
+        # below really reach the provider's authorize (which then answers too late).
+        await slow.publish_updates()
+        collections = harness.database["payment_collections"]
+
+        async def sessions_initiated() -> bool:
+            count: int = await collections.count_documents({})
+            return count >= CARTS_FLAKY + CARTS_SLOW
+
+        await eventually(sessions_initiated, "the slow carts' collections exist")
         await service.stop()
         slow_service = scene.service("slow-service", provider_options=SLOW)
         await slow_service.start_ready()
-        slow = CheckoutWorkload(
-            kafka_bootstrap, harness.prefix, harness.received, carts=CARTS_SLOW, seed=4,
-            retry_failures=True, resend_share=0.0,
-        )
-        await slow.start()
         try:
-            await slow.publish_carts(chunk=50, pause_s=0.1)
+            await slow.publish_carts(chunk=50, pause_s=0.1, updates=False)
             await asyncio.sleep(8)
             await slow.react()
             # Every call timed out after the provider acted: nothing is known yet.
             assert slow.progress()["authorized"] == 0, slow.progress()
             assert _failures(slow) == [], _failures(slow)[:10]
+            charged = await harness.database["sandbox_ledger"].count_documents(
+                {"operation": "authorize", "cart_id": {"$in": list(slow.plans)}}
+            )
+            assert charged > 0, "the slow provider never acted: the test proves nothing"
             await slow_service.stop()
             await service.start_ready()  # the provider answers in time again
             await slow.run_until_done(timeout=60)
@@ -114,7 +148,8 @@ async def test_lost_slow_and_failing_provider_answers(
             f"{len(flaky_failures)} retryable failures, done at {part_a:.0f}s; "
             f"{CARTS_SLOW} carts with answers after the timeout then recovery: "
             f"{len(slow_failures)} retryable failures; total {time.monotonic() - started:.0f}s\n"
-            + report.render("provider faults")
+            f"  failures A: {dict(_failure_kinds(flaky))}\n"
+            f"  failures B: {dict(_failure_kinds(slow))}\n" + report.render("provider faults")
         )
         report.assert_clean()
         assert report.carts == CARTS_FLAKY + CARTS_SLOW

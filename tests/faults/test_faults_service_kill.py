@@ -31,13 +31,13 @@ KILLS = 5
 async def _kill_repeatedly(
     service: ServiceProcess, kills: int, rng: random.Random, log: list[str]
 ) -> None:
-    """Kill and restart `kills` times, a random 1.5–4 s after each (re)start is ready."""
+    """Kill and restart `kills` times, a random 1–3 s after each (re)start is ready."""
     for n in range(1, kills + 1):
-        await asyncio.sleep(rng.uniform(1.5, 4.0))
+        await asyncio.sleep(rng.uniform(1.0, 3.0))
         service.kill()
         log.append(f"kill #{n} at {time.strftime('%X')}")
         # Sometimes straight back up, sometimes after a pause (a slow reschedule).
-        await asyncio.sleep(rng.choice((0.0, 0.5, 2.0)))
+        await asyncio.sleep(rng.choice((0.0, 0.5, 1.5)))
         await service.start_ready(timeout=60)
 
 
@@ -58,7 +58,7 @@ async def test_sigkill_during_checkout_capture_refund_stream(
         killer = asyncio.create_task(_kill_repeatedly(service, KILLS, rng, kills))
         try:
             # A stream over ~10 s rather than one burst, so kills hit mid-processing.
-            await workload.publish_carts(chunk=50, pause_s=0.5)
+            await workload.publish_carts(chunk=50, pause_s=0.4)
             published = time.monotonic() - started
             await killer
             killed = time.monotonic() - started

@@ -54,7 +54,7 @@ async def test_each_inbound_topic_dead_letters_invalid_and_keeps_consuming(
             await harness.publish_raw(event_type, value, key=f"bad-{event_type}-{n}")
             expected.append((event_type, kind))
         # A valid event after the bad ones: the consumer must still process it.
-        value, event_id = _valid(event_type, 0)
+        value, _event_id = _valid(event_type, 0)
         headers = []
         if event_type in ADMIN_COMMAND_TYPES:
             headers.append(builders.sign(value, *harness.admin_key))

@@ -444,7 +444,7 @@ class SandboxProvider:
 
         async def act() -> ProviderOutcome:
             if call.operation not in LEDGER_OPERATIONS:
-                return ProviderOutcome.transient(NO_RECORD_MESSAGE)
+                return ProviderOutcome.not_found(NO_RECORD_MESSAGE)
             recorded = await self.ledger.find_one(
                 {"_id": _ledger_id(call.operation, call.idempotency_key)}
             )
@@ -465,7 +465,7 @@ class SandboxProvider:
                             "payment_method": PM_AUTHENTICATION_REQUIRED,
                         },
                     )
-            return ProviderOutcome.transient(NO_RECORD_MESSAGE)
+            return ProviderOutcome.not_found(NO_RECORD_MESSAGE)
 
         return await self._answer("get_status", act)
 

@@ -568,10 +568,10 @@ class StripeProvider:
             if call.operation == "authorize":
                 intent_id = self._intent_id(call)
                 if intent_id is None:
-                    return ProviderOutcome.transient("no PaymentIntent yet; safe to retry")
+                    return ProviderOutcome.not_found("no PaymentIntent yet; safe to retry")
                 intent = await self._retrieve(intent_id)
                 if intent.get("status") in CONFIRMABLE and not intent.get("last_payment_error"):
-                    return ProviderOutcome.transient("not confirmed at Stripe; safe to retry")
+                    return ProviderOutcome.not_found("not confirmed at Stripe; safe to retry")
                 return intent_outcome(intent)
             if call.operation == "capture":
                 intent = await self._retrieve(self._payment_intent(call))
@@ -582,14 +582,14 @@ class StripeProvider:
                     return ProviderOutcome.failed(
                         "the PaymentIntent is canceled", code="payment_intent_unexpected_state"
                     )
-                return ProviderOutcome.transient(f"PaymentIntent is {status}; safe to re-send")
+                return ProviderOutcome.not_found(f"PaymentIntent is {status}; safe to re-send")
             if call.operation == "refund":
                 return await self._refund_status(call)
             if call.operation == "cancel":
                 intent = await self._retrieve(self._payment_intent(call))
                 if intent.get("status") == "canceled":
                     return ProviderOutcome.succeeded(public_intent_data(intent))
-                return ProviderOutcome.transient("not canceled at Stripe; safe to re-send")
+                return ProviderOutcome.not_found("not canceled at Stripe; safe to re-send")
         except _Answer as answer:
             return answer.outcome
         return ProviderOutcome.transient("session calls are safe to repeat")
@@ -605,7 +605,7 @@ class StripeProvider:
             metadata = refund.get("metadata") if isinstance(refund, Mapping) else None
             if isinstance(metadata, Mapping) and metadata.get(REFUND_KEY_METADATA) == key:
                 return self._refund_outcome(refund, call)
-        return ProviderOutcome.transient("no refund under this key at Stripe; safe to retry")
+        return ProviderOutcome.not_found("no refund under this key at Stripe; safe to retry")
 
     # -- webhooks --------------------------------------------------------------------------
 

@@ -1,0 +1,95 @@
+"""The MongoDB server goes away mid-stream and comes back on the same port.
+
+The test runs its own file-backed MongoDB-protocol server (nx-27017 over SQLite
+in a temporary directory) so it can stop it without disturbing other tests; the
+broker is the session's. While 400 carts check out, capture and refund, the
+server is stopped (SIGTERM) for a few seconds and started again on the same port
+with the same files, and later killed (SIGKILL) and started again. The service
+must wait the outage out (no dead letters: an outage is not the message's
+fault), lose nothing that was acknowledged, and finish every cart exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.embedded import EmbeddedMongo
+from service.testing.faults import CheckoutWorkload
+
+pytestmark = pytest.mark.integration
+
+CARTS = 400
+OUTAGE_S = 4.0
+
+
+async def _restart(mongo: EmbeddedMongo, data: Path, *, kill: bool) -> EmbeddedMongo:
+    """Stop (or SIGKILL) the server, wait, and start a new one on the same port and files."""
+    port = mongo.port
+    if kill and mongo.pid is not None:
+        os.kill(mongo.pid, signal.SIGKILL)
+    await asyncio.to_thread(mongo.stop)
+    await asyncio.sleep(OUTAGE_S)
+    restarted = EmbeddedMongo(data, port=port)
+    await asyncio.to_thread(restarted.start)
+    return restarted
+
+
+@pytest.mark.timeout(180)
+async def test_mongodb_stopped_and_killed_mid_stream(
+    kafka_bootstrap: str, scene_factory: Any, show: Callable[[str], None], tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    data = tmp_path / "mongo"
+    mongo = EmbeddedMongo(data)
+    await asyncio.to_thread(mongo.start)
+    outages: list[str] = []
+    try:
+        async with scene_factory(kafka_bootstrap, mongo.url) as scene:
+            service = scene.service()
+            await service.start_ready()
+            workload = CheckoutWorkload(
+                kafka_bootstrap, scene.harness.prefix, scene.harness.received, carts=CARTS, seed=5
+            )
+            await workload.start()
+
+            async def outage(done: int) -> None:
+                nonlocal mongo
+                if done in (100, 300):
+                    kill = done == 300
+                    outages.append(
+                        f"{'SIGKILL' if kill else 'stop'} at {time.monotonic() - started:.0f}s"
+                    )
+                    mongo = await _restart(mongo, data, kill=kill)
+
+            try:
+                await workload.publish_carts(chunk=50, pause_s=0.5, on_chunk=outage)
+                await workload.run_until_done(timeout=90)
+            except BaseException:
+                show(scene.logs())
+                raise
+            finally:
+                await workload.stop()
+            assert service.running, "the service must ride out the outage, not exit"
+            report = await scene.audit()
+            show(
+                f"[mongodb restart] {CARTS} carts, outages of {OUTAGE_S:g}s: "
+                f"{', '.join(outages)}; {time.monotonic() - started:.0f}s; "
+                f"workload {workload.progress()}\n" + report.render("mongodb restart")
+            )
+            report.assert_clean()
+            assert len(outages) == 2
+            assert report.dead_letters == 0, report.dead_letter_kinds
+            failures = [f for p in workload.plans.values() for f in p.failures]
+            assert not failures, failures[:5]
+            assert await workload.ledger_mismatches(scene.harness.database) == []
+            assert report.carts == CARTS
+    finally:
+        await asyncio.to_thread(mongo.stop)

@@ -1,0 +1,77 @@
+"""Two service processes in one consumer group, with rebalances mid-stream.
+
+600 carts stream in to one instance; a second instance of the same consumer
+group starts while they are processed (partitions move to it in a rebalance,
+possibly while the first still works on a batch of them), and later the first
+instance is SIGKILLed (its partitions move to the second once its session times
+out). Both instances share the database, so the same cart can be handled by two
+processes at once around a rebalance: the version-checked writes, idempotency
+keys and inboxes must still give every cart exactly one charge and every stored
+event one id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from service.testing.faults import CheckoutWorkload
+
+pytestmark = pytest.mark.integration
+
+CARTS = 600
+
+
+@pytest.mark.timeout(180)
+async def test_second_instance_joins_then_first_is_killed(
+    kafka_bootstrap: str, mongodb_url: str, scene_factory: Any, show: Callable[[str], None]
+) -> None:
+    started = time.monotonic()
+    async with scene_factory(kafka_bootstrap, mongodb_url) as scene:
+        first = scene.service("first")
+        second = scene.service("second")
+        await first.start_ready()
+        workload = CheckoutWorkload(
+            kafka_bootstrap, scene.harness.prefix, scene.harness.received, carts=CARTS, seed=8
+        )
+        await workload.start()
+        steps: list[str] = []
+
+        async def rebalance(done: int) -> None:
+            if done == 150:
+                second.start()
+                steps.append(f"second started at {time.monotonic() - started:.0f}s")
+            elif done == 450:
+                await second.wait_ready(timeout=60)
+                first.kill()
+                steps.append(f"first SIGKILLed at {time.monotonic() - started:.0f}s")
+
+        try:
+            await workload.publish_carts(chunk=50, pause_s=0.4, on_chunk=rebalance)
+            await workload.run_until_done(timeout=90)
+        except BaseException:
+            show(scene.logs())
+            raise
+        finally:
+            await workload.stop()
+        assert second.running and not first.running
+        report = await scene.audit()
+        show(
+            f"[rebalance] {CARTS} carts; {'; '.join(steps)}; "
+            f"{time.monotonic() - started:.0f}s; workload {workload.progress()}\n"
+            + report.render("rebalance")
+        )
+        report.assert_clean()
+        assert len(steps) == 2
+        assert report.dead_letters == 0, report.dead_letter_kinds
+        failures = [f for p in workload.plans.values() for f in p.failures]
+        assert not failures, failures[:5]
+        assert await workload.ledger_mismatches(scene.harness.database) == []
+        assert report.carts == CARTS
+        assert report.charges == CARTS
+        # Both instances held partitions at some point (the log of each says so).
+        for process in (first, second):
+            assert "assigned to partitions" in process.log_path.read_text(), process.name
