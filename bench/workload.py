@@ -111,6 +111,8 @@ async def produce(
     """
     updated_topic = prefix + CART_UPDATED
     checkout_topic = prefix + CHECKOUT_COMPLETED
+    if rate > 0:
+        chunk = max(1, min(chunk, int(rate / 50)))  # paced in 20 ms steps
     start = time.perf_counter()
     for offset in range(0, len(carts), chunk):
         part = carts[offset : offset + chunk]

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(default=256, ge=1)
     """Carts processed at once within one batch."""
     relay_interval_s: float = Field(default=2.0, gt=0)
+    relay_min_age_s: float = Field(default=10.0, ge=0)
+    """The relay leaves events younger than this to the handler that stored them:
+    under load a batch may take seconds between its write and its publish, and
+    re-sending then only makes duplicates (same ids, but wasted work)."""
     reconcile_interval_s: float = Field(default=5.0, gt=0)
     reconcile_min_age_s: float = Field(default=5.0, ge=0)
     """A session or reserved operation younger than this is left to its handler."""

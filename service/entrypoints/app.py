@@ -255,7 +255,7 @@ class PaymentsApp:
         self._tasks.append(
             asyncio.create_task(
                 self.relay.run_forever(
-                    settings.relay_interval_s, timedelta(seconds=settings.relay_interval_s)
+                    settings.relay_interval_s, timedelta(seconds=settings.relay_min_age_s)
                 ),
                 name="outbox-relay",
             )

@@ -103,6 +103,7 @@ class ServiceHarness:
             "admin_keys": {admin_key[0]: admin_key[1]},
             "consumer_group": f"payments-{self.prefix.rstrip('.')}",
             "relay_interval_s": 0.5,
+            "relay_min_age_s": 1.0,
             "reconcile_interval_s": 0.5,
             "reconcile_min_age_s": 0.5,
             "retry_base_delay_s": 0.01,

@@ -24,6 +24,7 @@ FAULT_SETTINGS: dict[str, Any] = {
     "providers": "sandbox",
     "region_providers": {"eu": ["sandbox"]},
     "relay_interval_s": 1.0,
+    "relay_min_age_s": 2.0,
     "reconcile_interval_s": 0.5,
     "reconcile_min_age_s": 1.0,
     "retry_base_delay_s": 0.02,
