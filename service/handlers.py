@@ -45,6 +45,7 @@ from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.domain.payment_commands import (
     begin_payment_command,
     finish_payment_command,
+    pending_call,
     reject_payment_command,
     settle_pending,
 )
@@ -472,19 +473,7 @@ class PaymentService:
             payment = collection.payment
             if payment is not None:
                 for pending in list(payment.pending):
-                    call = ProviderCall(
-                        operation=pending.operation,
-                        provider_id=payment.provider_id,
-                        idempotency_key=pending.provider_key,
-                        session_id=payment.session_id,
-                        amount=pending.amount,
-                        currency_code=payment.currency_code,
-                        cart_id=collection.cart_id,
-                        payment_id=payment.id,
-                        data=payment.data,
-                        reason=pending.reason,
-                    )
-                    outcome = await self._call(call)
+                    outcome = await self._call(pending_call(payment, collection, pending))
                     if outcome.kind in (
                         OutcomeKind.UNKNOWN,
                         OutcomeKind.PENDING,

@@ -119,7 +119,7 @@ def _reject(
     return Decision("settled", collection, note=reason)
 
 
-def _call_for(
+def pending_call(
     payment: Payment, collection: PaymentCollection, pending: PendingOperation
 ) -> ProviderCall:
     return ProviderCall(
@@ -176,7 +176,7 @@ def begin_payment_command(collection: PaymentCollection, cmd: PaymentCommand) ->
                 record=False,
             )
         # Resume: the reservation is stored already; repeat the call with its key.
-        return Decision("call", collection, calls=[_call_for(payment, collection, pending)])
+        return Decision("call", collection, calls=[pending_call(payment, collection, pending)])
 
     if isinstance(cmd, CapturePayment):
         # A cancel in flight counts as canceled: a capture reserved now would
@@ -268,7 +268,7 @@ def begin_payment_command(collection: PaymentCollection, cmd: PaymentCommand) ->
     _history(payment, cmd, "started", reserved.amount)
     collection.updated_at = cmd.now
     return Decision(
-        "call", collection, calls=[_call_for(payment, collection, reserved)], reserve=True
+        "call", collection, calls=[pending_call(payment, collection, reserved)], reserve=True
     )
 
 
