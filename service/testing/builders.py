@@ -14,6 +14,10 @@ def new_id(prefix: str = "evt") -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
+def new_cart_id() -> str:
+    return f"cart_{uuid.uuid4().hex[:12]}"
+
+
 def envelope(
     event_type: str,
     data: dict[str, Any],

@@ -63,6 +63,11 @@ class ReceivedEvent:
         return data if isinstance(data, dict) else {}
 
 
+def caused_by(event_id: str) -> Callable[[ReceivedEvent], bool]:
+    """An `await_event` predicate: the event caused by inbound event `event_id`."""
+    return lambda received: received.event.get("causationid") == event_id
+
+
 class EventNotReceived(AssertionError):
     pass
 

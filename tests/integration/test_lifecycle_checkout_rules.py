@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -13,7 +12,9 @@ from schemas.topics import topic_for
 from service.domain.model import PaymentCollection
 from service.domain.statuses import CollectionStatus, SessionStatus
 from service.testing import builders
-from service.testing.harness import ReceivedEvent, ServiceHarness
+from service.testing.builders import new_cart_id as _cart
+from service.testing.harness import ServiceHarness
+from service.testing.harness import caused_by as _caused_by
 
 pytestmark = pytest.mark.integration
 
@@ -24,14 +25,6 @@ REGIONS = {"eu": ["manual", "sandbox"], "us": ["sandbox"]}
 async def harness(kafka_bootstrap: str, mongodb_url: str) -> AsyncIterator[ServiceHarness]:
     async with ServiceHarness(kafka_bootstrap, mongodb_url, region_providers=REGIONS) as h:
         yield h
-
-
-def _cart() -> str:
-    return f"cart_{uuid.uuid4().hex[:12]}"
-
-
-def _caused_by(event_id: str) -> Callable[[ReceivedEvent], bool]:
-    return lambda r: r.event.get("causationid") == event_id
 
 
 def _handled(harness: ServiceHarness, event_type: str, outcome: str) -> float:

@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from service.domain.model import OutboxEvent, PaymentCollection
 from service.entrypoints.app import PaymentsApp
 from service.settings import load_settings
 from service.testing import builders
+from service.testing.builders import new_cart_id as _cart
 from service.testing.harness import ServiceHarness
 
 pytestmark = pytest.mark.integration
@@ -58,10 +58,6 @@ asyncio.run(main())
 async def harness(kafka_bootstrap: str, mongodb_url: str) -> AsyncIterator[ServiceHarness]:
     async with ServiceHarness(kafka_bootstrap, mongodb_url, start_service=False) as h:
         yield h
-
-
-def _cart() -> str:
-    return f"cart_{uuid.uuid4().hex[:12]}"
 
 
 async def _wait_collection(

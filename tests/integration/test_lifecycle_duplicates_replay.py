@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from schemas.topics import EVENT_MODELS, INBOUND_TOPICS, topic_for
 from service.testing import builders
-from service.testing.harness import ReceivedEvent, ServiceHarness
+from service.testing.builders import new_cart_id as _cart
+from service.testing.harness import ServiceHarness
+from service.testing.harness import caused_by as _caused_by
 
 pytestmark = pytest.mark.integration
 
@@ -21,14 +22,6 @@ pytestmark = pytest.mark.integration
 async def harness(kafka_bootstrap: str, mongodb_url: str) -> AsyncIterator[ServiceHarness]:
     async with ServiceHarness(kafka_bootstrap, mongodb_url) as h:
         yield h
-
-
-def _cart() -> str:
-    return f"cart_{uuid.uuid4().hex[:12]}"
-
-
-def _caused_by(event_id: str) -> Callable[[ReceivedEvent], bool]:
-    return lambda r: r.event.get("causationid") == event_id
 
 
 def _sample(harness: ServiceHarness, name: str, labels: dict[str, str]) -> float:

@@ -7,8 +7,7 @@ left → payment.failed; checking the outbound envelope, Kafka key and headers.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,7 +15,9 @@ from schemas.envelope import CLOUDEVENTS_CONTENT_TYPE
 from schemas.topics import EVENT_MODELS
 from service.domain.statuses import CollectionStatus, SessionStatus
 from service.testing import builders
+from service.testing.builders import new_cart_id as _cart
 from service.testing.harness import ReceivedEvent, ServiceHarness
+from service.testing.harness import caused_by as _caused_by
 
 pytestmark = pytest.mark.integration
 
@@ -27,14 +28,6 @@ REGIONS = {"eu": ["manual", "sandbox"], "us": ["sandbox"]}
 async def harness(kafka_bootstrap: str, mongodb_url: str) -> AsyncIterator[ServiceHarness]:
     async with ServiceHarness(kafka_bootstrap, mongodb_url, region_providers=REGIONS) as h:
         yield h
-
-
-def _cart() -> str:
-    return f"cart_{uuid.uuid4().hex[:12]}"
-
-
-def _caused_by(event_id: str) -> Callable[[ReceivedEvent], bool]:
-    return lambda r: r.event.get("causationid") == event_id
 
 
 def _assert_envelope(received: ReceivedEvent, cart_id: str, cause: str) -> None:
