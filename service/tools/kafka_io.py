@@ -51,6 +51,11 @@ class PartitionRange:
     partition: int
     start: int
     end: int
+    open_end: bool = False
+    """`end` is the broker's end offset taken at the start, not a bound the
+    operator gave: records written before the read began still belong to the
+    range even past `end` (some brokers, the embedded Tansu among them, report an
+    end offset that lags behind a multi-record batch)."""
 
     @property
     def size(self) -> int:
@@ -66,6 +71,22 @@ class OutgoingRecord:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
     partition: int | None = None
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer, absorbing aiokafka's stray CancelledError on close.
+
+    Without a group, aiokafka's `NoGroupCoordinator.close()` cancels its own
+    background task and then awaits it; when that task had not started yet the
+    await raises CancelledError although nobody cancelled *us*. Re-raise only a
+    real cancellation of the current task.
+    """
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
 
 
 @asynccontextmanager
@@ -86,7 +107,7 @@ async def throwaway_consumer(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
     try:
         yield consumer
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 @asynccontextmanager
@@ -157,7 +178,15 @@ async def resolve_ranges(
         starts = {tp: max(start, from_offset) for tp, start in starts.items()}
     if to_offset is not None:
         stops = {tp: min(stop, to_offset + 1) for tp, stop in stops.items()}
-    return [PartitionRange(tp.partition, starts[tp], max(starts[tp], stops[tp])) for tp in tps]
+    return [
+        PartitionRange(
+            tp.partition,
+            starts[tp],
+            max(starts[tp], stops[tp]),
+            open_end=stops[tp] == ends[tp],
+        )
+        for tp in tps
+    ]
 
 
 async def _offsets_at(
@@ -192,17 +221,25 @@ async def read_ranges(
     consumer.assign(list(remaining))
     for tp, r in remaining.items():
         consumer.seek(tp, r.start)
+    started_ms = int(time.time() * 1000)
+    finished: set[TopicPartition] = set()
+    quiet_rounds: dict[TopicPartition, int] = dict.fromkeys(remaining, 0)
     last_progress = time.monotonic()
     while remaining:
         batches = await consumer.getmany(*remaining, timeout_ms=500, max_records=500)
         if any(batches.values()):
             last_progress = time.monotonic()
+        for tp in remaining:
+            quiet_rounds[tp] = 0 if batches.get(tp) else quiet_rounds[tp] + 1
         for tp, records in batches.items():
             wanted = remaining.get(tp)
             if wanted is None:
                 continue
             for record in records:
-                if record.offset >= wanted.end:
+                if record.offset >= wanted.end and not (
+                    wanted.open_end and record.timestamp <= started_ms
+                ):
+                    finished.add(tp)
                     break
                 yield StoredRecord(
                     topic=record.topic,
@@ -214,7 +251,9 @@ async def read_ranges(
                     headers=tuple((k, v or b"") for k, v in record.headers),
                 )
         for tp, bounds in list(remaining.items()):
-            if await consumer.position(tp) >= bounds.end:
+            caught_up = await consumer.position(tp) >= bounds.end
+            # An open end is done once two fetches in a row brought nothing more.
+            if tp in finished or (caught_up and (not bounds.open_end or quiet_rounds[tp] >= 2)):
                 del remaining[tp]
         if remaining and time.monotonic() - last_progress > stall_timeout_s:
             positions = [f"{tp.partition}@{await consumer.position(tp)}" for tp in remaining]

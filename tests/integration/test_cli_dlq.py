@@ -144,7 +144,7 @@ async def test_redrive_all_uses_the_filters_and_ids_must_exist(harness: ServiceH
     result = json_of(
         await invoke("dlq", "redrive", "--all", "--kind", "invalid_json", "--json", *kafka_args(h))
     )
-    assert [i["topic"] for i in result["items"]] == [h.prefix + "cart.updated"]
+    assert [i["topic"] for i in result["items"]] == [h.prefix + "cart.updated"], result
     assert result["sent"] == 1
     # The checkout letter was not chosen; the re-driven one is rejected again, as it must be.
     assert await end_offsets(h, "checkout.completed") == before

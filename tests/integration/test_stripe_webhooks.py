@@ -25,6 +25,7 @@ from service.domain.statuses import CollectionStatus
 from service.testing import builders
 from service.testing.harness import ServiceHarness
 from service.testing.localstripe import TEST_API_KEY, LocalStripe
+from service.tools.kafka_io import stop_consumer
 from tests.fixtures.stripe.kit import event, load, sign
 
 pytestmark = pytest.mark.integration
@@ -104,7 +105,7 @@ async def _webhook_topic_size(harness: ServiceHarness) -> int:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         return sum(ends.values())
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def _webhook_payloads(harness: ServiceHarness, expected: int) -> list[str]:
@@ -125,7 +126,7 @@ async def _webhook_payloads(harness: ServiceHarness, expected: int) -> list[str]
             for records in (await consumer.getmany(timeout_ms=300)).values():
                 payloads.extend(json.loads(r.value)["data"]["payload"] for r in records)
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
     return payloads
 
 
