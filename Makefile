@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test test-unit test-integration lint format schemas bench faults asyncapi clean
+.PHONY: install run test prove test-real fuzz test-unit test-integration lint format schemas bench faults asyncapi clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,52 @@ format: $(STAMP)
 schemas: $(STAMP)
 	$(BIN)/payments schemas export schemas/json
 
+# FerretDB 1.24 on SQLite does not apply a conditional update atomically: two
+# concurrent writers of one version can both "match", so the service's optimistic
+# concurrency (replace where version = n) loses writes there. These tests race
+# writers on one document on purpose and fail on FerretDB only (README,
+# "Infrastructure notes"); they run on MongoDB, nx-27017 and in the Kafka run.
+FERRETDB_DESELECT := \
+	--deselect tests/integration/test_lifecycle_concurrency.py::test_fifty_concurrent_captures_and_refunds \
+	--deselect tests/integration/test_lifecycle_concurrency.py::test_two_instances_race_on_the_same_commands \
+	--deselect tests/integration/test_ops_process.py::test_sigterm_mid_stream_loses_nothing \
+	--deselect tests/integration/test_providers.py::test_flaky_under_concurrency_charges_once
+
+## The integration and fault suites on Apache Kafka (JVM, from Maven Central; with
+## nx-27017), then the integration suite on FerretDB (with Apache Kafka, whose quick
+## group joins keep it short). Needs Java 17+ with Maven, and Go; both servers are
+## fetched/built into .cache/ on first use. tools/tests checks the servers first.
+test-real: $(STAMP)
+	$(BIN)/python tools/kafka/broker.py install
+	$(BIN)/python tools/ferretdb/server.py install
+	@# Every run goes on after a failed one (its output is what CI shows); any failure fails.
+	status=0; \
+	$(BIN)/python -m pytest tools/tests $(ARGS) || status=1; \
+	PAYMENTS_TEST_INFRA=kafka-jvm $(BIN)/python -m pytest tests/integration tests/faults \
+	  $(ARGS) || status=1; \
+	PAYMENTS_TEST_INFRA=kafka-jvm,ferretdb $(BIN)/python -m pytest tests/integration \
+	  $(FERRETDB_DESELECT) $(ARGS) || status=1; \
+	exit $$status
+
+## The transport-level fuzzers, longer than in `make test`: hostile Kafka records
+## through the real consumer (FUZZ_EXAMPLES batches over in-memory fakes) and over the
+## real broker and MongoDB server (FUZZ_BROKER_RECORDS records into a running service).
+FUZZ_EXAMPLES ?= 20000
+FUZZ_BROKER_RECORDS ?= 2000
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/unit/test_fuzz_transport.py \
+		tests/unit/schemas/test_schemas_dead_letter_fit.py tests/unit/test_admin_auth.py $(ARGS)
+	FUZZ_BROKER_RECORDS=$(FUZZ_BROKER_RECORDS) $(BIN)/python -m pytest -q --timeout 3600 \
+		tests/integration/test_fuzz_transport_broker.py tests/integration/test_hostile_records.py $(ARGS)
+
+## The stateful model test (issue 16) run longer than in `make test` (40 examples
+## of 40 steps there): `make prove PROVE_EXAMPLES=4000 PROVE_STEPS=100`.
+PROVE_EXAMPLES ?= 400
+PROVE_STEPS ?= 40
+prove: $(STAMP)
+	PAYMENTS_MODEL_EXAMPLES=$(PROVE_EXAMPLES) PAYMENTS_MODEL_STEPS=$(PROVE_STEPS) \
+		$(BIN)/python -m pytest tests/unit/model $(ARGS)
+
 ## Throughput benchmark against the broker's and the store's own limits.
 ## `make bench ARGS=--quick` finishes in under a minute.
 bench: $(STAMP)
@@ -59,4 +105,4 @@ asyncapi: $(STAMP)
 	$(BIN)/payments asyncapi serve $(ARGS)
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .cache

@@ -22,6 +22,7 @@ writes `bench/results/<timestamp>.json`.
     make bench ARGS=--quick           # N = 2,000, under a minute
     make bench ARGS="--processes 2"
     make bench ARGS="--profile"       # + pyinstrument profile of each service process
+    make bench ARGS="--kafka-jvm"     # on Apache Kafka (JVM, started here) instead of Tansu
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from bench.workload import (  # noqa: E402
 )
 from schemas.topics import ALL_TOPICS, DLQ_TOPIC, topic_for  # noqa: E402
 from service.embedded import EmbeddedKafka, EmbeddedMongo, ensure_topics  # noqa: E402
+from service.testing.real_servers import JvmKafka, kafka_version  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 AUTHORIZED = "payment.authorized"
@@ -647,6 +649,9 @@ async def drop_data(
 
 def service_env(args: argparse.Namespace) -> dict[str, str]:
     env = dict(SERVICE_DEFAULTS)
+    if getattr(args, "kafka_jvm", False):
+        # Apache Kafka has the idempotent producer (Tansu has not): measure with it on.
+        env["PAYMENTS_KAFKA_IDEMPOTENCE"] = "true"
     env.update({k: v for k, v in os.environ.items() if k in SERVICE_DEFAULTS})
     for item in args.env:
         key, _, value = item.partition("=")
@@ -663,7 +668,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="N = 2,000: under a minute")
     parser.add_argument("--processes", type=int, choices=(1, 2), default=1)
     parser.add_argument("--partitions", type=int, default=16)
-    parser.add_argument("--kafka", help="bootstrap servers (default: embedded Tansu)")
+    broker_choice = parser.add_mutually_exclusive_group()
+    broker_choice.add_argument("--kafka", help="bootstrap servers (default: embedded Tansu)")
+    broker_choice.add_argument(
+        "--kafka-jvm",
+        action="store_true",
+        help="start an Apache Kafka broker (JVM, from Maven Central) instead of Tansu; "
+        "the service then runs with the idempotent producer",
+    )
     parser.add_argument("--mongodb-url", help="MongoDB URL (default: embedded nx-27017)")
     parser.add_argument(
         "--rate", type=float, default=0.0, help="carts/s to produce (default: as fast as possible)"
@@ -736,7 +748,8 @@ def table(results: dict[str, Any]) -> str:
 async def main(args: argparse.Namespace) -> int:
     run = time.strftime("%Y%m%d%H%M%S")
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{run}-"))
-    kafka = mongo = None
+    kafka: EmbeddedKafka | JvmKafka | None = None
+    mongo = None
     bootstrap = mongodb_url = None
     began = time.perf_counter()
     try:
@@ -744,7 +757,7 @@ async def main(args: argparse.Namespace) -> int:
         if args.kafka:
             bootstrap = args.kafka
         else:
-            kafka = EmbeddedKafka()
+            kafka = JvmKafka() if args.kafka_jvm else EmbeddedKafka()
             await asyncio.to_thread(kafka.start)
             bootstrap = kafka.bootstrap_servers
             if kafka.pid:
@@ -761,7 +774,8 @@ async def main(args: argparse.Namespace) -> int:
         warm = warmup_carts(run, args.partitions)
         print(
             f"bench {run}: N={args.n}, {args.processes} service process(es), "
-            f"{args.partitions} partitions, broker {bootstrap}",
+            f"{args.partitions} partitions, broker {bootstrap}"
+            + (f" (Apache Kafka {kafka_version()})" if args.kafka_jvm else ""),
             flush=True,
         )
         service = await measure_service(
@@ -799,6 +813,9 @@ async def main(args: argparse.Namespace) -> int:
         "n": args.n,
         "processes": args.processes,
         "partitions": args.partitions,
+        "broker_kind": "apache-kafka-" + kafka_version()
+        if args.kafka_jvm
+        else ("external" if args.kafka else "tansu"),
         "service_checkouts_per_s": summary["checkouts_per_s"],
         "broker_limit_per_s": round(broker_limit, 1) if broker_limit else None,
         "store_limit_per_s": store_limit,

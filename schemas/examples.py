@@ -22,6 +22,7 @@ from schemas.topics import (
     PAYMENT_AUTHORIZED,
     PAYMENT_CANCELED,
     PAYMENT_CAPTURED,
+    PAYMENT_DISPUTED,
     PAYMENT_FAILED,
     PAYMENT_PROVIDER_WEBHOOK,
     PAYMENT_REFUNDED,
@@ -120,6 +121,15 @@ _EXAMPLE_DATA: Final[dict[str, dict[str, Any]]] = {
         "reason": "item returned",
     },
     PAYMENT_CANCELED: {**_PAYMENT_REF, "payment_id": _PAYMENT, "canceled_at": _TIME},
+    PAYMENT_DISPUTED: {
+        **_PAYMENT_REF,
+        "payment_id": _PAYMENT,
+        "dispute_id": "dp_1QfXyZ2eZvKYlo2C",
+        "amount": 5000,
+        "status": "open",
+        "reason": "fraudulent",
+        "evidence_due_by": _TIME,
+    },
     PAYMENTS_DEAD_LETTER: {
         "source_topic": "checkout.completed",
         "partition": 3,

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Final, Literal, TypeAlias
+from typing import Annotated, Final, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints, model_validator
 
 from schemas.ids import (
     CaptureId,
@@ -203,3 +203,24 @@ class PaymentCanceled(PaymentEventData):
 
     payment_id: PaymentId
     canceled_at: Rfc3339DateTime
+
+
+DisputeStatus: TypeAlias = Literal["open", "won", "lost"]
+"""Where a dispute (chargeback) stands: `open` until the card network decides."""
+
+
+class PaymentDisputed(PaymentEventData):
+    """`payment.disputed`: the customer disputed the payment with their bank.
+
+    Published when a dispute opens and on each change of `status`. `reason` is the
+    provider's own code (Stripe: `fraudulent`, `product_not_received`, …);
+    `evidence_due_by` is when the merchant's evidence must be in, where the
+    provider says.
+    """
+
+    payment_id: PaymentId
+    dispute_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    amount: Amount
+    status: DisputeStatus
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    evidence_due_by: Rfc3339DateTime | None = None

@@ -27,6 +27,7 @@ from schemas.outbound import (
     PaymentAuthorized,
     PaymentCanceled,
     PaymentCaptured,
+    PaymentDisputed,
     PaymentFailed,
     PaymentRefunded,
     PaymentRequiresAction,
@@ -47,6 +48,7 @@ PAYMENT_FAILED: Final = "payment.failed"
 PAYMENT_CAPTURED: Final = "payment.captured"
 PAYMENT_REFUNDED: Final = "payment.refunded"
 PAYMENT_CANCELED: Final = "payment.canceled"
+PAYMENT_DISPUTED: Final = "payment.disputed"
 
 # Dead letters (section 5): the topic name differs from the event type.
 PAYMENTS_DEAD_LETTER: Final = "payments.dead_letter"
@@ -74,6 +76,7 @@ OUTBOUND_DATA_MODELS: Final[dict[str, type[BaseModel]]] = {
     PAYMENT_CAPTURED: PaymentCaptured,
     PAYMENT_REFUNDED: PaymentRefunded,
     PAYMENT_CANCELED: PaymentCanceled,
+    PAYMENT_DISPUTED: PaymentDisputed,
 }
 """`data` model of every `payment.*` event the service publishes (section 4)."""
 

@@ -4,12 +4,24 @@ parse → authenticate (admin) → handle per cart, carts concurrently, one cart
 events in partition order → publish stored events and dead letters, then one
 wait → mark the outbox sent → the caller commits the offsets.
 
-Failure policy:
-- bad input: dead letter with its kind, then the next message;
-- an infrastructure error (MongoDB unreachable): retried until it comes back,
-  never dead-lettered: the outage is not the message's fault;
-- any other exception: retried a bounded number of times, then dead-lettered
-  as `processing_failed`, and the partition moves on.
+The containment rule (contract promise 5: bad input never stops a consumer).
+Every step that touches one record — reading its headers, checking its
+signature, extracting its trace context, binding its log context, parsing,
+handling, building and publishing its dead letter — runs inside that record's
+boundary (`_admit`, `_contain`, `_publish_dead_letters`), and a record leaves
+its boundary in one of three ways only:
+
+- applied (or recognized as a duplicate, or ignored by the rules);
+- dead-lettered with a kind: bad input at once, an unexpected exception after a
+  bounded number of attempts (`processing_failed`); a letter always fits the
+  broker's message limit (`schemas.dead_letter`), and one the broker still refuses
+  is sent again without the original;
+- retried in place because shared infrastructure (MongoDB, the broker) is down:
+  never dead-lettered, since the outage is not the message's fault.
+
+So an exception from one record's step can never fail the batch. The batch fails
+only when the broker or MongoDB is unreachable; it is then fetched again, and a
+batch that keeps failing is reported as a stall (`StallMonitor`).
 """
 
 from __future__ import annotations
@@ -44,7 +56,7 @@ from service.domain.model import OutboxEvent, PaymentCollection
 from service.handlers import HandleResult, PaymentService, utcnow
 from service.metrics import Metrics
 from service.observability.tracing import MessageTracer, inbound_context, publishing_causes
-from service.ports.publisher import EventPublisher
+from service.ports.publisher import EventPublisher, EventsRefused
 from service.ports.store import CollectionStore, OrphanOutcome
 
 log = logging.getLogger(__name__)
@@ -132,47 +144,80 @@ def _result_context(result: HandleResult, seconds: float) -> dict[str, Any]:
 #: A `too_large` value is kept only up to this many bytes: the whole of it would
 #: not fit in a dead letter under the broker's message size limit either.
 TOO_LARGE_KEPT_BYTES = 64 * 1024
+#: Room left below the producer's `max_request_size` for the Kafka record around
+#: the letter's JSON (record and batch framing, the key, the content-type header).
+LETTER_MARGIN_BYTES = 64 * 1024
+#: Room for the envelope around the letter's `data` (id, type, time, subject).
+ENVELOPE_BYTES = 8 * 1024
+#: A letter's subject and Kafka key keep at most this many characters of the key.
+LETTER_KEY_CHARS = 256
+DEFAULT_MAX_REQUEST_SIZE = 1024 * 1024
 
 
-def dead_letter_event(record: Record, kind: str, detail: str, now: datetime) -> OutboxEvent:
-    """The `payments.dead_letter` event for a record; its id is stable per record."""
-    value = record.value
-    if kind == "too_large" and value is not None and len(value) > TOO_LARGE_KEPT_BYTES:
-        detail = (
-            f"{detail} (dead letter keeps the first {TOO_LARGE_KEPT_BYTES} of {len(value)} bytes)"
-        )
-        value = value[:TOO_LARGE_KEPT_BYTES]
+def letter_budget(max_request_size: int) -> int:
+    """The largest encoded letter (its JSON value) for a producer's request size."""
+    return max_request_size - LETTER_MARGIN_BYTES
+
+
+def _letter_key(record: Record, cause: str) -> str:
+    if not record.key:
+        return cause
+    return record.key[: LETTER_KEY_CHARS * 4].decode("utf-8", "replace")[:LETTER_KEY_CHARS]
+
+
+def dead_letter_event(
+    record: Record,
+    kind: str,
+    detail: str,
+    now: datetime,
+    *,
+    max_bytes: int = letter_budget(DEFAULT_MAX_REQUEST_SIZE),
+) -> OutboxEvent:
+    """The `payments.dead_letter` event for a record; its id is stable per record.
+
+    Its JSON value is at most `max_bytes`, whatever the record holds: the original
+    key, headers and value are cut to fit, and the letter says so.
+    """
     data = build_dead_letter_data(
         record.topic,
         record.partition,
         record.offset,
         record.key,
-        value,
+        record.value,
         record.headers,
         DeadLetterKind(kind),
         detail,
         now,
+        max_encoded_bytes=max_bytes - ENVELOPE_BYTES,
+        keep_value_bytes=TOO_LARGE_KEPT_BYTES if kind == DeadLetterKind.TOO_LARGE else None,
     )
     cause = f"{record.topic}:{record.partition}:{record.offset}"
     event_id = ids.event_id(cause, PAYMENTS_DEAD_LETTER, "dlq")
+    key = _letter_key(record, cause)
     payload = {
         "specversion": "1.0",
         "id": event_id,
         "source": "/payments-service",
         "type": PAYMENTS_DEAD_LETTER,
         "time": now.isoformat().replace("+00:00", "Z"),
-        "subject": record.key.decode("utf-8", "replace") if record.key else cause,
+        "subject": key,
         "datacontenttype": "application/json",
         "data": data.model_dump(mode="json", exclude_none=True),
     }
     return OutboxEvent(
         id=event_id,
         type=PAYMENTS_DEAD_LETTER,
-        key=record.key.decode("utf-8", "replace") if record.key else cause,
+        key=key,
         payload=payload,
         causation_id=cause,
         created_at=now,
     )
+
+
+def bare_record(record: Record) -> Record:
+    """The record without what a producer chose (key, value, headers): a letter of
+    it can always be built and sent."""
+    return Record(record.topic, record.partition, record.offset, None, None, ())
 
 
 class BatchProcessor:
@@ -191,6 +236,8 @@ class BatchProcessor:
         clock: Callable[[], datetime] = utcnow,
         after_store: Callable[[], Awaitable[None]] | None = None,
         tracer: MessageTracer | None = None,
+        max_letter_bytes: int = letter_budget(DEFAULT_MAX_REQUEST_SIZE),
+        webhook_verifier: Callable[[ProviderWebhook], str | None] | None = None,
     ) -> None:
         self.service = service
         self.tracer = tracer
@@ -205,9 +252,22 @@ class BatchProcessor:
         self.clock = clock
         self.after_store = after_store
         """Test hook: runs after outcomes are stored and before they are published."""
+        self.max_letter_bytes = max_letter_bytes
+        self.webhook_verifier = webhook_verifier
+        """Checks a provider webhook's signature again where it is applied: None when
+        it verifies, else why it is refused (dead-lettered `unauthorized`)."""
         self.stopping = False
 
     # -- parse ---------------------------------------------------------------------
+
+    def _admit(self, record: Record) -> _Job | OutboxEvent:
+        """A record's first boundary: a job to handle, or its dead letter. Never raises."""
+        try:
+            return self._classify(record)
+        except Exception as exc:
+            # A bug on some input (no input is bad enough to excuse an exception):
+            # the record is dead-lettered, the batch goes on.
+            return self._contained(record, "admit", exc)
 
     def _classify(self, record: Record) -> _Job | OutboxEvent:
         self.metrics.events_consumed.labels(record.topic).inc()
@@ -221,9 +281,29 @@ class BatchProcessor:
             if not verdict.ok:
                 return self._dead_letter(record, "unauthorized", verdict.detail)
             key_id = verdict.key_id
+        elif self.webhook_verifier is not None and isinstance(parsed.data, ProviderWebhook):
+            refused = self.webhook_verifier(parsed.data)
+            if refused is not None:
+                return self._dead_letter(record, "unauthorized", refused)
         return _Job(record, event_type, parsed, key_id)
 
+    def _contained(self, record: Record, step: str, exc: BaseException) -> OutboxEvent:
+        self.metrics.contained_errors.labels(record.topic, step).inc()
+        log.error(
+            "unexpected error at step %s for %s[%d]@%d; dead-lettering it",
+            step,
+            record.topic,
+            record.partition,
+            record.offset,
+            exc_info=exc,
+        )
+        return self._dead_letter(
+            record, "processing_failed", f"{step}: {type(exc).__name__}: {exc}"
+        )
+
     def _dead_letter(self, record: Record, kind: str, detail: str) -> OutboxEvent:
+        """The record's dead letter; never raises (a letter that cannot be built with
+        the original is built without it)."""
         self.metrics.dead_letters.labels(record.topic, kind).inc()
         self.metrics.events_outcome.labels(record.topic, "dead_lettered").inc()
         with bound_contextvars(
@@ -237,7 +317,15 @@ class BatchProcessor:
                 kind,
                 detail[:300],
             )
-        return dead_letter_event(record, kind, detail, self.clock())
+        now = self.clock()
+        try:
+            return dead_letter_event(record, kind, detail, now, max_bytes=self.max_letter_bytes)
+        except Exception as exc:
+            log.error("building the dead letter failed; sending it without the original: %r", exc)
+            detail = f"{detail} (original dropped: {type(exc).__name__})"
+            return dead_letter_event(
+                bare_record(record), kind, detail, now, max_bytes=self.max_letter_bytes
+            )
 
     @staticmethod
     def _ordering_key(job: _Job) -> str:
@@ -262,6 +350,16 @@ class BatchProcessor:
         if isinstance(data, ProviderWebhook):
             return await self.service.provider_webhook(event_id, data)
         raise TypeError(f"no handler for {job.event_type}")
+
+    async def _contain(self, job: _Job) -> HandleResult | OutboxEvent:
+        """A job's boundary: its outcome, or its dead letter. Raises only CancelledError
+        (an outage is retried inside, in `_handle_job`)."""
+        try:
+            return await self._handle(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self._contained(job.record, "handle", exc)
 
     async def _handle(self, job: _Job) -> HandleResult | OutboxEvent:
         """Handle one message with its log context bound (and in its span, tracing on)."""
@@ -324,7 +422,7 @@ class BatchProcessor:
 
     async def _handle_in_order(self, jobs: list[_Job]) -> list[HandleResult | OutboxEvent]:
         async with self.semaphore:
-            return [await self._handle(job) for job in jobs]
+            return [await self._contain(job) for job in jobs]
 
     def _batch_scope(self) -> contextlib.AbstractContextManager[None]:
         scope = getattr(self.store, "batch_scope", None)
@@ -352,6 +450,31 @@ class BatchProcessor:
             # Only an optimization: the handlers load (and retry) one by one.
             log.warning("prefetching %d carts failed: %s", len(cart_ids), exc)
 
+    async def _publish_dead_letters(
+        self, letters: list[OutboxEvent], records: dict[str, Record]
+    ) -> None:
+        """Publish the batch's letters. A letter the broker refuses as such (too large
+        for a broker configured below our producer, say) is sent again without the
+        original; any other failure is an outage and fails the batch."""
+        try:
+            await self.publisher.publish(letters)
+        except EventsRefused as refused:
+            log.error("the broker refused %d dead letters: %s", len(refused.event_ids), refused)
+            again = []
+            for letter in letters:
+                record = records.get(letter.causation_id)
+                if letter.id in refused.event_ids and record is not None:
+                    letter = dead_letter_event(
+                        bare_record(record),
+                        str(letter.payload["data"]["error"]["kind"]),
+                        f"{letter.payload['data']['error']['detail']} "
+                        f"(original dropped: the broker refused the letter: {refused})",
+                        self.clock(),
+                        max_bytes=self.max_letter_bytes,
+                    )
+                again.append(letter)
+            await self.publisher.publish(again)
+
     # -- the batch -----------------------------------------------------------------
 
     async def process(self, records: Sequence[Record]) -> None:
@@ -364,13 +487,14 @@ class BatchProcessor:
         groups: dict[str, list[_Job]] = defaultdict(list)
         trace_contexts: dict[str, Any] = {}
         for record in records:
-            item = self._classify(record)
+            item = self._admit(record)
             if isinstance(item, OutboxEvent):
                 dead_letters.append(item)
                 if self.tracer is not None:
                     trace_contexts[item.causation_id] = inbound_context(record.headers)
             else:
                 groups[self._ordering_key(item)].append(item)
+        records_by_cause = {f"{r.topic}:{r.partition}:{r.offset}": r for r in records}
 
         with self._batch_scope():
             await self._prefetch(groups)
@@ -402,7 +526,7 @@ class BatchProcessor:
                         cause = f"{record.topic}:{record.partition}:{record.offset}"
                         trace_contexts[cause] = job.trace_context
         with publishing_causes(trace_contexts):
-            await self.publisher.publish(dead_letters)
+            await self._publish_dead_letters(dead_letters, records_by_cause)
             try:
                 await self.publisher.publish(events)
             except Exception:
@@ -418,3 +542,56 @@ class BatchProcessor:
             await self.store.mark_sent(sent)
         for orphan in orphans:
             await self.store.mark_orphan_sent(orphan.event_id)
+
+
+class StallMonitor:
+    """Makes a consumer that cannot move on visible instead of silent.
+
+    A batch fails only when the broker or MongoDB is unreachable (a record's own
+    trouble is contained); it is then fetched again. When the same batch (the same
+    first offset of each partition) has failed `threshold` times in a row, an error
+    names its topics, partitions and offsets, `payments_consumer_stalled_batches`
+    counts it, the gauge `payments_consumer_stalled` is 1 and `/readyz` answers 503
+    with `progressing: false`, until a batch succeeds.
+    """
+
+    def __init__(self, threshold: int, metrics: Metrics) -> None:
+        self.threshold = threshold
+        self.metrics = metrics
+        self._batch: frozenset[tuple[str, int, int]] = frozenset()
+        self._failures = 0
+        self.stalled = False
+
+    @staticmethod
+    def _positions(records: Sequence[Record]) -> frozenset[tuple[str, int, int]]:
+        first: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            first[key] = min(first.get(key, record.offset), record.offset)
+        return frozenset((topic, partition, offset) for (topic, partition), offset in first.items())
+
+    def failed(self, records: Sequence[Record]) -> int:
+        """Count a failure of this batch; return how many times in a row it failed."""
+        self.metrics.batch_failures.inc()
+        positions = self._positions(records)
+        if positions and positions == self._batch:
+            self._failures += 1
+        else:
+            self._batch, self._failures = positions, 1
+        if self._failures >= self.threshold:
+            where = ", ".join(f"{t}[{p}]@{o}" for t, p, o in sorted(self._batch))
+            log.error(
+                "consumer stalled: the batch at %s failed %d times in a row", where, self._failures
+            )
+            if self._failures == self.threshold:
+                for topic, partition, _ in self._batch:
+                    self.metrics.stalled_batches.labels(topic, str(partition)).inc()
+            self.stalled = True
+            self.metrics.consumer_stalled.set(1)
+        return self._failures
+
+    def succeeded(self) -> None:
+        if self.stalled:
+            log.warning("consumer moving again after a stall")
+        self._batch, self._failures, self.stalled = frozenset(), 0, False
+        self.metrics.consumer_stalled.set(0)

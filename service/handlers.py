@@ -1,19 +1,22 @@
-"""The service layer: one handler per inbound event type.
+"""The service layer: one handler per inbound event type, and the reconciler's pass.
 
-Each handler follows the same one-way flow: load the aggregate, let the domain
-decide, make the provider calls it asks for, store the new state together with
-its outbox (version-checked), and return what must be published. A lost race
-(another writer stored a newer version) reloads and decides again; provider
-calls are keyed deterministically, so deciding again never moves money twice.
+Every handler is one :class:`~service.unit_of_work.UnitOfWork` run: load the
+aggregate, let the domain decide, make the provider calls it asks for, store the
+new state with its outbox (version-checked), and return what must be published.
+A lost race decides again on the fresh state with the answers already obtained
+(:class:`~service.unit_of_work.Answers`), so deciding again never asks the
+provider twice and never drops what it answered.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from structlog.contextvars import bound_contextvars
 
@@ -28,7 +31,13 @@ from schemas.inbound import (
 from schemas.outbound import PaymentFailed
 from service.domain.calls import ProviderCall
 from service.domain.cart import decide_cart_update, finish_cart_update
-from service.domain.checkout import begin_checkout, finish_authorization, finish_checkout
+from service.domain.checkout import (
+    begin_checkout,
+    finish_checkout,
+    next_checkout_call,
+    record_lost_authorization,
+    unknown_authorization_queries,
+)
 from service.domain.commands import (
     CancelPayment,
     CapturePayment,
@@ -43,22 +52,42 @@ from service.domain.events import standalone_event
 from service.domain.model import PaymentCollection
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.domain.payment_commands import (
+    Lease,
     begin_payment_command,
     finish_payment_command,
-    pending_call,
     reject_payment_command,
-    settle_pending,
+)
+from service.domain.reconcile import (
+    apply_reconcile,
+    calls_to_repeat,
+    status_queries,
+    void_calls_for_found_authorizations,
 )
 from service.domain.results import Decision
 from service.ports.providers import PaymentProvider
-from service.ports.store import CollectionStore, ConcurrencyConflict, Loaded, OrphanOutcome
+from service.ports.store import CollectionStore, Loaded, OrphanOutcome
 from service.provider_calls import ProviderCaller
+from service.unit_of_work import (
+    MAX_CONFLICT_RETRIES,
+    Answers,
+    HandleResult,
+    HandleStatus,
+    Step,
+    TooManyConflicts,
+    UnitOfWork,
+)
+
+__all__ = [
+    "MAX_CONFLICT_RETRIES",
+    "HandleResult",
+    "HandleStatus",
+    "PaymentService",
+    "ProviderRegistryLike",
+    "TooManyConflicts",
+    "utcnow",
+]
 
 log = logging.getLogger(__name__)
-
-MAX_CONFLICT_RETRIES = 20
-
-HandleStatus = Literal["applied", "duplicate", "ignored", "rejected"]
 
 
 class ProviderRegistryLike:
@@ -71,23 +100,22 @@ class ProviderRegistryLike:
         raise NotImplementedError
 
 
-@dataclass(slots=True)
-class HandleResult:
-    """What one handled event produced: stored collections and orphan answers to publish."""
-
-    status: HandleStatus
-    saved: list[tuple[PaymentCollection, int]] = field(default_factory=list)
-    orphans: list[OrphanOutcome] = field(default_factory=list)
-    note: str = ""
-    cart_id: str | None = None
-
-
-class TooManyConflicts(Exception):
-    """The aggregate kept changing under us; the message is retried later."""
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _instance_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _duplicate() -> Step:
+    # Events stored by the first delivery but never acknowledged by the broker
+    # go out again now, with their stored ids.
+    return Step("duplicate", note="already processed", republish=True)
+
+
+def _settled_status(decision: Decision) -> HandleStatus:
+    return "rejected" if decision.rejected else "applied"
 
 
 class PaymentService:
@@ -98,45 +126,70 @@ class PaymentService:
         caller: ProviderCaller,
         *,
         clock: Callable[[], datetime] = utcnow,
+        instance: str | None = None,
     ) -> None:
         self.store = store
         self.providers = providers
         self.caller = caller
         self.clock = clock
+        self.unit_of_work = UnitOfWork(store)
+        self.instance = instance or _instance_name()
 
-    # -- helpers -----------------------------------------------------------------
+    # -- provider calls ------------------------------------------------------------
 
-    async def _call(self, call: ProviderCall) -> ProviderOutcome:
-        provider = self.providers.get(call.provider_id)
+    def _provider(self, provider_id: str) -> PaymentProvider | None:
+        provider: PaymentProvider | None = self.providers.get(provider_id)
+        return provider
+
+    async def _call(self, call: ProviderCall, answers: Answers | None = None) -> ProviderOutcome:
+        """Make a call (timeout, retries, status query on an unknown outcome)."""
+        if answers is not None:
+            known = answers.get(call, "call")
+            if known is not None:
+                return known
+        provider = self._provider(call.provider_id)
         if provider is None:
-            return ProviderOutcome.failed(f"provider {call.provider_id!r} is not installed")
-        # Log lines of the call (retries, adapter errors) say which provider and payment.
-        with bound_contextvars(
-            provider=call.provider_id,
-            cart_id=call.cart_id,
-            **({"payment_id": call.payment_id} if call.payment_id else {}),
-        ):
-            return await self.caller.call(provider, call)
+            outcome = ProviderOutcome.failed(f"provider {call.provider_id!r} is not installed")
+        else:
+            # Log lines of the call (retries, adapter errors) say which provider and payment.
+            with bound_contextvars(
+                provider=call.provider_id,
+                cart_id=call.cart_id,
+                **({"payment_id": call.payment_id} if call.payment_id else {}),
+            ):
+                outcome = await self.caller.call(provider, call)
+        if answers is not None:
+            answers.put(call, "call", outcome)
+        return outcome
 
-    @staticmethod
-    def _duplicate(loaded: Loaded | None) -> HandleResult:
-        # Events stored by the first delivery but never acknowledged by the
-        # broker go out again now, with their stored ids.
-        saved = (
-            [(loaded.collection, loaded.version)]
-            if loaded is not None and loaded.collection.unsent_events
-            else []
+    async def _ask(self, call: ProviderCall, answers: Answers | None = None) -> ProviderOutcome:
+        """One status query: what became of `call`?"""
+        if answers is not None:
+            known = answers.get(call, "status")
+            if known is not None:
+                return known
+        provider = self._provider(call.provider_id)
+        if provider is None:
+            # Nobody to ask: unknown, so it is asked again once the provider is back.
+            outcome = ProviderOutcome.unknown(f"provider {call.provider_id!r} is not installed")
+        else:
+            outcome = await self.caller.ask_status(provider, call)
+        if answers is not None:
+            answers.put(call, "status", outcome)
+        return outcome
+
+    def _lease(self, now: datetime, command_id: str) -> Lease:
+        return Lease(
+            owner=f"{self.instance}:{command_id}",
+            until=now + timedelta(seconds=self.caller.policy.lease_s()),
         )
-        return HandleResult("duplicate", saved, note="already processed")
-
-    async def _store(self, collection: PaymentCollection, loaded: Loaded | None) -> int:
-        return await self.store.save(collection, loaded.version if loaded else None)
 
     # -- cart.updated ------------------------------------------------------------
 
     async def cart_updated(self, event_id: str, data: CartUpdated) -> HandleResult:
-        for _ in range(MAX_CONFLICT_RETRIES):
-            loaded = await self.store.load_by_cart(data.cart_id)
+        answers = Answers()
+
+        async def decide(loaded: Loaded | None) -> Step:
             cmd = UpdateCart(
                 event_id=event_id,
                 cart_id=data.cart_id,
@@ -154,120 +207,113 @@ class PaymentService:
             )
             decision = decide_cart_update(loaded.collection if loaded else None, cmd)
             if decision.kind == "duplicate":
-                return self._duplicate(loaded)
+                return _duplicate()
             if decision.kind == "ignored":
-                return HandleResult("ignored", note=decision.note, cart_id=data.cart_id)
-            outcomes = [(call, await self._call(call)) for call in decision.calls]
-            collection = finish_cart_update(decision, outcomes, cmd.now)
-            try:
-                version = await self._store(collection, loaded)
-            except ConcurrencyConflict:
-                continue
-            return HandleResult("applied", [(collection, version)], cart_id=data.cart_id)
-        raise TooManyConflicts(data.cart_id)
+                return Step("ignored", note=decision.note)
+            outcomes = [(call, await self._call(call, answers)) for call in decision.calls]
+            return Step("applied", finish_cart_update(decision, outcomes, cmd.now))
+
+        result = await self.unit_of_work.run(
+            lambda: self.store.load_by_cart(data.cart_id), decide, what=data.cart_id
+        )
+        result.cart_id = data.cart_id
+        return result
 
     # -- checkout.completed ----------------------------------------------------------
 
     async def checkout_completed(self, event_id: str, data: CheckoutCompleted) -> HandleResult:
-        authorized_elsewhere: list[ProviderCall] = []
-        for _ in range(MAX_CONFLICT_RETRIES):
-            loaded = await self.store.load_by_cart(data.cart_id)
-            cmd = CompleteCheckout(
-                event_id=event_id,
-                cart_id=data.cart_id,
-                idempotency_key=data.idempotency_key,
-                region_id=data.region_id,
-                currency_code=data.currency_code,
-                amount=data.amount,
-                provider_id=data.provider_id,
-                enabled_providers=self.providers.enabled_for_region(data.region_id),
-                now=self.clock(),
-                payment_data=dict(data.payment_data or {}),
-                context=dict(data.context or {}),
-            )
-            decision = begin_checkout(loaded.collection if loaded else None, cmd)
+        answers = Answers()
+        now = self.clock()
+        cmd = CompleteCheckout(
+            event_id=event_id,
+            cart_id=data.cart_id,
+            idempotency_key=data.idempotency_key,
+            region_id=data.region_id,
+            currency_code=data.currency_code,
+            amount=data.amount,
+            provider_id=data.provider_id,
+            enabled_providers=self.providers.enabled_for_region(data.region_id),
+            now=now,
+            payment_data=dict(data.payment_data or {}),
+            context=dict(data.context or {}),
+        )
+        # Two calls at most: initiate (for a new session) and authorize.
+        lease_until = now + timedelta(seconds=self.caller.policy.lease_s(calls=2))
+        load = lambda: self.store.load_by_cart(data.cart_id)  # noqa: E731
+        planned: list[Decision] = []
+
+        async def reserve(loaded: Loaded | None) -> Step:
+            planned.clear()
+            current = loaded.collection if loaded else None
+            if current is not None and not current.has_processed(event_id):
+                current = await self._settle_unknown_authorizations(current, answers, now)
+            decision = begin_checkout(current, cmd, lease_until)
             if decision.kind == "duplicate":
-                return self._duplicate(loaded)
-            if decision.kind == "settled":
-                await self._void_lost_authorizations(authorized_elsewhere, decision.collection)
-                try:
-                    version = await self._store(decision.collection, loaded)
-                except ConcurrencyConflict:
-                    continue
-                status: HandleStatus = (
-                    "rejected"
-                    if decision.note
-                    not in (
-                        "",
-                        "already authorized: republished",
-                        "zero amount authorized by system",
-                    )
-                    else "applied"
+                return _duplicate()
+            collection = decision.collection
+            if decision.kind == "call":
+                # The attempt is stored as in flight before the provider is called.
+                planned.append(decision)
+                self._record_lost_authorizations(collection, answers, now)
+                return Step("applied", collection)
+            self._record_lost_authorizations(collection, answers, now)
+            return Step(_settled_status(decision), collection, note=decision.note)
+
+        reserved = await self.unit_of_work.run(load, reserve, what=data.cart_id)
+        reserved.cart_id = data.cart_id
+        if not planned:
+            return reserved
+        outcomes = await self._checkout_calls(planned[0], answers)
+
+        async def finish(loaded: Loaded | None) -> Step:
+            if loaded is None:  # pragma: no cover - collections are never deleted
+                raise TooManyConflicts(data.cart_id)
+            collection = finish_checkout(loaded.collection.model_copy(deep=True), cmd, outcomes)
+            self._record_lost_authorizations(collection, answers, now)
+            return Step("applied", collection)
+
+        result = await self.unit_of_work.run(load, finish, what=data.cart_id)
+        result.cart_id = data.cart_id
+        return result
+
+    @staticmethod
+    def _record_lost_authorizations(
+        collection: PaymentCollection, answers: Answers, now: datetime
+    ) -> None:
+        """An authorization this handler obtained that is not the payment nor a
+        session's pending outcome (another writer won, the attempt was replaced)
+        is recorded to be voided: at most one live authorization per cart."""
+        for call, outcome in answers.of("authorize"):
+            if record_lost_authorization(collection, call, outcome, now):
+                log.warning(
+                    "authorization %s of cart %s is not the payment: voiding it",
+                    call.idempotency_key,
+                    call.cart_id,
                 )
-                return HandleResult(
-                    status,
-                    [(decision.collection, version)],
-                    note=decision.note,
-                    cart_id=data.cart_id,
-                )
-            outcomes = await self._checkout_calls(decision)
-            collection = finish_checkout(decision, cmd, outcomes)
-            try:
-                version = await self._store(collection, loaded)
-            except ConcurrencyConflict:
-                # Another writer got there first. If we authorized, remember the
-                # call: should the other writer have authorized a *different*
-                # attempt, ours must be voided (at most one authorized payment).
-                authorized_elsewhere.extend(
-                    call
-                    for call, outcome in outcomes
-                    if call.operation == "authorize" and outcome.kind == OutcomeKind.SUCCEEDED
-                )
-                continue
-            return HandleResult("applied", [(collection, version)], cart_id=data.cart_id)
-        raise TooManyConflicts(data.cart_id)
+
+    async def _settle_unknown_authorizations(
+        self, collection: PaymentCollection, answers: Answers, now: datetime
+    ) -> PaymentCollection:
+        """Before a new authorization: ask what became of the earlier unknown ones."""
+        queries = unknown_authorization_queries(collection, now)
+        if not queries:
+            return collection
+        statuses = [(query, await self._ask(query, answers)) for query in queries]
+        settled = collection.model_copy(deep=True)
+        apply_reconcile(settled, statuses, now)
+        return settled
 
     async def _checkout_calls(
-        self, decision: Decision
+        self, decision: Decision, answers: Answers
     ) -> list[tuple[ProviderCall, ProviderOutcome]]:
         outcomes: list[tuple[ProviderCall, ProviderOutcome]] = []
-        initiated: dict[str, Any] = {}
-        for call in decision.calls:
-            if initiated and call.operation == "authorize":
-                # The authorize call was planned before the session existed at the
-                # provider: hand it what initiate returned (e.g. the PaymentIntent id).
-                call = replace(call, data={**call.data, **initiated})
-            outcome = await self._call(call)
+        while (call := next_checkout_call(decision, outcomes)) is not None:
+            outcome = await self._call(call, answers)
+            if call.operation == "authorize":
+                # What the void of a lost authorization must name (the hold's id).
+                call = replace(call, data={**call.data, **outcome.data})
             outcomes.append((call, outcome))
-            if call.operation == "initiate":
-                if outcome.kind != OutcomeKind.SUCCEEDED:
-                    break  # no session at the provider: nothing to authorize
-                initiated = dict(outcome.data)
         return outcomes
-
-    async def _void_lost_authorizations(
-        self, calls: list[ProviderCall], collection: PaymentCollection
-    ) -> None:
-        payment = collection.payment
-        for call in calls:
-            if payment is not None and payment.session_id == call.session_id:
-                continue  # the winner authorized the same session under the same key
-            log.warning(
-                "voiding authorization %s of cart %s lost to a concurrent checkout",
-                call.idempotency_key,
-                call.cart_id,
-            )
-            await self._call(
-                ProviderCall(
-                    operation="cancel",
-                    provider_id=call.provider_id,
-                    idempotency_key=f"{call.idempotency_key}:void",
-                    session_id=call.session_id,
-                    amount=call.amount,
-                    currency_code=call.currency_code,
-                    cart_id=call.cart_id,
-                )
-            )
 
     # -- admin commands ----------------------------------------------------------------
 
@@ -315,11 +361,21 @@ class PaymentService:
         key_id: str | None = None,
     ) -> HandleResult:
         cmd = self.payment_command(command_id, data, self.clock(), key_id)
+        # A command answered `payment_not_found` keeps that answer, even if the
+        # payment exists by the time it is replayed (promise 2: the same answer).
+        answered = await self.store.orphan(command_id)
+        if answered is not None:
+            return HandleResult("rejected", orphans=[answered], note="already answered")
         conflict = await self.store.claim_command(command_id, command_fingerprint(cmd))
-        for _ in range(MAX_CONFLICT_RETRIES):
-            loaded = await self.store.load_by_payment(cmd.payment_id)
+        load = lambda: self.store.load_by_payment(cmd.payment_id)  # noqa: E731
+        planned: list[tuple[Decision, bool]] = []
+
+        async def reserve(loaded: Loaded | None) -> Step:
+            planned.clear()
             if loaded is None:
-                return await self._orphan_answer(cmd, conflict)
+                orphan = await self._orphan_answer(cmd, conflict)
+                return Step("rejected", orphans=[orphan], note="payment_not_found")
+            now = self.clock()
             if conflict is not None and not loaded.collection.has_processed(command_id):
                 decision = reject_payment_command(
                     loaded.collection,
@@ -328,73 +384,56 @@ class PaymentService:
                     f"command id {command_id!r} was used before for {conflict}",
                 )
             else:
-                decision = begin_payment_command(loaded.collection, cmd)
+                decision = begin_payment_command(
+                    loaded.collection, cmd, self._lease(now, command_id)
+                )
             if decision.kind == "duplicate":
-                return self._duplicate(loaded)
+                return _duplicate()
             if decision.kind == "settled":
-                try:
-                    version = await self._store(decision.collection, loaded)
-                except ConcurrencyConflict:
-                    continue
-                status: HandleStatus = (
-                    "applied" if decision.note == "already canceled: republished" else "rejected"
-                )
-                return HandleResult(
-                    status,
-                    [(decision.collection, version)],
-                    note=decision.note,
-                    cart_id=decision.collection.cart_id,
-                )
-            collection = decision.collection
-            version = loaded.version
-            if decision.reserve:
-                try:
-                    version = await self._store(collection, loaded)
-                except ConcurrencyConflict:
-                    continue
-            outcome = await self._call(decision.calls[0])
-            if not decision.reserve and outcome.kind == OutcomeKind.TRANSIENT:
-                # Resuming a reservation stored by an earlier delivery whose call's
-                # outcome was never recorded (a crash): the money may have moved, so
-                # a transient error is no failure; the reconciler repeats the call.
-                outcome = ProviderOutcome.unknown(f"resumed call: {outcome.message}")
-            return await self._finish_command(collection, version, cmd, outcome)
-        raise TooManyConflicts(cmd.payment_id)
+                return Step(_settled_status(decision), decision.collection, note=decision.note)
+            payment = loaded.collection.payment
+            resumed = payment is not None and payment.pending_for(command_id) is not None
+            planned.append((decision, resumed))
+            return Step("applied", decision.collection if decision.reserve else None)
 
-    async def _finish_command(
-        self,
-        collection: PaymentCollection,
-        version: int,
-        cmd: PaymentCommand,
-        outcome: ProviderOutcome,
-    ) -> HandleResult:
-        """Store a command's outcome; on a lost race apply it to the fresh state.
+        reserved = await self.unit_of_work.run(load, reserve, what=cmd.payment_id)
+        if not planned:
+            return reserved
+        decision, resumed = planned[0]
+        call = decision.calls[0]
+        if resumed:
+            answer = await self._resume(call)
+        else:
+            answer = await self._call(call)
 
-        The reservation is already stored, so a concurrent writer cannot have
-        taken the amount; it can only have changed something else.
-        """
-        for _ in range(MAX_CONFLICT_RETRIES):
-            finished = finish_payment_command(collection.model_copy(deep=True), cmd, outcome)
-            try:
-                new_version = await self.store.save(finished, version)
-            except ConcurrencyConflict:
-                reloaded = await self.store.load_by_payment(cmd.payment_id)
-                if reloaded is None:  # pragma: no cover - collections are never deleted
-                    raise
-                collection, version = reloaded.collection, reloaded.version
-                continue
-            status: HandleStatus = (
-                "applied" if outcome.kind == OutcomeKind.SUCCEEDED else "rejected"
+        async def finish(loaded: Loaded | None) -> Step:
+            if loaded is None:  # pragma: no cover - collections are never deleted
+                raise TooManyConflicts(cmd.payment_id)
+            finished = finish_payment_command(
+                loaded.collection.model_copy(deep=True), cmd, answer, call
             )
-            return HandleResult(
-                status,
-                [(finished, new_version)],
-                cart_id=finished.cart_id,
-                note=outcome.kind.value,
-            )
-        raise TooManyConflicts(cmd.payment_id)
+            status: HandleStatus = "applied" if answer.kind == OutcomeKind.SUCCEEDED else "rejected"
+            return Step(status, finished, note=answer.kind.value)
 
-    async def _orphan_answer(self, cmd: PaymentCommand, conflict: str | None) -> HandleResult:
+        return await self.unit_of_work.run(load, finish, what=cmd.payment_id)
+
+    async def _resume(self, call: ProviderCall) -> ProviderOutcome:
+        """The call of a reservation an earlier delivery stored and never settled
+        (it crashed): the money may have moved, maybe longer ago than the
+        provider's idempotency window. Status first; the call is made again only
+        when the provider says it never happened (as the reconciler does)."""
+        status = await self._ask(call)
+        if not calls_to_repeat([(call, status)]):
+            if status.kind in (OutcomeKind.TRANSIENT, OutcomeKind.UNKNOWN, OutcomeKind.PENDING):
+                return ProviderOutcome.unknown(f"resumed call: status unknown: {status.message}")
+            return status
+        answer = await self._call(call)
+        if answer.kind == OutcomeKind.TRANSIENT:
+            # A transient error is no failure here either: the reconciler settles it.
+            return ProviderOutcome.unknown(f"resumed call: {answer.message}")
+        return answer
+
+    async def _orphan_answer(self, cmd: PaymentCommand, conflict: str | None) -> OrphanOutcome:
         """`payment_not_found` (or a conflict) for a command that found no payment."""
         reason = "idempotency_conflict" if conflict is not None else "payment_not_found"
         message = (
@@ -424,82 +463,53 @@ class PaymentService:
             key=cmd.payment_id,
             subject=cmd.payment_id,
         )
-        stored = await self.store.save_orphan(OrphanOutcome(cmd.command_id, [event]))
-        return HandleResult("rejected", orphans=[stored], note=reason)
+        return await self.store.save_orphan(OrphanOutcome(cmd.command_id, [event]))
 
     # -- reconciliation ----------------------------------------------------------------
 
     async def reconcile(self, collection_id: str) -> HandleResult:
-        """Settle sessions and reserved operations whose outcome is unknown.
+        """Settle what is unknown about one collection (the domain decides what to ask).
 
-        Authorizations: ask the provider for the status under the stored key.
-        Reserved captures, refunds and cancels: repeat the call with its key,
-        which the provider de-duplicates, and apply the answer.
+        Status first, always; a money call is repeated (same key) only when the
+        provider says it never happened. The answers are applied to whatever is
+        stored when they arrive: a write that came in between does not drop them.
         """
-        for _ in range(MAX_CONFLICT_RETRIES):
-            loaded = await self.store.load(collection_id)
-            if loaded is None:
-                return HandleResult("ignored")
-            collection = loaded.collection.model_copy(deep=True)
-            now = self.clock()
-            changed = False
-            for session in collection.sessions:
-                if not session.needs_reconcile or session.authorization_key is None:
-                    continue
-                provider = self.providers.get(session.provider_id)
-                if provider is None:
-                    continue
-                call = ProviderCall(
-                    operation="authorize",
-                    provider_id=session.provider_id,
-                    idempotency_key=session.authorization_key,
-                    session_id=session.id,
-                    amount=session.amount,
-                    currency_code=session.currency_code,
-                    cart_id=collection.cart_id,
-                    data=session.data,
-                )
-                outcome = await self.caller.ask_status(provider, call)
-                if outcome.kind == OutcomeKind.UNKNOWN or (
-                    outcome.kind == OutcomeKind.TRANSIENT and not outcome.is_not_found
-                ):
-                    # The question itself failed: the provider may hold an
-                    # authorization, so ask again on the next pass.
-                    continue
-                attempt = collection.attempt_for(session.authorization_key)
-                cause = attempt.event_id if attempt and attempt.event_id else session.id
-                finish_authorization(collection, session.id, outcome, cause, now)
-                changed = True
-            payment = collection.payment
-            if payment is not None:
-                for pending in list(payment.pending):
-                    outcome = await self._call(pending_call(payment, collection, pending))
-                    if outcome.kind in (
-                        OutcomeKind.UNKNOWN,
-                        OutcomeKind.PENDING,
-                        OutcomeKind.TRANSIENT,
-                    ):
-                        # A reservation is here because an earlier call's outcome is
-                        # unknown: a transient error now does not say the money did
-                        # not move, so keep it and repeat the call (same key) later.
-                        continue
-                    settle_pending(collection, pending, outcome, now)
-                    changed = True
-            if not changed:
-                return HandleResult("ignored")
-            collection.updated_at = now
-            try:
-                version = await self.store.save(collection, loaded.version)
-            except ConcurrencyConflict:
-                continue
-            return HandleResult("applied", [(collection, version)], cart_id=collection.cart_id)
-        raise TooManyConflicts(collection_id)
+        loaded = await self.store.load(collection_id)
+        if loaded is None:
+            return HandleResult("ignored")
+        now = self.clock()
+        queries = status_queries(loaded.collection, now)
+        if not queries:
+            return HandleResult("ignored", cart_id=loaded.collection.cart_id)
+        answers: list[tuple[ProviderCall, ProviderOutcome]] = [
+            (query, await self._ask(query)) for query in queries
+        ]
+        repeats = calls_to_repeat(answers) + void_calls_for_found_authorizations(
+            loaded.collection, answers
+        )
+        answers += [(call, await self._call(call)) for call in repeats]
+
+        async def apply(fresh: Loaded | None) -> Step:
+            if fresh is None:  # pragma: no cover - collections are never deleted
+                return Step("ignored")
+            collection = fresh.collection.model_copy(deep=True)
+            if not apply_reconcile(collection, answers, now):
+                return Step("ignored")
+            return Step("applied", collection)
+
+        return await self.unit_of_work.run(
+            lambda: self.store.load(collection_id), apply, what=collection_id
+        )
 
     async def reconcile_due(self, min_age: timedelta, limit: int = 100) -> list[HandleResult]:
+        """One pass over what is due, oldest first; one failure does not stop the pass."""
         due = await self.store.needing_reconcile(self.clock() - min_age, limit)
         results = []
         for loaded in due:
-            results.append(await self.reconcile(loaded.collection.id))
+            try:
+                results.append(await self.reconcile(loaded.collection.id))
+            except Exception:
+                log.warning("reconciling collection %s failed", loaded.collection.id, exc_info=True)
         return results
 
     # -- provider webhooks -----------------------------------------------------------
@@ -511,16 +521,24 @@ class PaymentService:
         provider = self.providers.get(data.provider_id)
         if provider is None:
             return HandleResult("ignored", note=f"provider {data.provider_id!r} not installed")
-        action = provider.interpret_webhook(data.headers, data.payload)
+        # A provider may need to look the cart up (Stripe: a dashboard refund or a
+        # dispute names only the PaymentIntent, whose metadata names the cart).
+        resolve = getattr(provider, "resolve_webhook", None)
+        action = (
+            await resolve(data.headers, data.payload)
+            if resolve is not None
+            else provider.interpret_webhook(data.headers, data.payload)
+        )
         if action is None or action.cart_id is None:
             return HandleResult("ignored", note="webhook means nothing to us")
-        for _ in range(MAX_CONFLICT_RETRIES):
-            loaded = await self.store.load_by_cart(action.cart_id)
+        cart_id = action.cart_id
+
+        async def decide(loaded: Loaded | None) -> Step:
             if loaded is None:
-                return HandleResult("ignored", note=f"no collection for cart {action.cart_id!r}")
+                return Step("ignored", note=f"no collection for cart {cart_id!r}")
             collection = loaded.collection.model_copy(deep=True)
             if collection.has_processed(event_id):
-                return self._duplicate(loaded)
+                return _duplicate()
             changed = apply_notification(
                 collection,
                 event_id=event_id,
@@ -533,14 +551,12 @@ class PaymentService:
                 action=action.action,
                 message=action.message,
             )
-            try:
-                version = await self.store.save(collection, loaded.version)
-            except ConcurrencyConflict:
-                continue
-            return HandleResult(
+            return Step(
                 "applied" if changed else "ignored",
-                [(collection, version)],
-                cart_id=collection.cart_id,
+                collection,
                 note="" if changed else "already recorded",
             )
-        raise TooManyConflicts(action.cart_id)
+
+        return await self.unit_of_work.run(
+            lambda: self.store.load_by_cart(cart_id), decide, what=cart_id
+        )

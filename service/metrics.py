@@ -92,6 +92,34 @@ class Metrics:
             ["type", "reason"],
             registry=r,
         )
+        self.batch_failures = Counter(
+            "payments_consumer_batch_failures",
+            "Inbound batches that failed and were fetched again (broker or MongoDB down)",
+            registry=r,
+        )
+        self.stalled_batches = Counter(
+            "payments_consumer_stalled_batches",
+            "Inbound batches that failed more than the stall threshold in a row",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.consumer_stalled = Gauge(
+            "payments_consumer_stalled",
+            "1 while the batch in hand has failed more than the stall threshold in a row",
+            registry=r,
+        )
+        self.contained_errors = Counter(
+            "payments_contained_errors",
+            "Unexpected errors confined to one record (dead-lettered processing_failed)",
+            ["topic", "step"],
+            registry=r,
+        )
+        self.disputes = Counter(
+            "payments_disputes",
+            "payment.disputed events published: disputes opened and decided",
+            ["status", "reason"],
+            registry=r,
+        )
         self.payment_amounts = Counter(
             "payments_payment_amount_minor_units",
             "Amounts moved, in minor units",
@@ -125,6 +153,10 @@ class Metrics:
             data = event.payload.get("data")
             data = data if isinstance(data, dict) else {}
             self.payments.labels(event.type, str(data.get("reason") or "")).inc()
+            if event.type == "payment.disputed":
+                self.disputes.labels(
+                    str(data.get("status") or ""), str(data.get("reason") or "")
+                ).inc()
             amount = data.get("amount")
             if isinstance(amount, int) and event.type in AMOUNT_EVENT_TYPES:
                 self.payment_amounts.labels(event.type, str(data.get("currency_code") or "")).inc(

@@ -27,12 +27,37 @@ CallObserver = Callable[[ProviderCall, ProviderOutcome, float, str], None]
 the call's operation, or `get_status` for the status query made on its behalf."""
 
 
+LEASE_MARGIN_S = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     timeout_s: float = 10.0
     max_attempts: int = 4
     base_delay_s: float = 0.05
     max_delay_s: float = 2.0
+
+    def call_bound_s(self) -> float:
+        """The longest a call through :class:`ProviderCaller` can take: every attempt
+        with a status query after it, the final status query, and the backoff
+        between attempts."""
+        backoff = sum(
+            (
+                min(self.max_delay_s, self.base_delay_s * 2.0 ** (attempt - 1))
+                for attempt in range(1, self.max_attempts)
+            ),
+            0.0,
+        )
+        return self.timeout_s * (2 * self.max_attempts + 1) + backoff
+
+    def lease_s(self, calls: int = 1) -> float:
+        """How long a handler owns an operation whose `calls` provider calls it makes.
+
+        Twice their bound plus 30 s for the store writes around them, so that a
+        handler slowed down by load is not taken for dead: the reconciler takes
+        the operation over only then (a handler that finishes releases it at once).
+        """
+        return 2 * calls * self.call_bound_s() + LEASE_MARGIN_S
 
     def delay(self, attempt: int) -> float:
         """Exponential backoff with full jitter (attempt counts from 1)."""

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from service.domain.model import PaymentCollection
 from service.handlers import PaymentService, utcnow
@@ -22,6 +23,9 @@ from service.ports.publisher import EventPublisher
 from service.ports.store import CollectionStore
 
 log = logging.getLogger(__name__)
+
+STARVATION_FACTOR = 10
+STARVATION_FLOOR = timedelta(seconds=30)
 
 
 class OutboxRelay:
@@ -32,7 +36,9 @@ class OutboxRelay:
         metrics: Metrics,
         *,
         batch_size: int = 500,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        self.clock = clock
         self.store = store
         self.publisher = publisher
         self.metrics = metrics
@@ -51,15 +57,22 @@ class OutboxRelay:
         return len(events)
 
     async def run_once(self, min_age: timedelta = timedelta(0)) -> int:
-        """Publish every unsent event older than `min_age`; return how many."""
-        now = utcnow()
+        """Publish every unsent event older than `min_age`; return how many.
+
+        The age is the event's own (from its creation), not its collection's last
+        write: a busy cart's events do not wait for a lull. Collections come oldest
+        event first, and each is published on its own, so one the broker refuses
+        does not hold up the others.
+        """
+        now = self.clock()
         sent = 0
+        failed = 0
         pending = await self.store.pending_outbox(self.batch_size)
         self.metrics.outbox_backlog.set(len(pending))
         due = [
             (loaded.collection, loaded.version)
             for loaded in pending
-            if loaded.collection.updated_at <= now - min_age
+            if self._due(loaded.collection, now, min_age)
         ]
         # Lag over everything pending, not only what is due: a relay that cannot
         # publish (broker down) must show a growing lag.
@@ -67,14 +80,43 @@ class OutboxRelay:
         self.metrics.relay_lag.set(
             max(0.0, (now - min(created)).total_seconds()) if created else 0.0
         )
-        sent += await self.publish_collections(due)
+        for item in due:
+            try:
+                sent += await self.publish_collections([item])
+            except Exception:
+                failed += 1
+                log.warning(
+                    "relay could not publish the events of collection %s",
+                    item[0].id,
+                    exc_info=True,
+                )
         for orphan in await self.store.pending_orphans(self.batch_size):
-            await self.publisher.publish(orphan.events)
+            try:
+                await self.publisher.publish(orphan.events)
+            except Exception:
+                failed += 1
+                log.warning("relay could not publish orphan answer %s", orphan.event_id)
+                continue
             self.metrics.observe_published(orphan.events, "relay")
             await self.store.mark_orphan_sent(orphan.event_id)
             sent += len(orphan.events)
-        self.last_run_ok = True
+        self.last_run_ok = failed == 0
         return sent
+
+    @staticmethod
+    def _due(collection: PaymentCollection, now: datetime, min_age: timedelta) -> bool:
+        """Whether the relay publishes a collection's unsent events now.
+
+        Not while it was just written (the handler that wrote it is publishing
+        them: both would send, a duplicate); but a cart written again and again
+        does not hold its events back for longer than `STARVATION_FACTOR` grace
+        periods, counted from the oldest event's creation.
+        """
+        oldest = min(e.created_at for e in collection.unsent_events)
+        if oldest > now - min_age:
+            return False
+        patience = max(min_age * STARVATION_FACTOR, STARVATION_FLOOR)
+        return collection.updated_at <= now - min_age or oldest <= now - patience
 
     async def run_forever(self, interval_s: float, min_age: timedelta) -> None:
         while True:
@@ -102,7 +144,11 @@ class Reconciler:
         settled = [item for r in results if r.status == "applied" for item in r.saved]
         if settled:
             self.metrics.reconciled.inc(len(settled))
-            await self.relay.publish_collections(settled, path="reconciler")
+            try:
+                await self.relay.publish_collections(settled, path="reconciler")
+            except Exception:
+                # Stored, so not lost: the relay publishes them with their ids.
+                log.warning("publishing reconciled events failed; left to the relay")
         return len(settled)
 
     async def run_forever(self, interval_s: float, min_age: timedelta) -> None:

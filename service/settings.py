@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100, le=60_000)
     """Consumer heartbeats; keep it well below the session timeout (a third)."""
 
+    kafka_max_request_size: int = Field(default=1_048_576, ge=256 * 1024, le=100 * 1024 * 1024)
+    """The producer's largest request (`max_request_size`); dead letters are cut to
+    fit well below it. Keep it at most the broker's `message.max.bytes`."""
+    kafka_idempotence: bool = False
+    """The idempotent producer: a producer retry can then neither duplicate nor reorder
+    a record. Turn it on for Apache Kafka (the JVM test broker runs with it); the
+    embedded Tansu has no idempotent producer and would fail the service's start."""
+    stall_threshold: int = Field(default=5, ge=1, le=1000)
+    """A batch that failed this many times in a row is reported as a stall (an error
+    log line, `payments_consumer_stalled`, and `/readyz` 503 with `progressing`)."""
+
     batch_max_records: int = Field(default=500, ge=1, le=100_000)
     batch_timeout_ms: int = Field(default=50, ge=1)
     max_concurrency: int = Field(default=256, ge=1)

@@ -16,8 +16,9 @@ import orjson
 from faststream.kafka import KafkaBroker
 
 from schemas.envelope import CLOUDEVENTS_CONTENT_TYPE
+from schemas.inbound import ProviderWebhook
 from schemas.topics import PAYMENT_PROVIDER_WEBHOOK, topic_for
-from service.ports.providers import WebhookVerificationError
+from service.ports.providers import WebhookSignatureCheck, WebhookVerificationError
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +73,38 @@ class WebhookIntake:
             headers={"content-type": CLOUDEVENTS_CONTENT_TYPE},
         )
         return 200, {"received": True, "id": event["id"]}
+
+
+class WebhookVerifier:
+    """Re-verifies a `payment.provider_webhook` event where it is applied.
+
+    The topic is not proof: anything that can write to it could otherwise have a
+    hand-made `payment_intent.succeeded` applied. The consumer calls this with the
+    event's data and dead-letters it `unauthorized` when it returns a detail.
+
+    * a provider with ``verify_webhook_signature`` (Stripe) checks the signature of
+      the stored headers and raw payload with no timestamp tolerance: a redelivery
+      or a dead letter sent back days later is still the provider's own message,
+      and a replay of one is stopped by de-duplication, not by its age;
+    * another provider is asked ``verify_webhook`` at the stored ``received_at``
+      (the providers without webhooks, manual and sandbox, refuse every one);
+    * a provider that is not installed is refused: nothing can verify the event,
+      and as a dead letter it can be sent back once the provider is installed.
+    """
+
+    def __init__(self, providers: Any) -> None:
+        self.providers = providers
+
+    def __call__(self, webhook: ProviderWebhook) -> str | None:
+        provider = self.providers.get(webhook.provider_id)
+        if provider is None:
+            return f"provider {webhook.provider_id!r} is not installed; cannot verify its webhook"
+        body = webhook.payload.encode("utf-8")
+        try:
+            if isinstance(provider, WebhookSignatureCheck):
+                provider.verify_webhook_signature(webhook.headers, body)
+            else:
+                provider.verify_webhook(webhook.headers, body, webhook.received_at)
+        except WebhookVerificationError as exc:
+            return f"{webhook.provider_id} webhook signature does not verify: {exc}"
+        return None

@@ -10,6 +10,7 @@ from service.testing.infrastructure import (
     TestInfrastructure,
     ensure_contract_topics,
     ensure_contract_topics_sync,
+    infrastructure_report,
     provide_test_infrastructure,
     unique_database_name,
     unique_topic_prefix,
@@ -19,6 +20,11 @@ from service.testing.infrastructure import (
 # Infrastructure: one Kafka and one MongoDB per session (see service.testing.infrastructure
 # for how they are chosen); tests isolate by topic prefix and database name.
 # --------------------------------------------------------------------------------------
+
+
+def pytest_report_header() -> list[str]:
+    # Which broker and MongoDB-protocol server (and versions) this run proves things on.
+    return infrastructure_report()
 
 
 @pytest.fixture(scope="session")

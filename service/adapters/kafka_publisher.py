@@ -9,14 +9,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
+from aiokafka.errors import (
+    CorruptRecordException,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from faststream.kafka import KafkaBroker
 
 from schemas.envelope import CLOUDEVENTS_CONTENT_TYPE
 from schemas.topics import topic_for
 from service.domain.model import OutboxEvent
 from service.observability.tracing import attached, context_for_cause
+from service.ports.publisher import EventsRefused
+
+REFUSALS: tuple[type[Exception], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+)
+"""What the producer or broker answers about an event itself, not about an outage."""
 
 
 class KafkaEventPublisher:
@@ -31,19 +47,33 @@ class KafkaEventPublisher:
     async def publish(self, events: Sequence[OutboxEvent]) -> None:
         if not events:
             return
-        futures = []
+        sends: list[tuple[OutboxEvent, Any]] = []
+        refused: dict[str, Exception] = {}
         for event in events:
             # Tracing on: publish in the span of the inbound event that caused this
             # one, so the broker's telemetry middleware injects that trace's
             # `traceparent` header (see service.observability.tracing).
             with attached(context_for_cause(event.causation_id)):
-                futures.append(
-                    await self.broker.publish(
+                try:
+                    future = await self.broker.publish(
                         orjson.dumps(event.payload),
                         self.topic(event.type),
                         key=event.key.encode(),
                         headers={"content-type": CLOUDEVENTS_CONTENT_TYPE},
                         no_confirm=True,
                     )
-                )
-        await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
+                except REFUSALS as exc:  # the producer checks the size before sending
+                    refused[event.id] = exc
+                    continue
+            sends.append((event, future))
+        results = await asyncio.wait_for(
+            asyncio.gather(*(f for _, f in sends), return_exceptions=True), self.timeout_s
+        )
+        for (event, _), result in zip(sends, results, strict=True):
+            if isinstance(result, REFUSALS):
+                refused[event.id] = result
+            elif isinstance(result, BaseException):
+                raise result
+        if refused:
+            first = next(iter(refused.values()))
+            raise EventsRefused(set(refused), f"{type(first).__name__}: {first}")

@@ -88,19 +88,26 @@ class MongoCollectionStore:
         await self.collections.create_index([("payment_id", ASCENDING)])
         await self.collections.create_index([("outbox_pending", ASCENDING)])
         await self.collections.create_index([("reconcile", ASCENDING)])
+        await self.collections.create_index([("reconcile_at", ASCENDING)])
+        await self.collections.create_index([("outbox_at", ASCENDING)])
         await self.orphans.create_index([("outbox_pending", ASCENDING)])
 
     # -- documents -------------------------------------------------------------
 
     @staticmethod
     def to_document(collection: PaymentCollection, version: int) -> dict[str, Any]:
+        unsent = [e.created_at for e in collection.outbox if not e.sent]
         return {
             "_id": collection.id,
             "cart_id": collection.cart_id,
             "payment_id": collection.payment.id if collection.payment else None,
             "version": version,
-            "outbox_pending": any(not e.sent for e in collection.outbox),
+            "outbox_pending": bool(unsent),
+            # Oldest unsent event: the relay takes the longest waiting first.
+            "outbox_at": min(unsent) if unsent else None,
             "reconcile": collection.needs_reconcile,
+            # When the reconciler is due (leases, back-off): it takes the longest due first.
+            "reconcile_at": collection.reconcile_due_at,
             "updated_at": collection.updated_at,
             "state": collection.model_dump(mode="json"),
         }
@@ -316,14 +323,20 @@ class MongoCollectionStore:
 
     async def pending_outbox(self, limit: int) -> list[Loaded]:
         self.operations["find"] += 1
-        cursor = self.collections.find({"outbox_pending": True}).limit(limit)
+        cursor = (
+            self.collections.find({"outbox_pending": True})
+            .sort("outbox_at", ASCENDING)
+            .limit(limit)
+        )
         return [self.from_document(d) async for d in cursor]
 
     async def needing_reconcile(self, older_than: datetime, limit: int) -> list[Loaded]:
         self.operations["find"] += 1
-        cursor = self.collections.find(
-            {"reconcile": True, "updated_at": {"$lt": older_than}}
-        ).limit(limit)
+        cursor = (
+            self.collections.find({"reconcile": True, "reconcile_at": {"$lt": older_than}})
+            .sort("reconcile_at", ASCENDING)
+            .limit(limit)
+        )
         return [self.from_document(d) async for d in cursor]
 
     # -- idempotency claims and orphan answers -----------------------------------
@@ -346,6 +359,7 @@ class MongoCollectionStore:
                 {
                     "_id": outcome.event_id,
                     "outbox_pending": True,
+                    "created_at": min(e.created_at for e in outcome.events),
                     "events": [e.model_dump(mode="json") for e in outcome.events],
                 }
             )
@@ -362,11 +376,18 @@ class MongoCollectionStore:
             events=[OutboxEvent.model_validate(e) for e in document["events"]],
         )
 
+    async def orphan(self, event_id: str) -> OrphanOutcome | None:
+        self.operations["find_one"] += 1
+        stored = await self.orphans.find_one({"_id": event_id})
+        return None if stored is None else self._orphan(stored)
+
     async def mark_orphan_sent(self, event_id: str) -> None:
         self.operations["update_one"] += 1
         await self.orphans.update_one({"_id": event_id}, {"$set": {"outbox_pending": False}})
 
     async def pending_orphans(self, limit: int) -> list[OrphanOutcome]:
         self.operations["find"] += 1
-        cursor = self.orphans.find({"outbox_pending": True}).limit(limit)
+        cursor = (
+            self.orphans.find({"outbox_pending": True}).sort("created_at", ASCENDING).limit(limit)
+        )
         return [self._orphan(d) async for d in cursor]

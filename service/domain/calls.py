@@ -39,6 +39,9 @@ class ProviderCall:
     """Data from the customer for this call (payment method token, 3-D Secure result)."""
     context: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    ref: str | None = None
+    """What in the aggregate the call is for (e.g. the command id of a reserved
+    operation), so its answer is applied to the right thing."""
 
     @property
     def moves_money(self) -> bool:

@@ -116,6 +116,11 @@ def decide_cart_update(collection: PaymentCollection | None, cmd: UpdateCart) ->
     calls: list[ProviderCall] = []
 
     for session in list(collection.sessions):
+        if session.needs_reconcile:
+            # Its authorization's outcome is unknown: the provider may hold money
+            # against it. Deleting or changing it would lose that authorization
+            # (or ask about another amount); the reconciler settles it first.
+            continue
         if session.provider_id not in wanted:
             collection.sessions.remove(session)
             if session.initiated:
@@ -138,6 +143,8 @@ def decide_cart_update(collection: PaymentCollection | None, cmd: UpdateCart) ->
             calls.append(initiate_call(collection, new_session(collection, provider_id, cmd.now)))
             continue
         session = existing
+        if session.needs_reconcile:
+            continue
         if changed or not session.initiated:
             session.amount = collection.amount
             session.currency_code = currency
@@ -163,7 +170,7 @@ def decide_cart_update(collection: PaymentCollection | None, cmd: UpdateCart) ->
     if cmd.provider_id is not None and cmd.provider_id in wanted:
         collection.selected_provider_id = cmd.provider_id
         selected: PaymentSession | None = collection.session_for(cmd.provider_id)
-        if selected is not None and cmd.payment_data:
+        if selected is not None and cmd.payment_data and not selected.needs_reconcile:
             calls.append(
                 ProviderCall(
                     operation="update_data",

@@ -7,18 +7,20 @@ after `requires_more` the same key is valid again for the second try.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
-from schemas.outbound import PaymentAuthorized, PaymentCaptured, PaymentRequiresAction
+from schemas.outbound import PaymentAuthorized, PaymentRequiresAction
 from service.domain import ids
+from service.domain.bookings import record_capture
 from service.domain.calls import ProviderCall
 from service.domain.cart import initiate_call, new_collection, new_session
 from service.domain.commands import CompleteCheckout
 from service.domain.events import new_event
 from service.domain.failures import fail
 from service.domain.model import (
-    Capture,
     CheckoutAttempt,
+    LostAuthorization,
     Payment,
     PaymentCollection,
     PaymentSession,
@@ -59,13 +61,14 @@ def _reject(
     *,
     session_id: str | None = None,
     discriminator: str = "",
+    retryable: bool = False,
 ) -> Decision:
     fail(
         collection,
         operation="authorize",
         reason=reason,
         message=message,
-        retryable=False,
+        retryable=retryable,
         causation_id=cmd.event_id,
         now=cmd.now,
         provider_id=cmd.provider_id,
@@ -75,16 +78,25 @@ def _reject(
     )
     collection.updated_at = cmd.now
     _processed(collection, cmd)
-    return Decision("settled", collection, note=reason)
+    return Decision("settled", collection, note=reason, rejected=True)
 
 
-def begin_checkout(collection: PaymentCollection | None, cmd: CompleteCheckout) -> Decision:
+def begin_checkout(
+    collection: PaymentCollection | None,
+    cmd: CompleteCheckout,
+    lease_until: datetime | None = None,
+) -> Decision:
     """Validate a checkout and plan its authorization.
 
     Returns `duplicate`, `settled` (rejected, answered from the stored
     authorization, or a zero amount authorized without a provider), or `call`
     with the initiate (if the session is new) and authorize calls; hand the
     authorize outcome to :func:`finish_checkout`.
+
+    A `call` decision is a reservation (`reserve=True`): the session is marked in
+    flight (`needs_reconcile`, leased until `lease_until`) and must be stored before
+    the calls, so that a crash after the provider acted leaves a trace the
+    reconciler settles, and `cart.updated` cannot change the session meanwhile.
     """
     if collection is None:
         # The matching cart.updated may not have been processed yet: the two
@@ -127,6 +139,26 @@ def begin_checkout(collection: PaymentCollection | None, cmd: CompleteCheckout) 
         collection.updated_at = cmd.now
         _processed(collection, cmd)
         return Decision("settled", collection, note="already authorized: republished")
+
+    unknown = [s for s in collection.sessions if s.needs_reconcile]
+    if any(
+        s.authorization_key != cmd.idempotency_key or s.provider_id != cmd.provider_id
+        for s in unknown
+    ):
+        # An earlier authorization may have succeeded: a new one now could hold
+        # the card twice. The service asks the provider before deciding (see
+        # `unknown_authorization_queries`); this is what is left when even the
+        # question had no answer. Re-sending the same key stays possible: the
+        # provider de-duplicates it.
+        return _reject(
+            collection,
+            cmd,
+            "provider_unavailable",
+            "an earlier authorization of this cart has an unknown outcome; "
+            "try again once it is settled",
+            discriminator=":unknown",
+            retryable=True,
+        )
 
     if not created:
         if collection.currency_code != currency:
@@ -174,7 +206,7 @@ def begin_checkout(collection: PaymentCollection | None, cmd: CompleteCheckout) 
             amount=cmd.amount,
             provider_id=cmd.provider_id,
             session_id=session.id,
-            provider_key=cmd.idempotency_key,
+            provider_key=ids.provider_key(collection.id, "authorize", cmd.idempotency_key),
             outcome="started",
             event_id=cmd.event_id,
             created_at=cmd.now,
@@ -187,6 +219,14 @@ def begin_checkout(collection: PaymentCollection | None, cmd: CompleteCheckout) 
         attempt.session_id = session.id
         attempt.event_id = cmd.event_id
     session.authorization_key = cmd.idempotency_key
+    # What this attempt asks the provider to hold; the reconciler asks about the
+    # same amount, and the payment takes what the provider answers.
+    session.amount = cmd.amount
+    session.currency_code = currency
+    session.needs_reconcile = True
+    session.lease_until = lease_until
+    session.updated_at = cmd.now
+    attempt.outcome = "started"
     collection.updated_at = cmd.now
 
     calls: list[ProviderCall] = []
@@ -196,7 +236,7 @@ def begin_checkout(collection: PaymentCollection | None, cmd: CompleteCheckout) 
         ProviderCall(
             operation="authorize",
             provider_id=cmd.provider_id,
-            idempotency_key=cmd.idempotency_key,
+            idempotency_key=attempt.provider_key or cmd.idempotency_key,
             session_id=session.id,
             amount=cmd.amount,
             currency_code=currency,
@@ -204,9 +244,110 @@ def begin_checkout(collection: PaymentCollection | None, cmd: CompleteCheckout) 
             data=session.data,
             payment_data=dict(cmd.payment_data),
             context={**session.context, **cmd.context},
+            ref=f"session:{session.id}",
         )
     )
-    return Decision("call", collection, calls=calls)
+    return Decision("call", collection, calls=calls, reserve=True)
+
+
+def next_checkout_call(
+    decision: Decision, outcomes: list[tuple[ProviderCall, ProviderOutcome]]
+) -> ProviderCall | None:
+    """The next call of a checkout, given the answers so far (None: done).
+
+    Initiate first when the session is new; no authorize when it failed (there
+    is no session at the provider); the authorize call carries what initiate
+    returned (e.g. the PaymentIntent id), as it was planned before.
+    """
+    if len(outcomes) >= len(decision.calls):
+        return None
+    call = decision.calls[len(outcomes)]
+    initiated = next((outcome for made, outcome in outcomes if made.operation == "initiate"), None)
+    if initiated is not None:
+        if initiated.kind != OutcomeKind.SUCCEEDED:
+            return None
+        if call.operation == "authorize":
+            call = replace(call, data={**call.data, **initiated.data})
+    return call
+
+
+def authorization_call(collection: PaymentCollection, session: PaymentSession) -> ProviderCall:
+    """The session's last authorization call, as the provider saw it (for status queries)."""
+    key = session.authorization_key or ""
+    attempt = collection.attempt_for(key)
+    return ProviderCall(
+        operation="authorize",
+        provider_id=session.provider_id,
+        idempotency_key=(attempt.provider_key if attempt and attempt.provider_key else key),
+        session_id=session.id,
+        amount=attempt.amount if attempt is not None else session.amount,
+        currency_code=session.currency_code,
+        cart_id=collection.cart_id,
+        data=session.data,
+        ref=f"session:{session.id}",
+    )
+
+
+def unknown_authorization_queries(
+    collection: PaymentCollection, now: datetime
+) -> list[ProviderCall]:
+    """Status queries for every authorization whose outcome is unknown, except
+    those a handler is still making (lease not expired)."""
+    return [
+        authorization_call(collection, s)
+        for s in collection.sessions
+        if s.needs_reconcile
+        and s.authorization_key is not None
+        and (s.lease_until is None or s.lease_until <= now)
+    ]
+
+
+def record_lost_authorization(
+    collection: PaymentCollection,
+    call: ProviderCall,
+    outcome: ProviderOutcome,
+    now: datetime,
+) -> bool:
+    """Remember an authorization that is not the payment, to be voided.
+
+    `outcome` is what the provider answered to `call` (an authorize): succeeded
+    (it holds money) or unknown (it may). Returns whether anything was recorded.
+    """
+    if outcome.kind not in (OutcomeKind.SUCCEEDED, OutcomeKind.UNKNOWN):
+        return False
+    if is_payment_authorization(collection, call.idempotency_key) or any(
+        s.needs_reconcile
+        and authorization_call(collection, s).idempotency_key == call.idempotency_key
+        for s in collection.sessions
+    ):
+        return False  # the payment, or a session's unknown outcome the reconciler settles
+    if any(v.authorization_key == call.idempotency_key for v in collection.voids):
+        return False
+    collection.voids.append(
+        LostAuthorization(
+            provider_id=call.provider_id,
+            session_id=call.session_id,
+            authorization_key=call.idempotency_key,
+            amount=outcome.amount if outcome.amount is not None else call.amount,
+            currency_code=call.currency_code,
+            data={**call.data, **outcome.data},
+            confirmed=outcome.kind == OutcomeKind.SUCCEEDED,
+            found_at=now,
+        )
+    )
+    collection.updated_at = now
+    return True
+
+
+def is_payment_authorization(collection: PaymentCollection, provider_key: str) -> bool:
+    """Whether the authorization made under `provider_key` is the collection's payment."""
+    payment = collection.payment
+    if payment is None:
+        return False
+    session = collection.session_by_id(payment.session_id)
+    if session is None or session.authorization_key is None:
+        return False
+    return authorization_call(collection, session).idempotency_key == provider_key
 
 
 def _authorize_zero(collection: PaymentCollection, cmd: CompleteCheckout) -> Decision:
@@ -250,6 +391,11 @@ def _authorized(
             other.status = session_transition(other.status, SessionStatus.CANCELED)
             other.updated_at = now
     payment_id = ids.payment_id(session.id)
+    # What the provider holds, which is what it answered, not what the session
+    # asked for (the cart may have changed while the answer was unknown).
+    amount = 0 if session.provider_id == SYSTEM_PROVIDER else session.amount
+    if outcome.amount is not None and session.provider_id != SYSTEM_PROVIDER:
+        amount = outcome.amount
     collection.status = collection_transition(collection.status, CollectionStatus.AUTHORIZED)
     collection.selected_provider_id = session.provider_id
     event = new_event(
@@ -262,7 +408,7 @@ def _authorized(
                 "currency_code": collection.currency_code,
                 "payment_id": payment_id,
                 "session_id": session.id,
-                "amount": session.amount if session.provider_id != SYSTEM_PROVIDER else 0,
+                "amount": amount,
                 "authorized_at": now,
             }
         ),
@@ -274,7 +420,7 @@ def _authorized(
         id=payment_id,
         session_id=session.id,
         provider_id=session.provider_id,
-        amount=session.amount if session.provider_id != SYSTEM_PROVIDER else 0,
+        amount=amount,
         currency_code=collection.currency_code,
         data=dict(outcome.data),
         authorized_at=now,
@@ -283,33 +429,14 @@ def _authorized(
     collection.payment = payment
     if outcome.captured and payment.amount > 0:
         # The provider captured on authorization (configured `capture: true`).
-        capture = Capture(
-            id=ids.capture_id(payment_id, f"auto:{causation_id}"),
-            amount=payment.amount,
-            command_id=f"auto:{causation_id}",
-            source="auto",
-            created_at=now,
-        )
-        payment.captures.append(capture)
-        collection.status = collection_transition(collection.status, CollectionStatus.COMPLETED)
-        new_event(
+        record_capture(
             collection,
-            PaymentCaptured.model_validate(
-                {
-                    "cart_id": collection.cart_id,
-                    "collection_id": collection.id,
-                    "provider_id": session.provider_id,
-                    "currency_code": collection.currency_code,
-                    "payment_id": payment_id,
-                    "capture_id": capture.id,
-                    "amount": capture.amount,
-                    "captured_total": payment.captured_total,
-                    "fully_captured": True,
-                }
-            ),
-            PAYMENT_CAPTURED,
-            causation_id,
-            now,
+            payment,
+            command_id=f"auto:{causation_id}",
+            amount=payment.amount,
+            source="auto",
+            causation_id=causation_id,
+            now=now,
         )
     collection.updated_at = now
 
@@ -328,7 +455,22 @@ def finish_authorization(
     for a collection that is already authorized changes nothing.
     """
     session = collection.session_by_id(session_id)
-    if session is None or collection.payment is not None:
+    if session is None:
+        return collection
+    if collection.payment is not None:
+        if session.needs_reconcile and outcome.kind not in (
+            OutcomeKind.UNKNOWN,
+            OutcomeKind.PENDING,
+        ):
+            # Settled after another authorization became the payment: if this one
+            # holds money too, it must be voided, never left on the card.
+            session.needs_reconcile = False
+            session.updated_at = now
+            if outcome.kind == OutcomeKind.SUCCEEDED:
+                record_lost_authorization(
+                    collection, authorization_call(collection, session), outcome, now
+                )
+            collection.updated_at = now
         return collection
     attempt = next(
         (
@@ -408,14 +550,26 @@ def finish_authorization(
 
 
 def finish_checkout(
-    decision: Decision,
+    decision: Decision | PaymentCollection,
     cmd: CompleteCheckout,
     outcomes: list[tuple[ProviderCall, ProviderOutcome]],
 ) -> PaymentCollection:
-    """Apply the answers to a checkout's calls (initiate, then authorize)."""
-    collection = decision.collection
-    authorize = next(call for call in decision.calls if call.operation == "authorize")
-    session = collection.session_by_id(authorize.session_id)
+    """Apply the answers to a checkout's calls (initiate, then authorize).
+
+    Takes the decision's collection, or whatever is stored when the answers
+    arrive (the reservation was stored first, so others may have written since).
+    An answer about an attempt that is no longer the session's (settled and
+    replaced meanwhile) is not applied here: the service records it as a lost
+    authorization if it holds money.
+    """
+    collection = decision.collection if isinstance(decision, Decision) else decision
+    session_id = outcomes[0][0].session_id
+    session = collection.session_by_id(session_id)
+    if session is None or session.authorization_key != cmd.idempotency_key:
+        if not collection.has_processed(cmd.event_id):
+            _processed(collection, cmd)
+        return collection
+    session.lease_until = None
     for call, outcome in outcomes:
         if call.operation == "initiate" and session is not None:
             if outcome.kind == OutcomeKind.SUCCEEDED:
@@ -433,6 +587,7 @@ def finish_checkout(
         OutcomeKind.REQUIRES_MORE,
     ):
         collection.status = collection_transition(collection.status, CollectionStatus.AWAITING)
-    finish_authorization(collection, authorize.session_id, authorize_outcome, cmd.event_id, cmd.now)
-    _processed(collection, cmd)
+    finish_authorization(collection, session_id, authorize_outcome, cmd.event_id, cmd.now)
+    if not collection.has_processed(cmd.event_id):
+        _processed(collection, cmd)
     return collection

@@ -38,3 +38,14 @@ def refund_id(payment_id: str, command_id: str) -> str:
 
 def event_id(causation_id: str, event_type: str, collection_id: str) -> str:
     return f"evt_{_digest('event', causation_id, event_type, collection_id)}"
+
+
+def provider_key(collection_id: str, operation: str, key: str) -> str:
+    """The idempotency key a provider sees for `operation` under our `key`.
+
+    Our keys are unique only where they come from: a storefront's checkout key
+    per cart, a command id per command. Two carts with the same checkout key, or
+    a command id equal to another cart's checkout key, must not meet at the
+    provider as one key (it would refuse the second as a reused key).
+    """
+    return f"{operation}_{_digest('provider-key', collection_id, operation, key)}"

@@ -60,7 +60,11 @@ class PaymentSession(_Model):
     authorization_key: str | None = None
     """Provider idempotency key of the last authorization attempt."""
     needs_reconcile: bool = False
-    """The last authorization's outcome is unknown: the reconciler must ask."""
+    """The last authorization's outcome is unknown (or its call is in flight): the
+    reconciler must ask, and `cart.updated` leaves the session alone."""
+    lease_until: datetime | None = None
+    """While set and not past, a checkout handler is making the authorization call:
+    the reconciler and other checkouts wait until then."""
     last_error: str | None = None
     created_at: datetime
     updated_at: datetime
@@ -82,6 +86,21 @@ class Refund(_Model):
     created_at: datetime
 
 
+class Dispute(_Model):
+    """A dispute (chargeback) of the payment, as the provider last reported it."""
+
+    id: str
+    """The provider's dispute id (Stripe: `dp_…`)."""
+    amount: int
+    status: Literal["open", "won", "lost"]
+    provider_status: str
+    """The provider's own status (Stripe: `needs_response`, `under_review`, …)."""
+    reason: str
+    evidence_due_by: datetime | None = None
+    opened_at: datetime
+    updated_at: datetime
+
+
 class PendingOperation(_Model):
     """A money movement reserved before its provider call (a recovery point).
 
@@ -98,6 +117,12 @@ class PendingOperation(_Model):
     fingerprint: str = ""
     """The command's fingerprint, for the inbox entry recorded when it settles."""
     started_at: datetime
+    owner: str | None = None
+    """Who is making the provider call (instance and command); None: nobody, since
+    a crash or an older version of the service."""
+    lease_until: datetime | None = None
+    """Until when the owner may still be working on the call (its timeout, retries
+    and status queries). Only after it does the reconciler take the operation over."""
 
 
 class HistoryEntry(_Model):
@@ -126,6 +151,7 @@ class Payment(_Model):
     canceled_event_id: str | None = None
     captures: list[Capture] = Field(default_factory=list)
     refunds: list[Refund] = Field(default_factory=list)
+    disputes: list[Dispute] = Field(default_factory=list)
     pending: list[PendingOperation] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
 
@@ -151,6 +177,32 @@ class Payment(_Model):
 
     def pending_for(self, command_id: str) -> PendingOperation | None:
         return next((p for p in self.pending if p.command_id == command_id), None)
+
+
+class LostAuthorization(_Model):
+    """An authorization the provider holds that is not the collection's payment.
+
+    Found when a concurrent checkout won, or when an authorization whose outcome
+    was unknown turns out to have succeeded after another one became the payment.
+    It must be voided (at most one live authorization per cart); kept here until
+    the provider confirms, so a crash cannot forget it.
+    """
+
+    provider_id: str
+    session_id: str
+    authorization_key: str
+    """The provider key the authorization was made under."""
+    amount: int
+    currency_code: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    """What the provider answered (e.g. the PaymentIntent id): the void must name it."""
+    confirmed: bool = True
+    """False when the authorization's own outcome is unknown: ask before voiding."""
+    found_at: datetime
+
+    @property
+    def void_key(self) -> str:
+        return f"{self.authorization_key}:void"
 
 
 class CheckoutAttempt(_Model):
@@ -187,6 +239,10 @@ class PaymentCollection(_Model):
     """Counts sessions ever created, so a re-created session gets a new id."""
     payment: Payment | None = None
     checkout_attempts: list[CheckoutAttempt] = Field(default_factory=list)
+    voids: list[LostAuthorization] = Field(default_factory=list)
+    reconcile_after: datetime | None = None
+    """Back-off: a reconciler pass that could not settle everything waits until then."""
+    reconcile_attempts: int = 0
     processed: list[ProcessedEvent] = Field(default_factory=list)
     outbox: list[OutboxEvent] = Field(default_factory=list)
     created_at: datetime
@@ -220,9 +276,33 @@ class PaymentCollection(_Model):
 
     @property
     def needs_reconcile(self) -> bool:
-        return any(s.needs_reconcile for s in self.sessions) or bool(
-            self.payment and self.payment.pending
+        return (
+            any(s.needs_reconcile for s in self.sessions)
+            or bool(self.payment and self.payment.pending)
+            or bool(self.voids)
         )
+
+    @property
+    def reconcile_due_at(self) -> datetime | None:
+        """When the reconciler should look at this collection next (None: never).
+
+        Unknown authorizations from when they were stored; reservations from the
+        end of their owner's lease; all of it no earlier than the back-off.
+        """
+        due = [
+            max(s.updated_at, s.lease_until or s.updated_at)
+            for s in self.sessions
+            if s.needs_reconcile
+        ]
+        due += [v.found_at for v in self.voids]
+        if self.payment is not None:
+            due += [p.lease_until or p.started_at for p in self.payment.pending]
+        if not due:
+            return None
+        earliest = min(due)
+        if self.reconcile_after is not None and self.reconcile_after > earliest:
+            return self.reconcile_after
+        return earliest
 
     @property
     def is_authorized(self) -> bool:

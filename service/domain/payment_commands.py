@@ -9,10 +9,12 @@ webhooks see it as taken and a crash resumes with the same provider key.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from schemas.outbound import PaymentCanceled, PaymentCaptured, PaymentRefunded
+from schemas.outbound import PaymentCanceled
 from service.domain import ids
+from service.domain.bookings import record_capture, record_refund
 from service.domain.calls import ProviderCall
 from service.domain.commands import (
     CapturePayment,
@@ -24,14 +26,12 @@ from service.domain.commands import (
 from service.domain.events import new_event
 from service.domain.failures import fail
 from service.domain.model import (
-    Capture,
     HistoryEntry,
     Operation,
     Payment,
     PaymentCollection,
     PendingOperation,
     ProcessedEvent,
-    Refund,
 )
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.domain.results import Decision
@@ -41,6 +41,15 @@ from service.domain.statuses import (
     collection_transition,
     session_transition,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who makes a reserved operation's provider call, and until when at most."""
+
+    owner: str
+    until: datetime
+
 
 PAYMENT_CAPTURED = "payment.captured"
 PAYMENT_REFUNDED = "payment.refunded"
@@ -116,7 +125,7 @@ def _reject(
     if record:
         _processed(collection, cmd)
     collection.updated_at = cmd.now
-    return Decision("settled", collection, note=reason)
+    return Decision("settled", collection, note=reason, rejected=True)
 
 
 def pending_call(
@@ -133,16 +142,22 @@ def pending_call(
         payment_id=payment.id,
         data=payment.data,
         reason=pending.reason,
+        ref=f"pending:{pending.command_id}",
     )
 
 
-def begin_payment_command(collection: PaymentCollection, cmd: PaymentCommand) -> Decision:
+def begin_payment_command(
+    collection: PaymentCollection, cmd: PaymentCommand, lease: Lease | None = None
+) -> Decision:
     """Validate an admin command against the payment and reserve its amount.
 
     Returns `duplicate`, `settled` (rejected, or a repeated cancel answered with
     the stored event), or `call` with `reserve=True`: store the collection (the
     reservation) first, then make the call and hand its outcome to
     :func:`finish_payment_command`.
+
+    `lease` names who makes the call and until when: the reconciler leaves the
+    reservation alone until then, so it never repeats a call still in progress.
     """
     collection = collection.model_copy(deep=True)
     payment = collection.payment
@@ -175,8 +190,17 @@ def begin_payment_command(collection: PaymentCollection, cmd: PaymentCommand) ->
                 discriminator=":conflict:" + command_fingerprint(cmd),
                 record=False,
             )
-        # Resume: the reservation is stored already; repeat the call with its key.
-        return Decision("call", collection, calls=[pending_call(payment, collection, pending)])
+        # Resume: the reservation is stored already; repeat the call with its key,
+        # under a new lease (stored first, like a new reservation).
+        if lease is not None:
+            pending.owner, pending.lease_until = lease.owner, lease.until
+        collection.updated_at = cmd.now
+        return Decision(
+            "call",
+            collection,
+            calls=[pending_call(payment, collection, pending)],
+            reserve=lease is not None,
+        )
 
     if isinstance(cmd, CapturePayment):
         # A cancel in flight counts as canceled: a capture reserved now would
@@ -203,7 +227,7 @@ def begin_payment_command(collection: PaymentCollection, cmd: PaymentCommand) ->
             operation="capture",
             command_id=cmd.command_id,
             amount=amount,
-            provider_key=cmd.command_id,
+            provider_key=ids.provider_key(collection.id, "capture", cmd.command_id),
             fingerprint=command_fingerprint(cmd),
             started_at=cmd.now,
         )
@@ -230,7 +254,7 @@ def begin_payment_command(collection: PaymentCollection, cmd: PaymentCommand) ->
             operation="refund",
             command_id=cmd.command_id,
             amount=amount,
-            provider_key=cmd.command_id,
+            provider_key=ids.provider_key(collection.id, "refund", cmd.command_id),
             reason=cmd.reason,
             fingerprint=command_fingerprint(cmd),
             started_at=cmd.now,
@@ -259,11 +283,13 @@ def begin_payment_command(collection: PaymentCollection, cmd: PaymentCommand) ->
             operation="cancel",
             command_id=cmd.command_id,
             amount=payment.amount,
-            provider_key=cmd.command_id,
+            provider_key=ids.provider_key(collection.id, "cancel", cmd.command_id),
             fingerprint=command_fingerprint(cmd),
             started_at=cmd.now,
         )
 
+    if lease is not None:
+        reserved.owner, reserved.lease_until = lease.owner, lease.until
     payment.pending.append(reserved)
     _history(payment, cmd, "started", reserved.amount)
     collection.updated_at = cmd.now
@@ -273,17 +299,66 @@ def begin_payment_command(collection: PaymentCollection, cmd: PaymentCommand) ->
 
 
 def finish_payment_command(
-    collection: PaymentCollection, cmd: PaymentCommand, outcome: ProviderOutcome
+    collection: PaymentCollection,
+    cmd: PaymentCommand,
+    outcome: ProviderOutcome,
+    call: ProviderCall | None = None,
 ) -> PaymentCollection:
-    """Apply the provider's answer to a reserved capture, refund or cancel."""
+    """Apply the provider's answer to a reserved capture, refund or cancel.
+
+    `call` is the call that was answered: should the reservation have been
+    settled meanwhile as a failure (the reconciler took over), a success is
+    still applied, never dropped.
+    """
     payment = collection.payment
     assert payment is not None
     pending = payment.pending_for(cmd.command_id)
     if pending is None:  # settled meanwhile (a webhook or the reconciler)
+        if call is not None and outcome.kind == OutcomeKind.SUCCEEDED:
+            apply_late_success(collection, call, cmd.now)
         if not collection.has_processed(cmd.command_id):
             _processed(collection, cmd)
         return collection
     return settle_pending(collection, pending, outcome, cmd.now, cmd=cmd)
+
+
+def apply_late_success(collection: PaymentCollection, call: ProviderCall, now: datetime) -> bool:
+    """The provider says a capture, refund or cancel succeeded whose reservation is
+    gone: settled as a failure by whoever answered first (a handler that gave up,
+    a reconciler pass). The money moved, so the books follow the provider.
+
+    Returns whether anything changed (nothing when the success is recorded already).
+    """
+    payment = collection.payment
+    command_id = (call.ref or "").removeprefix("pending:")
+    if payment is None or not command_id or call.operation not in ("capture", "refund", "cancel"):
+        return False
+    if payment.pending_for(command_id) is not None:
+        return False
+    operation: Operation = call.operation
+    late = PendingOperation(
+        operation=operation,
+        command_id=command_id,
+        amount=call.amount,
+        provider_key=call.idempotency_key,
+        reason=call.reason,
+        started_at=now,
+    )
+    if operation == "capture":
+        if any(c.command_id == command_id for c in payment.captures):
+            return False
+        if payment.is_canceled or payment.captured_total + call.amount > payment.amount:
+            return False
+    elif operation == "refund":
+        if any(r.command_id == command_id for r in payment.refunds):
+            return False
+        if payment.refunded_total + call.amount > payment.captured_total:
+            return False
+    elif payment.is_canceled or payment.captured_total > 0:
+        return False
+    payment.pending.append(late)
+    settle_pending(collection, late, ProviderOutcome.succeeded(), now, late=True)
+    return True
 
 
 def settle_pending(
@@ -293,6 +368,7 @@ def settle_pending(
     now: datetime,
     *,
     cmd: PaymentCommand | None = None,
+    late: bool = False,
 ) -> PaymentCollection:
     """Settle a reserved operation with a provider outcome (command, reconciler, webhook).
 
@@ -302,6 +378,11 @@ def settle_pending(
     payment = collection.payment
     assert payment is not None
     if outcome.kind in (OutcomeKind.UNKNOWN, OutcomeKind.PENDING):
+        # The owner is done and got no answer: release the lease, so the
+        # reconciler asks at once instead of waiting for it to run out.
+        pending.owner = None
+        pending.lease_until = None
+        collection.updated_at = now
         return collection
     payment.pending.remove(pending)
     collection.updated_at = now
@@ -318,55 +399,23 @@ def settle_pending(
     captured_meanwhile = pending.operation == "cancel" and payment.captured_total > 0
     if outcome.kind == OutcomeKind.SUCCEEDED and not captured_meanwhile:
         if pending.operation == "capture":
-            capture = Capture(
-                id=ids.capture_id(payment.id, pending.command_id),
-                amount=pending.amount,
-                command_id=pending.command_id,
-                created_at=now,
-            )
-            payment.captures.append(capture)
-            fully = payment.captured_total >= payment.amount
-            target = CollectionStatus.COMPLETED if fully else CollectionStatus.PARTIALLY_CAPTURED
-            if collection.status != target:
-                collection.status = collection_transition(collection.status, target)
-            new_event(
+            record_capture(
                 collection,
-                PaymentCaptured.model_validate(
-                    {
-                        **common,
-                        "capture_id": capture.id,
-                        "amount": capture.amount,
-                        "captured_total": payment.captured_total,
-                        "fully_captured": fully,
-                    }
-                ),
-                PAYMENT_CAPTURED,
-                causation,
-                now,
+                payment,
+                command_id=pending.command_id,
+                amount=pending.amount,
+                causation_id=causation,
+                now=now,
             )
         elif pending.operation == "refund":
-            refund = Refund(
-                id=ids.refund_id(payment.id, pending.command_id),
-                amount=pending.amount,
-                command_id=pending.command_id,
-                reason=pending.reason,
-                created_at=now,
-            )
-            payment.refunds.append(refund)
-            new_event(
+            record_refund(
                 collection,
-                PaymentRefunded.model_validate(
-                    {
-                        **common,
-                        "refund_id": refund.id,
-                        "amount": refund.amount,
-                        "refunded_total": payment.refunded_total,
-                        "reason": refund.reason,
-                    }
-                ),
-                PAYMENT_REFUNDED,
-                causation,
-                now,
+                payment,
+                command_id=pending.command_id,
+                amount=pending.amount,
+                reason=pending.reason,
+                causation_id=causation,
+                now=now,
             )
         elif payment.is_canceled:
             # A second cancel that was in flight at the same time: already canceled,
@@ -426,17 +475,18 @@ def settle_pending(
                 action=pending.operation,
                 command_id=pending.command_id,
                 amount=pending.amount,
-                outcome=f"settled by reconciliation: {result}",
+                outcome=f"{'applied late' if late else 'settled by reconciliation'}: {result}",
             )
         )
-        collection.processed.append(
-            ProcessedEvent(
-                id=pending.command_id,
-                type=COMMAND_TYPES[pending.operation],
-                at=now,
-                fingerprint=pending.fingerprint,
+        if not collection.has_processed(pending.command_id):
+            collection.processed.append(
+                ProcessedEvent(
+                    id=pending.command_id,
+                    type=COMMAND_TYPES[pending.operation],
+                    at=now,
+                    fingerprint=pending.fingerprint,
+                )
             )
-        )
     return collection
 
 

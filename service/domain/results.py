@@ -27,3 +27,5 @@ class Decision:
     calls: list[ProviderCall] = field(default_factory=list)
     reserve: bool = False
     note: str = ""
+    rejected: bool = False
+    """`settled` with a refusal (`payment.failed`), not an effect."""

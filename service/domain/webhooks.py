@@ -11,17 +11,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from schemas.outbound import PaymentCaptured
-from service.domain import ids
+from service.domain.bookings import record_capture
 from service.domain.checkout import finish_authorization
-from service.domain.events import new_event
-from service.domain.model import Capture, PaymentCollection, ProcessedEvent
+from service.domain.model import PaymentCollection, ProcessedEvent
 from service.domain.outcomes import ProviderOutcome
 from service.domain.payment_commands import settle_pending
-from service.domain.statuses import CollectionStatus, SessionStatus, collection_transition
+from service.domain.provider_events import apply_provider_money_event
+from service.domain.statuses import SessionStatus
 
 PROVIDER_WEBHOOK = "payment.provider_webhook"
-Meaning = Literal["authorized", "captured", "failed", "requires_more", "canceled"]
+Meaning = Literal[
+    "authorized",
+    "captured",
+    "failed",
+    "requires_more",
+    "canceled",
+    # Issue 13: money moved at the provider outside our commands (provider_events).
+    "refund_succeeded",
+    "refund_pending",
+    "refund_failed",
+    "disputed",
+]
 
 
 def apply_notification(
@@ -54,7 +64,9 @@ def apply_notification(
             finish_authorization(
                 collection,
                 session.id,
-                ProviderOutcome.succeeded(data, captured=meaning == "captured"),
+                # The amount the provider reports holding, not the session's (the
+                # cart may have changed since the authorization was asked for).
+                ProviderOutcome.succeeded(data, captured=meaning == "captured", amount=amount),
                 event_id,
                 now,
             )
@@ -101,43 +113,24 @@ def apply_notification(
             ):
                 extra = min(amount, payment.amount) - payment.captured_total
                 if extra > 0:
-                    capture = Capture(
-                        id=ids.capture_id(payment.id, event_id),
-                        amount=extra,
-                        command_id=event_id,
-                        source="webhook",
-                        created_at=now,
-                    )
-                    payment.captures.append(capture)
-                    fully = payment.captured_total >= payment.amount
-                    target = (
-                        CollectionStatus.COMPLETED if fully else CollectionStatus.PARTIALLY_CAPTURED
-                    )
-                    if collection.status != target:
-                        collection.status = collection_transition(collection.status, target)
-                    new_event(
+                    record_capture(
                         collection,
-                        PaymentCaptured.model_validate(
-                            {
-                                "cart_id": collection.cart_id,
-                                "collection_id": collection.id,
-                                "provider_id": payment.provider_id,
-                                "currency_code": payment.currency_code,
-                                "payment_id": payment.id,
-                                "capture_id": capture.id,
-                                "amount": extra,
-                                "captured_total": payment.captured_total,
-                                "fully_captured": fully,
-                            }
-                        ),
-                        "payment.captured",
-                        event_id,
-                        now,
+                        payment,
+                        command_id=event_id,
+                        amount=extra,
+                        source="webhook",
+                        causation_id=event_id,
+                        now=now,
                     )
         elif meaning == "canceled":
             pending = next((p for p in payment.pending if p.operation == "cancel"), None)
             if pending is not None:
                 settle_pending(collection, pending, ProviderOutcome.succeeded(), now)
+    if collection.payment is not None and collection.payment.session_id == session.id:
+        # What the provider did on its own (expiry, dashboard, refunds, disputes).
+        apply_provider_money_event(
+            collection, event_id=event_id, meaning=meaning, amount=amount, data=data, now=now
+        )
     changed = collection.model_dump(mode="json", exclude={"updated_at"}) != before
     collection.processed.append(ProcessedEvent(id=event_id, type=PROVIDER_WEBHOOK, at=now))
     collection.updated_at = now

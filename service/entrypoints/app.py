@@ -32,18 +32,20 @@ from service.adapters.kafka_publisher import KafkaEventPublisher
 from service.adapters.mongo_store import MongoCollectionStore
 from service.adapters.providers import ProviderRegistry
 from service.admin_auth import AdminAuthenticator
-from service.consumer import BatchProcessor, Record
+from service.consumer import BatchProcessor, Record, StallMonitor, letter_budget
 from service.embedded import ensure_topics
 from service.entrypoints.http import EmbeddedServer, build_http_app
+from service.entrypoints.raw_records import decode_nothing, parse_batch
 from service.handlers import PaymentService
 from service.kafka_security import build_kafka_security, kafka_client_options
 from service.metrics import Metrics
+from service.observability.assignment_log import AssignmentSummary
 from service.observability.logging import register_secrets
 from service.observability.tracing import MessageTracer, build_tracer_provider
 from service.provider_calls import ProviderCaller, RetryPolicy
 from service.relay import OutboxRelay, Reconciler
 from service.settings import Settings
-from service.webhooks import WebhookIntake
+from service.webhooks import WebhookIntake, WebhookVerifier
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -126,11 +128,13 @@ class PaymentsApp:
             security=build_kafka_security(settings),
             middlewares=middlewares,
             # FastStream's lines go through our structured logging, not its own handler.
-            logger=logging.getLogger("faststream.kafka.payments"),
+            logger=_framework_logger(),
             log_level=logging.DEBUG,  # no per-message INFO lines on the hot path
             graceful_timeout=settings.shutdown_grace_s,
             linger_ms=5,
-            enable_idempotence=False,
+            # Explicit, because dead letters are cut to fit below it.
+            max_request_size=settings.kafka_max_request_size,
+            enable_idempotence=settings.kafka_idempotence,
             acks="all",
         )
         self.publisher = KafkaEventPublisher(self.broker, settings.topic_prefix)
@@ -151,7 +155,10 @@ class PaymentsApp:
             tracer=(
                 MessageTracer(self.tracer_provider) if self.tracer_provider is not None else None
             ),
+            max_letter_bytes=letter_budget(settings.kafka_max_request_size),
+            webhook_verifier=WebhookVerifier(self.providers),
         )
+        self.stalls = StallMonitor(settings.stall_threshold, self.metrics)
         self.relay = OutboxRelay(self.store, self.publisher, self.metrics)
         self.reconciler = Reconciler(self.service, self.relay, self.metrics)
         self.webhooks = WebhookIntake(self.providers, self.broker, settings.topic_prefix)
@@ -162,6 +169,8 @@ class PaymentsApp:
             max_records=settings.batch_max_records,
             batch_timeout_ms=settings.batch_timeout_ms,
             ack_policy=AckPolicy.MANUAL,
+            parser=parse_batch,
+            decoder=decode_nothing,
             auto_offset_reset="earliest",
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
@@ -169,7 +178,6 @@ class PaymentsApp:
         self.subscriber(self._on_batch)
         self._tasks: list[asyncio.Task[None]] = []
         self._http: EmbeddedServer | None = None
-        self._nacks = 0
         self.started = False
         self.stopping = False
 
@@ -183,14 +191,20 @@ class PaymentsApp:
         except asyncio.CancelledError:
             raise
         except Exception:
-            # Dead letters could not be published (broker trouble): do not commit;
-            # rewind and re-deliver after a pause. Handled events de-duplicate.
-            self._nacks += 1
-            log.warning("batch of %d failed; re-delivering", len(records), exc_info=True)
-            await asyncio.sleep(min(5.0, 0.2 * 2 ** min(self._nacks, 5)))
+            # The broker or MongoDB is down (a record's own trouble never gets here):
+            # do not commit; rewind and re-deliver after a pause. Handled events
+            # de-duplicate. A batch that keeps failing is reported as a stall.
+            failures = self.stalls.failed(records)
+            log.warning(
+                "batch of %d failed (%d in a row); re-delivering",
+                len(records),
+                failures,
+                exc_info=True,
+            )
+            await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
             await message.nack()
             return
-        self._nacks = 0
+        self.stalls.succeeded()
         await message.ack()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -307,6 +321,7 @@ class PaymentsApp:
         `consumers`: the Kafka consumer joined its group and holds partitions (an
         instance beyond the partition count holds none yet is healthy: it joined).
         `accepting`: false from the moment a graceful stop begins.
+        `progressing`: false while a batch has failed `stall_threshold` times in a row.
         """
         checks: dict[str, bool] = {}
         try:
@@ -321,6 +336,7 @@ class PaymentsApp:
         checks["consumers"] = self.started and self._consumer_joined()
         checks["relay"] = any(t.get_name() == "outbox-relay" and not t.done() for t in self._tasks)
         checks["accepting"] = not self.stopping
+        checks["progressing"] = not self.stalls.stalled
         return checks
 
     def _consumer_joined(self) -> bool:
@@ -369,6 +385,13 @@ class PaymentsApp:
                 await asyncio.to_thread(provider.shutdown)
         self.started = False
         log.info("payments service stopped")
+
+
+def _framework_logger() -> logging.Logger:
+    logger = logging.getLogger("faststream.kafka.payments")
+    if not any(isinstance(f, AssignmentSummary) for f in logger.filters):
+        logger.addFilter(AssignmentSummary())
+    return logger
 
 
 def free_port() -> int:

@@ -55,6 +55,15 @@ def run(
     except SettingsError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        # One line saying what to fix; the traceback is for those who ask (DEBUG).
+        logging.getLogger("payments").debug("start-up failed", exc_info=True)
+        typer.echo(f"payments run: {type(exc).__name__}: {exc}", err=True)
+        if settings.log_level.upper() != "DEBUG":
+            typer.echo("(PAYMENTS_LOG_LEVEL=DEBUG prints the traceback)", err=True)
+        raise typer.Exit(1) from None
 
 
 async def _run(use_embedded: bool) -> None:

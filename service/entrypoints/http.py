@@ -15,11 +15,42 @@ from starlette.routing import Route
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 WebhookReceiver = Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, dict[str, Any]]]]
 
+WEBHOOK_MAX_BODY_BYTES = 256 * 1024
+"""Webhook bodies larger than this get 413 before anything is verified or published.
+
+Stripe's events are a few KiB; the limit keeps the body, JSON-escaped into the
+`payment.provider_webhook` event with its headers, well under the broker's 1 MiB
+message limit, and stops a client from making us buffer an unbounded request."""
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The request body, or :class:`_BodyTooLarge` as soon as it passes `limit`.
+
+    The declared length is checked first; the stream is counted as well, since a
+    chunked request declares none."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
 
 def build_http_app(
     readiness: ReadinessCheck,
     metrics: Callable[[], tuple[bytes, str]],
     webhooks: WebhookReceiver,
+    *,
+    webhook_max_body_bytes: int = WEBHOOK_MAX_BODY_BYTES,
 ) -> Starlette:
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "alive"})
@@ -40,7 +71,12 @@ def build_http_app(
 
     async def webhook(request: Request) -> Response:
         provider_id = request.path_params["provider_id"]
-        body = await request.body()
+        try:
+            body = await _bounded_body(request, webhook_max_body_bytes)
+        except _BodyTooLarge:
+            return JSONResponse(
+                {"error": f"webhook body over {webhook_max_body_bytes} bytes"}, status_code=413
+            )
         status, answer = await webhooks(provider_id, dict(request.headers), body)
         return JSONResponse(answer, status_code=status)
 

@@ -12,12 +12,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from service.domain.calls import ProviderCall
 from service.domain.outcomes import ProviderOutcome
+from service.domain.webhooks import Meaning
 
-WebhookMeaning = Literal["authorized", "captured", "failed", "requires_more", "canceled"]
+# What a webhook can mean is the domain's vocabulary; adapters map onto it.
+WebhookMeaning = Meaning
+"""`refund_*` and `disputed` carry the provider's object in `WebhookAction.data`:
+`refund_id`, `provider_key` (ours: the call's idempotency key), `failure_reason`,
+`reason`; `dispute_id`, `status` (open/won/lost), `provider_status`, `reason`,
+`evidence_due_by` (datetime)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +50,20 @@ class SavedPaymentMethod:
 
 class WebhookVerificationError(Exception):
     """The webhook's signature does not verify; answer 400 and publish nothing."""
+
+
+@runtime_checkable
+class WebhookSignatureCheck(Protocol):
+    """Optional for providers that take webhooks: the signature alone, no age limit.
+
+    The consumer of `payment.provider_webhook` re-verifies what the HTTP side
+    wrote (the topic is not proof), long after it arrived; a provider without this
+    method is checked there with ``verify_webhook`` at the stored receipt time.
+    """
+
+    def verify_webhook_signature(self, headers: Mapping[str, str], body: bytes) -> None:
+        """Raise :class:`WebhookVerificationError` unless the signature verifies."""
+        ...
 
 
 @runtime_checkable

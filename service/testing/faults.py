@@ -594,6 +594,7 @@ class CheckoutWorkload:
             )
         self._by_payment: dict[str, CartPlan] = {}
         self._scanned = 0
+        self._reacted: set[str] = set()
         self._producer: AIOKafkaProducer | None = None
         self._pending_sends: list[asyncio.Future[Any]] = []
         self.published = 0
@@ -708,6 +709,11 @@ class CheckoutWorkload:
         for received in new:
             if received.type == "payments.dead_letter":
                 continue
+            # Delivery is at-least-once: a republished event (same id) is no new
+            # answer, so it must not trigger a second retry (issue 16).
+            if received.id in self._reacted:
+                continue
+            self._reacted.add(received.id)
             plan = self._plan_for(received)
             if plan is None:
                 continue

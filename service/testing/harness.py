@@ -38,6 +38,7 @@ from service.embedded import ensure_topics
 from service.settings import load_settings
 from service.testing import builders
 from service.testing.infrastructure import unique_database_name, unique_topic_prefix
+from service.tools.kafka_io import broker_is_tansu
 
 DEFAULT_ADMIN_KEY = ("harness", "harness-secret")
 
@@ -150,6 +151,10 @@ class ServiceHarness:
                 )
             ],
         )
+        # The idempotent producer wherever the broker has it (Apache Kafka, not Tansu).
+        self.settings_overrides.setdefault(
+            "kafka_idempotence", not await broker_is_tansu(self.kafka_bootstrap)
+        )
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.kafka_bootstrap, linger_ms=2, max_request_size=4 * 1024 * 1024
         )
@@ -249,13 +254,15 @@ class ServiceHarness:
         value: bytes | None,
         *,
         key: str | bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] = (),
-    ) -> None:
+        headers: Sequence[tuple[str, bytes | None]] = (),
+    ) -> tuple[int, int]:
+        """Send one record as given, byte for byte; return its (partition, offset)."""
         assert self._producer is not None
         raw_key = key.encode() if isinstance(key, str) else key
-        await self._producer.send_and_wait(
+        metadata = await self._producer.send_and_wait(
             topic_for(topic_type, self.prefix), value, key=raw_key, headers=list(headers)
         )
+        return metadata.partition, metadata.offset
 
     async def publish(
         self,

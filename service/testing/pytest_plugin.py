@@ -56,6 +56,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(MODE_OPTION, "in-process (default) or subprocess", default="in-process")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Downstream suites mark their tests over the service as the README shows;
+    # registered here so they get no "unknown marker" warning.
+    config.addinivalue_line(
+        "markers", "integration: needs the real broker and MongoDB-protocol server"
+    )
+
+
 def _harness_mode(config: pytest.Config) -> str:
     mode = config.getoption(MODE_OPTION) or config.getini(MODE_OPTION) or "in-process"
     if mode not in MODES:

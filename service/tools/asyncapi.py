@@ -70,6 +70,8 @@ CHANNEL_DESCRIPTIONS: Final[dict[str, str]] = {
     "payment.captured": "Money was captured. Key: cart id.",
     "payment.refunded": "Money was refunded. Key: cart id.",
     "payment.canceled": "The payment was canceled. Key: cart id.",
+    "payment.disputed": "The customer disputed the payment (a chargeback) or the dispute "
+    "changed status (open, won, lost). Key: cart id.",
     DLQ_TOPIC: "Messages that could not be read or kept failing, with the original record "
     "and the reason; `payments dlq redrive` sends them back.",
 }

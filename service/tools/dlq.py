@@ -78,6 +78,7 @@ class DeadLetterEntry:
             "subject": self.subject,
             "kind": self.kind.value,
             "detail": self.letter.error.detail,
+            "truncated": bool(self.letter.truncated),
             "failed_at": self.letter.failed_at.isoformat().replace("+00:00", "Z"),
             "event": self.event,
         }
@@ -268,6 +269,13 @@ async def redrive(
                 except ToolError:
                     partitions[topic] = []
             reason = NOT_REDRIVABLE.get(entry.kind)
+            if entry.letter.truncated and reason is None:
+                # Only a prefix of the original was kept: sending it back would be a
+                # different message (the full original is in the producer's hands).
+                reason = (
+                    f"the letter holds a cut copy ({entry.letter.original_size} bytes "
+                    "originally); send the original again from its producer"
+                )
             if not partitions[topic]:
                 reason = f"source topic {topic!r} does not exist"
             partition = entry.letter.partition

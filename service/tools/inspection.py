@@ -45,6 +45,10 @@ class Inspection:
             "captured_total": p.captured_total if p else 0,
             "refunded_total": p.refunded_total if p else 0,
             "canceled": bool(p and p.is_canceled),
+            "disputes": [
+                {"id": d.id, "status": d.status, "amount": d.amount, "reason": d.reason}
+                for d in (p.disputes if p else [])
+            ],
             "pending_operations": len(p.pending) if p else 0,
             "inbox_events": len(c.processed),
             "outbox_events": len(c.outbox),

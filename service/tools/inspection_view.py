@@ -105,6 +105,19 @@ def _payment(c: PaymentCollection) -> list[RenderableType]:
             refund.command_id,
             _time(refund.created_at),
         )
+    disputes = _table(
+        "Disputes", "id", "amount", "status", "provider status", "reason", "evidence due", "opened"
+    )
+    for dispute in p.disputes:
+        disputes.add_row(
+            dispute.id,
+            _money(dispute.amount, cur),
+            dispute.status,
+            dispute.provider_status,
+            dispute.reason,
+            _time(dispute.evidence_due_by),
+            _time(dispute.opened_at),
+        )
     pending = _table(
         "Pending operations", "operation", "amount", "command", "provider key", "since"
     )
@@ -127,7 +140,7 @@ def _payment(c: PaymentCollection) -> list[RenderableType]:
             entry.key_id or "",
             entry.note or "",
         )
-    return [overview, captures, refunds, pending, history]
+    return [overview, captures, refunds, disputes, pending, history]
 
 
 def _inbox(c: PaymentCollection) -> Table:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from service.tools.connection import ToolError
@@ -29,6 +31,14 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 STALL_TIMEOUT_S = 30.0
 """Reading gives up when a partition delivers nothing for this long before its end."""
+
+TANSU_CLUSTER_ID = "tansu_cluster"
+"""The cluster id Tansu reports unless configured otherwise (the embedded broker's)."""
+
+_lagging_end_offsets: weakref.WeakKeyDictionary[AIOKafkaConsumer, bool] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per throwaway consumer: whether its broker's end offsets may lag (Tansu)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +62,11 @@ class PartitionRange:
     start: int
     end: int
     open_end: bool = False
-    """`end` is the broker's end offset taken at the start, not a bound the
-    operator gave: records written before the read began still belong to the
-    range even past `end` (some brokers, the embedded Tansu among them, report an
-    end offset that lags behind a multi-record batch)."""
+    """`end` is a broker's end offset that may lag (Tansu's), taken at the start, not
+    a bound the operator gave: records written before the read began still belong
+    to the range even past `end`. The embedded Tansu reports an end offset that
+    lags behind a multi-record batch; Apache Kafka's is exact, so ranges on it
+    are never open."""
 
     @property
     def size(self) -> int:
@@ -105,9 +116,27 @@ async def throwaway_consumer(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
     except KafkaError as exc:
         raise ToolError(f"cannot reach Kafka at {bootstrap!r}: {exc}") from exc
     try:
+        _lagging_end_offsets[consumer] = await broker_is_tansu(bootstrap)
         yield consumer
     finally:
         await stop_consumer(consumer)
+
+
+async def broker_is_tansu(bootstrap: str) -> bool:
+    """Whether the broker at `bootstrap` is Tansu, whose end offsets lag (see `read_ranges`).
+
+    Told by the cluster id Tansu reports. When the broker cannot say, the answer is
+    yes: the Tansu workaround is correct on every broker, only a little slower.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payments-cli")
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+    except Exception:
+        return True
+    finally:
+        await admin.close()
+    return str(cluster.get("cluster_id") or "") == TANSU_CLUSTER_ID
 
 
 @asynccontextmanager
@@ -134,8 +163,12 @@ async def tool_producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
 
 async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
     """The partitions of `topic`; `ToolError` if the broker does not know the topic."""
-    known = await consumer.topics()
-    partitions = consumer.partitions_for_topic(topic) if topic in known else None
+    # Read them from a fresh all-topics answer (what `consumer.topics()` asks for and
+    # drops): `consumer.partitions_for_topic()` only reads the client's cache, which
+    # Apache Kafka leaves without the topics for a consumer that subscribes to none
+    # (Tansu's answers happened to fill it).
+    cluster = await consumer._client.fetch_all_metadata()
+    partitions = cluster.partitions_for_topic(topic) if topic in cluster.topics() else None
     if not partitions:
         raise ToolError(f"topic {topic!r} does not exist on the broker")
     return sorted(partitions)
@@ -166,6 +199,8 @@ async def resolve_ranges(
     tps = [TopicPartition(topic, p) for p in chosen]
     beginnings = await consumer.beginning_offsets(tps)
     ends = await consumer.end_offsets(tps)
+    # Unknown consumers (not from throwaway_consumer) get the workaround: it is safe.
+    lagging = _lagging_end_offsets.get(consumer, True)
     starts = {tp: beginnings[tp] for tp in tps}
     stops = {tp: ends[tp] for tp in tps}
     if since is not None:
@@ -183,7 +218,7 @@ async def resolve_ranges(
             tp.partition,
             starts[tp],
             max(starts[tp], stops[tp]),
-            open_end=stops[tp] == ends[tp],
+            open_end=lagging and stops[tp] == ends[tp],
         )
         for tp in tps
     ]
@@ -252,7 +287,8 @@ async def read_ranges(
                 )
         for tp, bounds in list(remaining.items()):
             caught_up = await consumer.position(tp) >= bounds.end
-            # An open end is done once two fetches in a row brought nothing more.
+            # An open end (Tansu only, see PartitionRange.open_end) is done once two
+            # fetches in a row brought nothing more.
             if tp in finished or (caught_up and (not bounds.open_end or quiet_rounds[tp] >= 2)):
                 del remaining[tp]
         if remaining and time.monotonic() - last_progress > stall_timeout_s:

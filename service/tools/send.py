@@ -110,10 +110,12 @@ def load_items(text: str) -> list[tuple[str, Any]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        # Events are counted as everywhere else; the line says where to look.
+        position = f"event {len(items) + 1} (line {number})"
         try:
-            items.append((f"line {number}", json.loads(line)))
+            items.append((position, json.loads(line)))
         except json.JSONDecodeError as exc:
-            items.append((f"line {number}", _NotJson(str(exc))))
+            items.append((position, _NotJson(str(exc))))
     return items
 
 

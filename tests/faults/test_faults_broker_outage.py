@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from service.testing.faults import CheckoutWorkload, ProxiedKafka, TcpProxy
+from service.testing.faults import CheckoutWorkload, TcpProxy
+from service.testing.infrastructure import proxied_test_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -36,10 +37,10 @@ OUTAGE_S = 8.0
 
 @pytest.fixture
 async def proxied_broker() -> AsyncIterator[TcpProxy]:
-    """A Tansu broker reachable only through the returned (cuttable) proxy."""
+    """A broker (Tansu, or Apache Kafka under kafka-jvm) reachable only through the proxy."""
     proxy = TcpProxy(exempt_own_process=True)
     proxy.start()
-    kafka = ProxiedKafka(advertised_port=proxy.port)
+    kafka = proxied_test_kafka(advertised_port=proxy.port)
     try:
         await asyncio.to_thread(kafka.start)
         proxy.target_port = kafka.port

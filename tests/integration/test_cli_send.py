@@ -57,7 +57,7 @@ async def test_an_invalid_file_is_refused_and_nothing_is_sent(
     not_json = tmp_path / "broken.jsonl"
     not_json.write_text(json.dumps(good) + "\n{oops\n", encoding="utf-8")
     broken = await invoke("send", str(not_json), *kafka_args(h))
-    assert broken.exit_code == 1 and "line 2: not JSON" in broken.stderr
+    assert broken.exit_code == 1 and "event 2 (line 2): not JSON" in broken.stderr
 
     assert {t: await end_offsets(h, t) for t in before} == before
     await h.settle(quiet_s=1.0)

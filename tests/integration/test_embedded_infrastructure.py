@@ -341,7 +341,9 @@ def test_docker_mode_without_testcontainers_is_a_clear_error(
 def test_env_addresses_are_used_as_given(kafka: EmbeddedKafka, mongo: EmbeddedMongo) -> None:
     environ = {ENV_KAFKA: kafka.bootstrap_servers, ENV_MONGODB_URL: mongo.url}
     with provide_test_infrastructure(environ) as infra:
-        assert infra == TestInfrastructure(kafka.bootstrap_servers, mongo.url, "env")
+        assert infra == TestInfrastructure(
+            kafka.bootstrap_servers, mongo.url, "env", kafka_kind="env", mongodb_kind="env"
+        )
 
     with provide_test_infrastructure({ENV_KAFKA: kafka.bootstrap_servers}) as infra:
         assert infra.source == "kafka=env,mongodb=embedded"

@@ -63,7 +63,8 @@ async def test_example_runs_in_a_bare_downstream_project(
 ) -> None:
     shutil.copy(EXAMPLE, tmp_path / "test_checkout_flow.py")
     (tmp_path / "pytest.ini").write_text(
-        "[pytest]\nasyncio_mode = strict\nmarkers =\n    integration: real services\n",
+        # No `markers =`: the plugin registers `integration` itself.
+        "[pytest]\nasyncio_mode = strict\n",
         encoding="utf-8",
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYMENTS_")}
@@ -80,6 +81,8 @@ async def test_example_runs_in_a_bare_downstream_project(
         "-p",
         "no:cacheprovider",
         "--payments-harness-mode=subprocess",
+        "-W",
+        "error::pytest.PytestUnknownMarkWarning",
         "test_checkout_flow.py",
     ]
     result = await asyncio.to_thread(

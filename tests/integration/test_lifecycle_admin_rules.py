@@ -10,6 +10,7 @@ import pytest
 
 from schemas.envelope import CLOUDEVENTS_CONTENT_TYPE
 from schemas.topics import EVENT_MODELS
+from service.domain import ids
 from service.domain.statuses import CollectionStatus, SessionStatus
 from service.testing import builders
 from service.testing.builders import new_cart_id as _cart
@@ -146,7 +147,9 @@ async def test_cancel_happy_path(harness: ServiceHarness) -> None:
     session = collection.session_by_id(collection.payment.session_id)
     assert session is not None and session.status == SessionStatus.CANCELED
     ledger = await harness.ledger(cart_id=cart, operation="cancel")
-    assert len(ledger) == 1 and ledger[0]["idempotency_key"] == command_id
+    # The provider key names the collection and operation (issue 16).
+    provider_key = ids.provider_key(collection.id, "cancel", command_id)
+    assert len(ledger) == 1 and ledger[0]["idempotency_key"] == provider_key
 
     # A second cancel (new command id) answers with the stored event, same id.
     await harness.publish("admin.payment.cancel", builders.cancel(payment_id))

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from schemas.topics import EVENT_MODELS, topic_for
+from service.domain.ids import provider_key
 from service.entrypoints.app import PaymentsApp
 from service.settings import load_settings
 from service.testing import builders
@@ -145,11 +146,12 @@ async def _check_invariants(
     # Invariants at the provider: one ledger entry per successful command, same sums.
     captures = await harness.ledger(cart_id=cart, operation="capture")
     refunds = await harness.ledger(cart_id=cart, operation="refund")
+    # Provider keys name the collection and operation (issue 16).
     assert sorted(d["idempotency_key"] for d in captures) == sorted(
-        c.command_id for c in payment.captures
+        provider_key(collection.id, "capture", c.command_id) for c in payment.captures
     )
     assert sorted(d["idempotency_key"] for d in refunds) == sorted(
-        r.command_id for r in payment.refunds
+        provider_key(collection.id, "refund", r.command_id) for r in payment.refunds
     )
     assert sum(d["amount"] for d in captures) == captured_sum
     assert sum(d["amount"] for d in refunds) == refunded_sum

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from service.domain import ids
 from service.domain.statuses import CollectionStatus, SessionStatus
 from service.testing import builders
 from service.testing.builders import new_cart_id as _cart
@@ -40,6 +41,12 @@ async def _checkout(
     return event_id, key
 
 
+def _at_provider(cart: str, key: str) -> str:
+    """The key the provider sees for a checkout key: namespaced by collection and
+    operation (issue 16)."""
+    return ids.provider_key(ids.collection_id(cart), "authorize", key)
+
+
 async def test_declined(harness: ServiceHarness) -> None:
     cart = _cart()
     await harness.publish("cart.updated", builders.cart_updated(cart, 5000))
@@ -60,7 +67,7 @@ async def test_declined(harness: ServiceHarness) -> None:
     assert failed.data["session_id"] == session.id
     assert collection.payment is None
     assert collection.status == CollectionStatus.FAILED
-    ledger = await harness.ledger(idempotency_key=key)
+    ledger = await harness.ledger(idempotency_key=_at_provider(cart, key))
     assert [(e["operation"], e["outcome"]) for e in ledger] == [("authorize", "declined")]
     await harness.settle(quiet_s=0.5)
     assert harness.events("payment.authorized", cart_id=cart) == []
@@ -82,7 +89,7 @@ async def test_requires_action_then_succeeded_with_same_key(harness: ServiceHarn
     session = collection.session_for("sandbox")
     assert session is not None and session.status == SessionStatus.REQUIRES_MORE
     assert action.data["session_id"] == session.id
-    assert await harness.ledger(idempotency_key=key) == []
+    assert await harness.ledger(idempotency_key=_at_provider(cart, key)) == []
 
     second_id, _ = await _checkout(
         harness, cart, "pm_card_authenticationRequired", key=key, action_result="succeeded"
@@ -92,7 +99,7 @@ async def test_requires_action_then_succeeded_with_same_key(harness: ServiceHarn
     assert authorized.event["causationid"] == second_id
     assert authorized.data["session_id"] == session.id
     assert authorized.data["amount"] == 5000
-    ledger = await harness.ledger(idempotency_key=key)
+    ledger = await harness.ledger(idempotency_key=_at_provider(cart, key))
     assert [(e["operation"], e["outcome"]) for e in ledger] == [("authorize", "authorized")]
     collection = await harness.collection(cart)
     assert collection is not None and collection.status == CollectionStatus.AUTHORIZED
@@ -115,7 +122,7 @@ async def test_requires_action_then_failed(harness: ServiceHarness) -> None:
     assert collection is not None and collection.payment is None
     session = collection.session_for("sandbox")
     assert session is not None and session.status == SessionStatus.ERROR
-    ledger = await harness.ledger(idempotency_key=key)
+    ledger = await harness.ledger(idempotency_key=_at_provider(cart, key))
     assert [(e["operation"], e["outcome"]) for e in ledger] == [("authorize", "declined")]
     await harness.settle(quiet_s=0.5)
     assert harness.events("payment.authorized", cart_id=cart) == []
@@ -126,7 +133,7 @@ async def test_flaky_authorizes_once(harness: ServiceHarness) -> None:
     event_id, key = await _checkout(harness, cart, "pm_card_flaky")
     authorized = await harness.await_event("payment.authorized", cart_id=cart)
     assert authorized.event["causationid"] == event_id
-    ledger = await harness.ledger(idempotency_key=key)
+    ledger = await harness.ledger(idempotency_key=_at_provider(cart, key))
     assert len(ledger) == 1
     assert ledger[0]["operation"] == "authorize"
     assert ledger[0]["outcome"] == "authorized"
@@ -144,7 +151,7 @@ async def test_provider_error_is_provider_unavailable(harness: ServiceHarness) -
     assert failed.data["operation"] == "authorize"
     assert failed.data["reason"] == "provider_unavailable"
     assert failed.data["retryable"] is True
-    assert await harness.ledger(idempotency_key=key) == []
+    assert await harness.ledger(idempotency_key=_at_provider(cart, key)) == []
     collection = await harness.collection(cart)
     assert collection is not None and collection.payment is None
     session = collection.session_for("sandbox")
@@ -163,7 +170,7 @@ async def test_lost_response_authorizes_exactly_once(harness: ServiceHarness) ->
     assert harness.events("payment.failed", cart_id=cart) == []
     ledger = await harness.ledger(cart_id=cart)
     assert [(e["operation"], e["outcome"]) for e in ledger] == [("authorize", "authorized")]
-    assert ledger[0]["idempotency_key"] == key
+    assert ledger[0]["idempotency_key"] == _at_provider(cart, key)
     collection = await harness.collection(cart)
     assert collection is not None and collection.payment is not None
     assert all(not s.needs_reconcile for s in collection.sessions)
@@ -188,7 +195,7 @@ async def test_capture_on_authorization(kafka_bootstrap: str, mongodb_url: str) 
         assert collection.payment.captured_total == 5000
         assert collection.status == CollectionStatus.COMPLETED
         # One authorization and one capture at the provider, both under the checkout's key.
-        ledger = await harness.ledger(idempotency_key=key)
+        ledger = await harness.ledger(idempotency_key=_at_provider(cart, key))
         assert sorted((e["operation"], e["outcome"], e["amount"]) for e in ledger) == [
             ("authorize", "authorized", 5000),
             ("capture", "captured", 5000),

@@ -17,7 +17,7 @@ from service.testing.harness import ServiceHarness
 
 pytestmark = pytest.mark.integration
 
-CHECKS = {"mongodb", "broker", "consumers", "relay", "accepting"}
+CHECKS = {"mongodb", "broker", "consumers", "relay", "accepting", "progressing"}
 
 
 @pytest.fixture

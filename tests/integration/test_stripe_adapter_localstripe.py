@@ -7,7 +7,7 @@ outcome is never trusted without the provider-side state that should go with it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,12 +20,6 @@ from service.testing.localstripe import TEST_API_KEY, LocalStripe
 pytestmark = pytest.mark.integration
 
 THREE_DS_CARD = "4000000000003220"
-
-
-@pytest.fixture(scope="module")
-def localstripe() -> Iterator[LocalStripe]:
-    with LocalStripe() as server:
-        yield server
 
 
 @pytest.fixture
@@ -146,7 +140,10 @@ async def test_authorize_capture_refund_and_their_status_queries(
     captured = await provider.capture(capture)
     assert (captured.kind, captured.amount) == (OutcomeKind.SUCCEEDED, 3000)
     assert (await localstripe.payment_intent(intent_id))["status"] == "succeeded"
-    assert (await provider.get_status(capture)).kind is OutcomeKind.SUCCEEDED
+    # A succeeded intent does not prove that a *partial* capture was this one (issue
+    # 13, phantom captures): the status query has the caller re-send under the same
+    # key, which Stripe answers from its record (see test_stripe_adapter_fixes.py).
+    assert (await provider.get_status(capture)).kind is OutcomeKind.TRANSIENT
 
     refund = session.call("refund", "cmd_ref", amount=1000, reason="damaged")
     assert (await provider.get_status(refund)).kind is OutcomeKind.TRANSIENT

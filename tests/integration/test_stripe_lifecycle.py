@@ -14,7 +14,7 @@ the adapter boundary in ``test_stripe_adapter_recorded.py``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -25,6 +25,7 @@ from service.domain.statuses import CollectionStatus, SessionStatus
 from service.testing import builders
 from service.testing.harness import ReceivedEvent, ServiceHarness
 from service.testing.localstripe import TEST_API_KEY, LocalStripe
+from tests.fixtures.stripe.kit import stripe_service
 
 pytestmark = pytest.mark.integration
 
@@ -33,27 +34,11 @@ THREE_DS_CARD = "4000000000003220"
 
 
 @pytest.fixture(scope="module")
-def localstripe() -> Iterator[LocalStripe]:
-    with LocalStripe() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 async def harness(
     kafka_bootstrap: str, mongodb_url: str, localstripe: LocalStripe
 ) -> AsyncIterator[ServiceHarness]:
-    async with ServiceHarness(
-        kafka_bootstrap,
-        mongodb_url,
-        providers=["manual", "stripe"],
-        region_providers=REGIONS,
-        provider_options={
-            "stripe": {
-                "api_key": TEST_API_KEY,
-                "api_base": localstripe.api_base,
-                "webhook_secret": "whsec_test",
-            }
-        },
+    async with stripe_service(
+        kafka_bootstrap, mongodb_url, localstripe, regions=REGIONS, webhook_secret="whsec_test"
     ) as h:
         yield h
 

@@ -143,3 +143,42 @@ def test_check_disabled_never_records_an_unverified_key_id(header: bytes) -> Non
     verdict = AdminAuthenticator(KEYS, required=False).verify(VALUE, [(SIGNATURE_HEADER, header)])
     assert verdict.ok
     assert verdict.key_id is None
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "keyid=ops-2024,v1=éé".encode(),  # a known key id and non-ASCII text
+        b"keyid=acc,v1=\xff\xfe\x00",  # bytes that are not UTF-8
+        b"keyid=ops-2024,v1=" + "é".encode() * 64,
+        b"keyid=ops-2024,v1=" + b"0" * 65,
+        b"keyid=ops-2024,v1=" + b"0" * 63,
+        b"keyid=" + b"k" * 65 + b",v1=" + b"0" * 64,
+        b" keyid=ops-2024,v1=" + b"0" * 64,
+        b"keyid=ops-2024,v1=" + b"0" * 64 + b"\n",
+    ],
+)
+def test_regression_signatures_that_once_raised_are_refused(
+    auth: AdminAuthenticator, header: bytes
+) -> None:
+    verdict = auth.verify(VALUE, [(SIGNATURE_HEADER, header)])
+    assert not verdict.ok
+    assert verdict.detail
+
+
+_HEX = "0123456789abcdefABCDEF"
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    key_id=st.sampled_from([*KEYS, "nobody"]) | st.text(max_size=70),
+    digest=st.text(alphabet=_HEX, min_size=60, max_size=68) | st.text(max_size=80),
+    noise=st.binary(max_size=4),
+)
+def test_near_valid_signatures_never_raise_and_never_pass(
+    key_id: str, digest: str, noise: bytes
+) -> None:
+    """Headers one step from valid, with known key ids: refused, never an exception."""
+    header = f"keyid={key_id},v1={digest}".encode(errors="surrogatepass") + noise
+    verdict = AdminAuthenticator(KEYS).verify(VALUE, [(SIGNATURE_HEADER, header)])
+    assert not verdict.ok

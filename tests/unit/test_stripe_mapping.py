@@ -55,14 +55,38 @@ def test_intent_status_table(
     assert outcome.amount == amount
 
 
-def test_requires_action_carries_next_action_as_the_action() -> None:
+def test_requires_action_carries_what_a_storefront_needs() -> None:
     pi = intent("payment_intent_requires_action.json")
 
     outcome = intent_outcome(pi)
 
-    assert outcome.action == pi["next_action"]
-    assert outcome.action is not None and outcome.action["type"] == "redirect_to_url"
+    redirect = pi["next_action"]["redirect_to_url"]
+    assert outcome.action == {
+        **pi["next_action"],  # Stripe's own next_action, unchanged
+        "type": "redirect_to_url",
+        "payment_intent_id": pi["id"],
+        "client_secret": pi["client_secret"],
+        "url": redirect["url"],
+        "return_url": redirect["return_url"],
+    }
     assert outcome.data["id"] == pi["id"]
+
+
+def test_use_stripe_sdk_action_carries_the_client_secret_and_no_url() -> None:
+    """In-page 3-D Secure: Stripe.js `handleNextAction` needs the client secret."""
+    pi = intent("payment_intent_requires_action.json")
+    pi["next_action"] = {
+        "type": "use_stripe_sdk",
+        "use_stripe_sdk": {"type": "three_d_secure_redirect"},
+    }
+
+    outcome = intent_outcome(pi)
+
+    assert outcome.action is not None
+    assert outcome.action["type"] == "use_stripe_sdk"
+    assert outcome.action["client_secret"] == pi["client_secret"]
+    assert outcome.action["payment_intent_id"] == pi["id"]
+    assert "url" not in outcome.action
 
 
 def test_last_payment_error_is_a_decline_with_stripe_message_and_decline_code() -> None:
@@ -315,6 +339,7 @@ def test_failed_event_carries_the_message_and_requires_action_the_next_action() 
     assert failed is not None and failed.message == "Your card has insufficient funds."
     assert action is not None and action.action is not None
     assert action.action["type"] == "redirect_to_url"
+    assert action.action["client_secret"].startswith(action.action["payment_intent_id"])
 
 
 def test_captured_amount_is_amount_received_only() -> None:
@@ -351,3 +376,69 @@ def test_captured_amount_is_amount_received_only() -> None:
 )
 def test_events_that_mean_nothing_to_us(payload: str) -> None:
     assert interpret_event(payload) is None
+
+
+def test_charge_captured_is_a_cumulative_capture_of_the_intent() -> None:
+    """Dashboard captures (multicapture too) arrive as `charge.captured` (issue 13)."""
+    charge = {
+        "id": "ch_1",
+        "object": "charge",
+        "amount": 5000,
+        "amount_captured": 3000,
+        "captured": True,
+        "currency": "usd",
+        "payment_intent": "pi_1",
+        "metadata": {"session_id": "ps_1", "cart_id": "cart_1"},
+    }
+    action = interpret_event(json.dumps(event("charge.captured", charge)))
+    assert action is not None
+    assert (action.meaning, action.amount, action.cart_id, action.provider_reference) == (
+        "captured",
+        3000,
+        "cart_1",
+        "pi_1",
+    )
+    # Without our metadata the cart is looked up from the intent (resolve_webhook).
+    anonymous = interpret_event(json.dumps(event("charge.captured", {**charge, "metadata": {}})))
+    assert anonymous is not None and anonymous.cart_id is None
+    uncaptured = {**charge, "captured": False}
+    assert interpret_event(json.dumps(event("charge.captured", uncaptured))) is None
+
+
+def test_refund_and_dispute_events_carry_what_the_aggregate_needs() -> None:
+    refund = intent("refund_succeeded.json")
+    refund["metadata"] = {
+        "payments_call_key": "key_1",
+        "session_id": "ps_1",
+        "cart_id": "cart_1",
+    }
+    by_status = {
+        status: interpret_event(json.dumps(event("refund.updated", {**refund, "status": status})))
+        for status in ("pending", "succeeded", "failed", "canceled")
+    }
+    assert {s: a.meaning if a else None for s, a in by_status.items()} == {
+        "pending": "refund_pending",
+        "succeeded": "refund_succeeded",
+        "failed": "refund_failed",
+        "canceled": "refund_failed",
+    }
+    ok = by_status["succeeded"]
+    assert ok is not None and ok.cart_id == "cart_1" and ok.amount == 1000
+    assert ok.data["provider_key"] == "key_1" and ok.data["refund_id"] == refund["id"]
+
+    dispute = load("dispute_needs_response.json", payment_intent="pi_1", charge="ch_1")
+    statuses = {
+        s: interpret_event(json.dumps(event("charge.dispute.updated", {**dispute, "status": s})))
+        for s in ("warning_needs_response", "under_review", "warning_closed", "won", "lost")
+    }
+    assert {s: a.data["status"] for s, a in statuses.items() if a} == {
+        "warning_needs_response": "open",
+        "under_review": "open",
+        "warning_closed": "won",
+        "won": "won",
+        "lost": "lost",
+    }
+    opened = statuses["under_review"]
+    assert opened is not None and opened.meaning == "disputed" and opened.cart_id is None
+    assert opened.provider_reference == "pi_1" and opened.amount == 5000
+    assert opened.data["evidence_due_by"].isoformat() == "2025-01-14T23:59:59+00:00"

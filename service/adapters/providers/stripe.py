@@ -8,6 +8,10 @@ Options (``PAYMENTS_PROVIDER_OPTIONS["stripe"]``):
 * ``api_base``: defaults to Stripe's own; tests point it at localstripe.
 * ``webhook_secret``: the endpoint's signing secret (``whsec_…``). Without it every
   webhook fails verification (400), which is the safe default.
+* ``webhook_secrets`` (list): more signing secrets accepted at the same time, for
+  rotation: Stripe signs with the new and the old secret while a rolled secret
+  expires, and events already on the topic were signed with the old one. A webhook
+  verifies when any configured secret matches.
 * ``capture`` (bool): capture on authorization (``capture_method: automatic``).
 * ``multicapture`` (bool, default false): request Stripe's multicapture on new
   intents and send ``final_capture: false`` on captures that leave an amount
@@ -39,7 +43,10 @@ refused, never rounded (KWD amounts must end in 0 at Stripe, for instance).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Awaitable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -67,6 +74,7 @@ from .options import OPTIONS_VARIABLE, ProviderConfigError, check_known, option_
 from .stripe_mapping import (
     CANCELABLE,
     CONFIRMABLE,
+    REFUND_CALL_KEY_METADATA,
     UPDATABLE,
     as_int,
     error_outcome,
@@ -75,6 +83,7 @@ from .stripe_mapping import (
     intent_outcome,
     interpret_event,
     object_id,
+    our_amount,
     public_intent_data,
     refund_reason,
 )
@@ -92,6 +101,7 @@ _OPTIONS: Final = frozenset(
         "api_key",
         "api_base",
         "webhook_secret",
+        "webhook_secrets",
         "capture",
         "multicapture",
         "payment_method_types",
@@ -118,6 +128,28 @@ def _option_str(options: Mapping[str, Any], name: str, *, required: bool) -> str
             + (" (it is required)" if required else "")
         )
     return value.strip()
+
+
+def _webhook_secrets(options: Mapping[str, Any]) -> tuple[str, ...]:
+    """`webhook_secret` and `webhook_secrets`, in that order, without repeats."""
+    secrets: list[str] = []
+    single = _option_str(options, "webhook_secret", required=False)
+    if single is not None:
+        secrets.append(single)
+    many = options.get("webhook_secrets")
+    if many is not None:
+        if not isinstance(many, list) or not all(isinstance(v, str) and v.strip() for v in many):
+            raise ProviderConfigError(
+                f"{OPTIONS_VARIABLE}: stripe.webhook_secrets must be a list of non-empty strings"
+            )
+        secrets.extend(v.strip() for v in many)
+    return tuple(dict.fromkeys(secrets))
+
+
+def _fingerprint(params: Mapping[str, Any]) -> str:
+    """A short, stable digest of request parameters, for idempotency keys."""
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -152,7 +184,7 @@ class StripeProvider:
         self.api_base: str = (
             _option_str(options, "api_base", required=False) or DEFAULT_API_BASE
         ).rstrip("/")
-        self._webhook_secret = _option_str(options, "webhook_secret", required=False)
+        self._webhook_secrets = _webhook_secrets(options)
         self.capture_on_authorize: bool = option_bool(self.id, options, "capture", False)
         self.multicapture: bool = option_bool(self.id, options, "multicapture", False)
         self.timeout_s: float = option_float(self.id, options, "timeout_s", 20.0, minimum=0.1)
@@ -219,9 +251,14 @@ class StripeProvider:
         }
         if self.multicapture and not self.capture_on_authorize:
             params["payment_method_options"] = {"card": {"request_multicapture": "if_available"}}
-        # Keyed by the session, whichever call creates it: initiate and an
-        # authorize that finds no intent reach the same one.
-        key = idempotency_key("initiate", f"{call.session_id}:initiate")
+        # Keyed by the session and the parameters, whichever call creates it:
+        # initiate and an authorize that finds no intent reach the same one. The
+        # parameters belong in the key because Stripe refuses a key reused with
+        # other parameters for 24 hours: after a lost create answer, a session
+        # whose amount then changed would otherwise fail every call for a day. A
+        # changed amount creates a new intent; the one whose answer was lost was
+        # never confirmed, holds no money, and Stripe expires it.
+        key = idempotency_key("initiate", f"{call.session_id}:initiate", _fingerprint(params))
         return await self._stripe(
             self._client.v1.payment_intents.create_async(
                 cast("PaymentIntentCreateParams", params), {"idempotency_key": key}
@@ -477,6 +514,7 @@ class StripeProvider:
             intent_id = self._payment_intent(call)
             metadata: dict[str, str] = {
                 REFUND_KEY_METADATA: key,
+                REFUND_CALL_KEY_METADATA: call.idempotency_key,
                 "session_id": call.session_id,
                 "cart_id": call.cart_id,
             }
@@ -506,11 +544,12 @@ class StripeProvider:
     def _refund_outcome(refund: Mapping[str, Any], call: ProviderCall) -> ProviderOutcome:
         status = refund.get("status")
         data = {"id": refund.get("id"), "status": status}
-        # `pending` is accepted by Stripe and settles later (a later failure comes as
-        # a `refund.failed`/`charge.refund.updated` event, outside this adapter).
-        if status in ("succeeded", "pending", None):
+        # `pending` is accepted by Stripe but is not money back yet: the refund
+        # stays reserved until `refund.updated` says succeeded or failed (or the
+        # reconciler's status query finds it settled).
+        if status in ("succeeded", None):
             return ProviderOutcome.succeeded(data, amount=call.amount)
-        if status == "requires_action":
+        if status in ("pending", "requires_action"):
             return ProviderOutcome.pending(data)
         reason = refund.get("failure_reason")
         return ProviderOutcome.failed(
@@ -557,8 +596,10 @@ class StripeProvider:
           ``transient``: the confirmation never took effect, so re-sending it under
           the same key is safe; answering ``pending`` would leave the session to wait
           for a confirmation nobody will make;
-        * capture: ``succeeded`` once the intent is captured; still capturable →
-          ``transient`` (re-send: Stripe de-duplicates by key); canceled → failed;
+        * capture: once the intent is captured, whether by this capture (see
+          :meth:`_settled_capture_status`: succeeded, failed, or re-send under the
+          same key); still capturable → ``transient`` (re-send: Stripe
+          de-duplicates by key); canceled → failed;
         * refund: the refund carrying our key in its metadata, or ``transient`` when
           there is none (nothing was refunded under this key);
         * cancel: ``succeeded`` when the intent is canceled, else ``transient``;
@@ -577,7 +618,7 @@ class StripeProvider:
                 intent = await self._retrieve(self._payment_intent(call))
                 status = intent.get("status")
                 if status == "succeeded":
-                    return ProviderOutcome.succeeded(public_intent_data(intent), amount=call.amount)
+                    return self._settled_capture_status(intent, call)
                 if status == "canceled":
                     return ProviderOutcome.failed(
                         "the PaymentIntent is canceled", code="payment_intent_unexpected_state"
@@ -593,6 +634,41 @@ class StripeProvider:
         except _Answer as answer:
             return answer.outcome
         return ProviderOutcome.transient("session calls are safe to repeat")
+
+    def _settled_capture_status(
+        self, intent: Mapping[str, Any], call: ProviderCall
+    ) -> ProviderOutcome:
+        """Whether *this* capture is the one a succeeded intent took.
+
+        An intent that succeeded says that some capture happened, not that ours
+        did: after a partial capture Stripe releases the rest (without
+        multicapture) and refuses every later capture, so a second partial capture
+        whose answer was lost must not be booked. Only Stripe's own record of our
+        key can tell, so the ambiguous cases are re-sent under the same key
+        (``not_found``): Stripe replays our capture's answer if it happened, or
+        refuses it if it did not.
+
+        * the whole intent received in one capture of exactly our amount: ours;
+        * without multicapture, a received amount other than ours: another
+          capture took the intent and ours was refused;
+        * anything else (a partial capture of our amount, multicapture, no
+          ``amount_received``): re-send under the same key.
+        """
+        currency = intent.get("currency") if isinstance(intent.get("currency"), str) else None
+        received = our_amount(intent.get("amount_received"), currency)
+        whole = our_amount(intent.get("amount"), currency)
+        if received is not None and received == call.amount == whole:
+            return ProviderOutcome.succeeded(public_intent_data(intent), amount=call.amount)
+        if received is not None and received != call.amount and not self.multicapture:
+            return ProviderOutcome.failed(
+                f"PaymentIntent {intent.get('id')} was captured for {received}, not for this "
+                f"capture of {call.amount}; without multicapture Stripe refuses a second capture",
+                code="payment_intent_unexpected_state",
+            )
+        return ProviderOutcome.not_found(
+            "the intent is captured; re-sending under the same key lets Stripe say whether "
+            "this capture was the one"
+        )
 
     async def _refund_status(self, call: ProviderCall) -> ProviderOutcome:
         key = idempotency_key("refund", call.idempotency_key)
@@ -612,26 +688,12 @@ class StripeProvider:
     def verify_webhook(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
         """Check Stripe's `Stripe-Signature` (HMAC-SHA256 of `t.body`) and its age.
 
-        The signature is checked by the SDK (constant-time compare, every ``v1``
-        entry); the timestamp against `now` rather than the SDK's wall clock, with
-        Stripe's 300 s tolerance either way, so a captured request cannot be
-        replayed later and the check is testable.
+        The signature is checked as in :meth:`verify_webhook_signature`; the timestamp
+        against `now` rather than the SDK's wall clock, with Stripe's 300 s tolerance
+        either way, so a captured request cannot be replayed later over HTTP and the
+        check is testable.
         """
-        if not self._webhook_secret:
-            raise WebhookVerificationError("no stripe.webhook_secret is configured")
-        header = _header(headers, SIGNATURE_HEADER)
-        if not header:
-            raise WebhookVerificationError("missing Stripe-Signature header")
-        try:
-            payload = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise WebhookVerificationError("body is not UTF-8") from exc
-        try:
-            stripe.WebhookSignature.verify_header(
-                payload, header, self._webhook_secret, tolerance=None
-            )
-        except stripe.SignatureVerificationError as exc:
-            raise WebhookVerificationError(str(exc)) from exc
+        header = self._verified_header(headers, body)
         timestamp = _signature_timestamp(header)
         if timestamp is None:
             raise WebhookVerificationError("Stripe-Signature has no timestamp")
@@ -642,8 +704,75 @@ class StripeProvider:
                 f"(tolerance {WEBHOOK_TOLERANCE_S}s)"
             )
 
+    def verify_webhook_signature(self, headers: Mapping[str, str], body: bytes) -> None:
+        """The signature alone, with no age limit: for the consumer of the webhook topic.
+
+        A webhook stored on the topic is applied long after it arrived (a redelivery,
+        a dead letter sent back), so its age proves nothing there; its signature
+        proves that Stripe wrote exactly these bytes.
+        """
+        self._verified_header(headers, body)
+
+    def _verified_header(self, headers: Mapping[str, str], body: bytes) -> str:
+        """The `Stripe-Signature` header once one configured secret verifies it.
+
+        The SDK compares in constant time against every ``v1`` entry of the header;
+        each configured secret is tried in turn (rotation).
+        """
+        if not self._webhook_secrets:
+            raise WebhookVerificationError("no stripe.webhook_secret is configured")
+        header = _header(headers, SIGNATURE_HEADER)
+        if not header:
+            raise WebhookVerificationError("missing Stripe-Signature header")
+        try:
+            payload = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise WebhookVerificationError("body is not UTF-8") from exc
+        failure = "no signature matched"
+        for secret in self._webhook_secrets:
+            try:
+                stripe.WebhookSignature.verify_header(payload, header, secret, tolerance=None)
+            except stripe.SignatureVerificationError as exc:
+                failure = str(exc)
+                continue
+            return header
+        raise WebhookVerificationError(failure)
+
     def interpret_webhook(self, headers: Mapping[str, str], payload: str) -> WebhookAction | None:
         return interpret_event(payload)
+
+    async def resolve_webhook(
+        self, headers: Mapping[str, str], payload: str
+    ) -> WebhookAction | None:
+        """:meth:`interpret_webhook`, with the cart looked up where the event lacks it.
+
+        A refund made in the dashboard and every dispute name only the PaymentIntent;
+        its metadata names our session and cart. A Stripe error here raises, so the
+        consumer retries the webhook (and dead-letters it if Stripe stays away)
+        rather than dropping a dispute.
+        """
+        action = interpret_event(payload)
+        if action is None or action.cart_id is not None:
+            return action
+        try:
+            intent = await self._retrieve(action.provider_reference)
+        except _Answer as answer:
+            if answer.outcome.kind == OutcomeKind.FAILED:
+                return None  # no such intent on this account (or not ours to read)
+            raise RuntimeError(
+                f"stripe: cannot look up PaymentIntent {action.provider_reference} "
+                f"for a webhook: {answer.outcome.message}"
+            ) from answer
+        metadata = intent.get("metadata")
+        metadata = metadata if isinstance(metadata, Mapping) else {}
+        cart_id, session_id = metadata.get("cart_id"), metadata.get("session_id")
+        if not isinstance(cart_id, str) or not cart_id:
+            return None  # another integration's intent on the same account
+        return replace(
+            action,
+            cart_id=cart_id,
+            session_id=session_id if isinstance(session_id, str) and session_id else None,
+        )
 
     async def close(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import stripe
@@ -146,6 +147,42 @@ def public_intent_data(intent: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
+def storefront_action(intent: Mapping[str, Any]) -> dict[str, Any]:
+    """The `action` of `payment.requires_action`: what a storefront needs to finish.
+
+    Stripe's `next_action` is kept as it is (its `type` and the object named by the
+    type), and beside it, flat:
+
+    * ``payment_intent_id`` and ``client_secret``: Stripe.js finishes any action
+      with them (``stripe.handleNextAction({clientSecret})``); for the common
+      ``use_stripe_sdk`` (in-page 3-D Secure) there is no other way;
+    * ``url`` (and ``return_url``) for ``redirect_to_url``: a storefront without
+      Stripe.js sends the customer there and gets them back on the return URL.
+
+    The client secret is meant for the customer's browser (it cannot move money
+    without the customer); the logs redact it all the same.
+    """
+    next_action = intent.get("next_action")
+    action: dict[str, Any] = (
+        dict(next_action) if isinstance(next_action, Mapping) else {"type": "unknown"}
+    )
+    if not isinstance(action.get("type"), str):
+        action["type"] = "unknown"
+    intent_id = object_id(intent.get("id"))
+    if intent_id is not None:
+        action["payment_intent_id"] = intent_id
+    secret = intent.get("client_secret")
+    if isinstance(secret, str) and secret:
+        action["client_secret"] = secret
+    redirect = action.get("redirect_to_url")
+    if isinstance(redirect, Mapping):
+        for name in ("url", "return_url"):
+            value = redirect.get(name)
+            if isinstance(value, str) and value:
+                action[name] = value
+    return action
+
+
 def failed_payment_method(intent: Mapping[str, Any]) -> str | None:
     """The payment method the last failed attempt used, where Stripe says so."""
     error = intent.get("last_payment_error")
@@ -185,9 +222,7 @@ def intent_outcome(intent: Mapping[str, Any]) -> ProviderOutcome:
             return ProviderOutcome.declined(_error_message(error), _error_code(error))
         return ProviderOutcome.pending(data)
     if status == "requires_action":
-        next_action = intent.get("next_action")
-        action = dict(next_action) if isinstance(next_action, Mapping) else {"type": "unknown"}
-        return ProviderOutcome.requires_more(action, data)
+        return ProviderOutcome.requires_more(storefront_action(intent), data)
     if status == "requires_capture":
         amount = our_amount(intent.get("amount_capturable"), currency)
         if amount is None:
@@ -259,12 +294,57 @@ def _not_sent(exc: BaseException) -> bool:
     return isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
-def interpret_event(payload: str) -> WebhookAction | None:
-    """What a (verified) Stripe event means for one of our sessions, or None.
+REFUND_EVENTS: Final = frozenset(
+    {"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"}
+)
+"""Events whose object is a Refund (Stripe sends `charge.refund.updated` on older
+API versions and `refund.*` on newer ones; both are handled)."""
 
-    Only PaymentIntent events we created count: the intent's metadata must name
-    our session and cart, as :meth:`StripeProvider.initiate` writes them. Another
-    integration's intents on the same Stripe account mean nothing to us.
+DISPUTE_EVENTS: Final = frozenset(
+    {
+        "charge.dispute.created",
+        "charge.dispute.updated",
+        "charge.dispute.closed",
+        "charge.dispute.funds_withdrawn",
+        "charge.dispute.funds_reinstated",
+    }
+)
+
+REFUND_MEANINGS: Final[dict[str, WebhookMeaning]] = {
+    "succeeded": "refund_succeeded",
+    "pending": "refund_pending",
+    "requires_action": "refund_pending",
+    "failed": "refund_failed",
+    "canceled": "refund_failed",
+}
+"""A Refund's `status` → what it means; `pending` is not money back yet."""
+
+DISPUTE_STATUSES: Final[dict[str, str]] = {
+    "warning_needs_response": "open",
+    "warning_under_review": "open",
+    "needs_response": "open",
+    "under_review": "open",
+    "warning_closed": "won",
+    "won": "won",
+    "prevented": "won",
+    "lost": "lost",
+}
+"""Stripe's dispute `status` → the contract's `open`/`won`/`lost`. An inquiry closed
+without a chargeback (`warning_closed`) leaves the money with the merchant: won."""
+
+REFUND_CALL_KEY_METADATA: Final = "payments_call_key"
+"""Refund metadata holding our call's idempotency key (the pending refund's key)."""
+
+
+def interpret_event(payload: str) -> WebhookAction | None:
+    """What a (verified) Stripe event means for one of our payments, or None.
+
+    PaymentIntent events count only for intents we created: the intent's metadata
+    must name our session and cart, as :meth:`StripeProvider.initiate` writes them.
+    Refund, charge and dispute events name the PaymentIntent; refunds we created
+    carry our ids in their metadata, others (the dashboard's, disputes) come back
+    with ``cart_id`` None and the PaymentIntent id as ``provider_reference``, for
+    :meth:`StripeProvider.resolve_webhook` to look the cart up.
     """
     try:
         event = json.loads(payload)
@@ -272,10 +352,22 @@ def interpret_event(payload: str) -> WebhookAction | None:
         return None
     if not isinstance(event, Mapping):
         return None
-    meaning = WEBHOOK_MEANINGS.get(str(event.get("type")))
+    event_type = str(event.get("type"))
     data = event.get("data")
-    intent = data.get("object") if isinstance(data, Mapping) else None
-    if meaning is None or not isinstance(intent, Mapping):
+    obj = data.get("object") if isinstance(data, Mapping) else None
+    if not isinstance(obj, Mapping):
+        return None
+    if event_type in REFUND_EVENTS:
+        return _refund_action(obj)
+    if event_type == "charge.refunded":
+        return _charge_refunded_action(obj)
+    if event_type == "charge.captured":
+        return _charge_captured_action(obj)
+    if event_type in DISPUTE_EVENTS:
+        return _dispute_action(obj)
+    meaning = WEBHOOK_MEANINGS.get(event_type)
+    intent = obj
+    if meaning is None:
         return None
     if intent.get("object") not in (None, "payment_intent"):
         return None
@@ -297,8 +389,7 @@ def interpret_event(payload: str) -> WebhookAction | None:
     elif meaning == "authorized":
         amount = our_amount(intent.get("amount_capturable"), currency)
     elif meaning == "requires_more":
-        next_action = intent.get("next_action")
-        action = dict(next_action) if isinstance(next_action, Mapping) else {"type": "unknown"}
+        action = storefront_action(intent)
     elif meaning == "failed":
         error = intent.get("last_payment_error")
         message = _error_message(error) if isinstance(error, Mapping) else "the payment failed"
@@ -311,4 +402,146 @@ def interpret_event(payload: str) -> WebhookAction | None:
         data=public_intent_data(intent),
         action=action,
         message=message,
+    )
+
+
+def _ours(metadata: Any) -> tuple[str | None, str | None]:
+    """(session_id, cart_id) from an object's metadata, where we wrote them."""
+    if not isinstance(metadata, Mapping):
+        return None, None
+    session_id, cart_id = metadata.get("session_id"), metadata.get("cart_id")
+    return (
+        session_id if isinstance(session_id, str) and session_id else None,
+        cart_id if isinstance(cart_id, str) and cart_id else None,
+    )
+
+
+def _refund_action(refund: Mapping[str, Any]) -> WebhookAction | None:
+    if refund.get("object") not in (None, "refund"):
+        return None
+    refund_id = object_id(refund.get("id"))
+    intent_id = object_id(refund.get("payment_intent"))
+    meaning = REFUND_MEANINGS.get(str(refund.get("status")))
+    if refund_id is None or intent_id is None or meaning is None:
+        return None
+    currency = refund.get("currency") if isinstance(refund.get("currency"), str) else None
+    metadata = refund.get("metadata") if isinstance(refund.get("metadata"), Mapping) else {}
+    assert isinstance(metadata, Mapping)
+    session_id, cart_id = _ours(metadata)
+    provider_key = metadata.get(REFUND_CALL_KEY_METADATA)
+    if not isinstance(provider_key, str) or not provider_key:
+        # Refunds made before the call key was in the metadata: the Stripe key is
+        # "refund:" + our key unless it had to be hashed.
+        stripe_key = metadata.get("payments_refund_key")
+        provider_key = (
+            stripe_key.removeprefix("refund:")
+            if isinstance(stripe_key, str)
+            and stripe_key.startswith("refund:")
+            and not stripe_key.startswith("refund:sha256:")
+            else None
+        )
+    reason = refund.get("reason")
+    failure = refund.get("failure_reason")
+    return WebhookAction(
+        meaning=meaning,
+        session_id=session_id,
+        cart_id=cart_id,
+        provider_reference=intent_id,
+        amount=our_amount(refund.get("amount"), currency),
+        data={
+            "refund_id": refund_id,
+            "refund_status": refund.get("status"),
+            "provider_key": provider_key,
+            "reason": reason if isinstance(reason, str) else None,
+            "failure_reason": failure if isinstance(failure, str) else None,
+        },
+        message=f"refund {refund_id} {refund.get('status')}",
+    )
+
+
+def _charge_refunded_action(charge: Mapping[str, Any]) -> WebhookAction | None:
+    """`charge.refunded`: the newest refund of the charge's list, when Stripe sends it.
+
+    Since API version 2022-11-15 the list is not in the event; the `refund.*`
+    events then carry every refund (subscribe to them, see the README).
+    """
+    if charge.get("object") not in (None, "charge"):
+        return None
+    refunds = charge.get("refunds")
+    listed = refunds.get("data") if isinstance(refunds, Mapping) else None
+    if not isinstance(listed, list) or not listed or not isinstance(listed[0], Mapping):
+        return None
+    newest = dict(listed[0])
+    newest.setdefault("payment_intent", charge.get("payment_intent"))
+    newest.setdefault("currency", charge.get("currency"))
+    action = _refund_action(newest)
+    if action is None or action.cart_id is not None:
+        return action
+    # The charge carries the PaymentIntent's metadata (Stripe copies it).
+    session_id, cart_id = _ours(charge.get("metadata"))
+    if cart_id is None:
+        return action
+    return WebhookAction(
+        meaning=action.meaning,
+        session_id=session_id,
+        cart_id=cart_id,
+        provider_reference=action.provider_reference,
+        amount=action.amount,
+        data=action.data,
+        message=action.message,
+    )
+
+
+def _charge_captured_action(charge: Mapping[str, Any]) -> WebhookAction | None:
+    """`charge.captured`: a capture, ours or the dashboard's, with multicapture too.
+
+    `amount_captured` is cumulative, like a succeeded intent's `amount_received`,
+    so the aggregate books only what it has not booked yet (see `captured`).
+    """
+    if charge.get("object") not in (None, "charge"):
+        return None
+    intent_id = object_id(charge.get("payment_intent"))
+    currency = charge.get("currency") if isinstance(charge.get("currency"), str) else None
+    amount = our_amount(charge.get("amount_captured"), currency)
+    if intent_id is None or amount is None or not charge.get("captured"):
+        return None
+    session_id, cart_id = _ours(charge.get("metadata"))
+    return WebhookAction(
+        meaning="captured",
+        session_id=session_id,
+        cart_id=cart_id,
+        provider_reference=intent_id,
+        amount=amount,
+        data={"id": intent_id, "latest_charge": object_id(charge.get("id"))},
+        message=f"charge {charge.get('id')} captured",
+    )
+
+
+def _dispute_action(dispute: Mapping[str, Any]) -> WebhookAction | None:
+    if dispute.get("object") not in (None, "dispute"):
+        return None
+    dispute_id = object_id(dispute.get("id"))
+    intent_id = object_id(dispute.get("payment_intent"))
+    provider_status = str(dispute.get("status"))
+    status = DISPUTE_STATUSES.get(provider_status)
+    if dispute_id is None or intent_id is None or status is None:
+        return None
+    currency = dispute.get("currency") if isinstance(dispute.get("currency"), str) else None
+    evidence = dispute.get("evidence_details")
+    due = as_int(evidence.get("due_by")) if isinstance(evidence, Mapping) else None
+    reason = dispute.get("reason")
+    return WebhookAction(
+        meaning="disputed",
+        session_id=None,
+        cart_id=None,  # disputes carry no metadata of ours: resolved from the intent
+        provider_reference=intent_id,
+        amount=our_amount(dispute.get("amount"), currency),
+        data={
+            "dispute_id": dispute_id,
+            "status": status,
+            "provider_status": provider_status,
+            "reason": reason if isinstance(reason, str) and reason else "unknown",
+            "evidence_due_by": datetime.fromtimestamp(due, UTC) if due else None,
+        },
+        message=f"dispute {dispute_id} {provider_status}",
     )

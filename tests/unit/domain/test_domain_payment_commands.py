@@ -77,17 +77,14 @@ def test_capture_default_amount_reserves_then_captures_everything(
     assert decision.kind == "call"
     assert decision.reserve
     [call] = decision.calls
-    assert (call.operation, call.amount, call.idempotency_key) == ("capture", 5000, "cmd_cap_1")
+    key = ids.provider_key(authorized.id, "capture", "cmd_cap_1")
+    assert (call.operation, call.amount, call.idempotency_key) == ("capture", 5000, key)
     assert call.payment_id == pid
     assert call.provider_id == "sandbox"
     reserved = decision.collection.payment
     assert reserved is not None
     [pending] = reserved.pending
-    assert (pending.operation, pending.amount, pending.provider_key) == (
-        "capture",
-        5000,
-        "cmd_cap_1",
-    )
+    assert (pending.operation, pending.amount, pending.provider_key) == ("capture", 5000, key)
     assert pending.fingerprint == command_fingerprint(cmd)
     assert decision.collection.needs_reconcile
     assert not decision.collection.has_processed("cmd_cap_1")
@@ -347,7 +344,9 @@ def test_resume_of_a_crashed_command_with_default_amount(authorized: PaymentColl
     resumed = begin_payment_command(reserved, capture("cmd_cap_1", pid))
     assert resumed.kind == "call"
     assert resumed.calls[0].amount == 5000
-    assert resumed.calls[0].idempotency_key == "cmd_cap_1"
+    assert resumed.calls[0].idempotency_key == ids.provider_key(
+        authorized.id, "capture", "cmd_cap_1"
+    )
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,10 @@ from domain_testkit import CART_ID, NOW, REGIONS, validate_event
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from service.domain import ids
 from service.domain.calls import ProviderCall
 from service.domain.cart import decide_cart_update, finish_cart_update
-from service.domain.checkout import begin_checkout, finish_authorization, finish_checkout
+from service.domain.checkout import begin_checkout, finish_checkout, next_checkout_call
 from service.domain.commands import (
     CancelPayment,
     CapturePayment,
@@ -27,13 +28,17 @@ from service.domain.commands import (
     PaymentCommand,
     RefundPayment,
     UpdateCart,
+    command_operation,
 )
 from service.domain.model import PaymentCollection
-from service.domain.outcomes import OutcomeKind, ProviderOutcome
-from service.domain.payment_commands import (
-    begin_payment_command,
-    finish_payment_command,
-    settle_pending,
+from service.domain.outcomes import ProviderOutcome
+from service.domain.payment_commands import begin_payment_command, finish_payment_command
+from service.domain.provider_events import REFUND_FAILED_ACTION
+from service.domain.reconcile import (
+    apply_reconcile,
+    calls_to_repeat,
+    status_queries,
+    void_calls_for_found_authorizations,
 )
 from service.domain.statuses import (
     CollectionStatus,
@@ -90,6 +95,9 @@ COMMAND_OUTCOME = st.sampled_from(
         ProviderOutcome.pending(),
     ]
 )
+NOT_FOUND = ProviderOutcome.not_found("no record of this operation")
+STATUS_OUTCOME = st.one_of(ANY_OUTCOME, st.just(NOT_FOUND))
+PENDING_STATUS_OUTCOME = st.one_of(COMMAND_OUTCOME, st.just(NOT_FOUND))
 #: Steps while nothing is authorized, and once a payment exists.
 STEPS_BEFORE = st.sampled_from(
     ["cart", "cart", "checkout", "checkout", "checkout", "webhook", "reconcile", "redeliver"]
@@ -196,14 +204,13 @@ def _checkout(world: World, data: st.DataObject, cmd: CompleteCheckout | None = 
         world.collection = decision.collection
         return
     answers: list[tuple[ProviderCall, ProviderOutcome]] = []
-    for call in decision.calls:
+    # The calls the service makes, in its order (the domain's `next_checkout_call`).
+    while (call := next_checkout_call(decision, answers)) is not None:
         if call.operation == "initiate":
             outcome = data.draw(SESSION_CALL_OUTCOME, label="initiate")
         else:
             outcome = data.draw(ANY_OUTCOME, label="authorize")
         answers.append((call, outcome))
-        if call.operation == "initiate" and outcome.kind != OutcomeKind.SUCCEEDED:
-            break
     world.collection = finish_checkout(decision, cmd, answers)
 
 
@@ -218,7 +225,10 @@ def _run_command(world: World, data: st.DataObject, cmd: PaymentCommand) -> None
         assert not decision.reserve
         return
     [call] = decision.calls
-    assert call.idempotency_key == cmd.command_id
+    # Namespaced by collection and operation (issue 16).
+    assert call.idempotency_key == ids.provider_key(
+        world.collection.id, command_operation(cmd), cmd.command_id
+    )
     if decision.reserve:
         assert world.collection.payment is not None
         assert world.collection.payment.pending_for(cmd.command_id) is not None
@@ -274,8 +284,24 @@ def _webhook(world: World, data: st.DataObject, redelivered: dict[str, Any] | No
         meanings: list[Meaning] = ["authorized", "captured", "failed", "requires_more", "canceled"]
         if collection.payment is not None:
             meanings += ["captured", "captured", "canceled"]
+            # Issue 13: money the provider moved on its own (provider_events, disputes).
+            meanings += ["refund_succeeded", "refund_failed", "refund_pending", "disputed"]
         meaning = data.draw(st.sampled_from(meanings), label="meaning")
+        extra: dict[str, Any] = {}
+        if meaning.startswith("refund_") and collection.payment is not None:
+            keys = [p.provider_key for p in collection.payment.pending if p.operation == "refund"]
+            extra["data"] = {
+                "refund_id": data.draw(st.sampled_from(["re_1", "re_2"]), label="refund id"),
+                "provider_key": data.draw(st.none() | st.sampled_from(keys or ["k"]), label="key"),
+            }
+        elif meaning == "disputed":
+            extra["data"] = {
+                "dispute_id": "du_1",
+                "status": data.draw(st.sampled_from(["open", "won", "lost"]), label="dispute"),
+                "reason": "fraudulent",
+            }
         redelivered = {
+            **extra,
             "event_id": world.next_id("evt_wh"),
             "meaning": meaning,
             "session_id": data.draw(st.none() | st.sampled_from(session_ids), label="session"),
@@ -298,24 +324,26 @@ def _webhook(world: World, data: st.DataObject, redelivered: dict[str, Any] | No
 
 
 def _reconcile(world: World, data: st.DataObject) -> None:
-    """What `PaymentService.reconcile` does, with the provider's answers drawn."""
+    """What `PaymentService.reconcile` does (the same domain functions), with the
+    provider's answers drawn: status queries first, then the repeats they allow."""
     if world.collection is None:
         return
     collection = world.collection.model_copy(deep=True)
-    for session in collection.sessions:
-        if not session.needs_reconcile or session.authorization_key is None:
-            continue
-        outcome = data.draw(ANY_OUTCOME, label="status")
-        if outcome.kind == OutcomeKind.UNKNOWN:
-            continue
-        attempt = collection.attempt_for(session.authorization_key)
-        cause = attempt.event_id if attempt and attempt.event_id else session.id
-        finish_authorization(collection, session.id, outcome, cause, NOW)
-    payment = collection.payment
-    if payment is not None:
-        for pending in list(payment.pending):
-            outcome = data.draw(COMMAND_OUTCOME, label="pending")
-            settle_pending(collection, pending, outcome, NOW)
+    statuses = [
+        (
+            call,
+            data.draw(
+                STATUS_OUTCOME if call.operation == "authorize" else PENDING_STATUS_OUTCOME,
+                label=f"status of {call.operation}",
+            ),
+        )
+        for call in status_queries(collection, NOW)
+    ]
+    repeats = calls_to_repeat(statuses) + void_calls_for_found_authorizations(collection, statuses)
+    answers = statuses + [
+        (call, data.draw(COMMAND_OUTCOME, label=f"repeated {call.operation}")) for call in repeats
+    ]
+    apply_reconcile(collection, answers, NOW)
     world.collection = collection
 
 
@@ -422,7 +450,10 @@ def _check(world: World, before: PaymentCollection | None) -> None:
     assert not set(pending_ids) & set(processed_ids), "a settled command is still reserved"
     # One event per money movement, never two.
     assert counts["payment.captured"] == len(payment.captures)
-    assert counts["payment.refunded"] == len(payment.refunds)
+    # A refund the provider reversed later (refund succeeded, then failed) was
+    # announced once and answered once by payment.failed; it is no longer booked.
+    reversed_refunds = [h for h in payment.history if h.action == REFUND_FAILED_ACTION]
+    assert counts["payment.refunded"] == len(payment.refunds) + len(reversed_refunds)
     assert counts["payment.authorized"] == 1
     assert counts["payment.canceled"] == int(payment.is_canceled)
     if payment.is_canceled:

@@ -225,10 +225,13 @@ def test_canceled_webhook_settles_the_cancel_in_flight() -> None:
     assert types_of(new_events(collection, after)) == ["payment.canceled"]
 
 
-def test_canceled_webhook_without_a_cancel_in_flight_changes_nothing() -> None:
+def test_canceled_webhook_without_a_cancel_in_flight_cancels_the_payment() -> None:
+    """Issue 13: an authorization expired or canceled at the provider is canceled here."""
     collection = authorized_collection()
-    assert not _notify(collection, "canceled")
-    assert collection.status == CollectionStatus.AUTHORIZED
+    assert _notify(collection, "canceled")
+    assert collection.status == CollectionStatus.CANCELED
+    assert collection.payment is not None and collection.payment.is_canceled
+    assert types_of(collection.unsent_events)[-1] == "payment.canceled"
 
 
 def test_captured_webhook_on_a_canceled_payment_changes_nothing() -> None:

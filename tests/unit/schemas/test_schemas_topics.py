@@ -40,6 +40,7 @@ CONTRACT_OUTBOUND = {
     "payment.captured",
     "payment.refunded",
     "payment.canceled",
+    "payment.disputed",
 }
 
 

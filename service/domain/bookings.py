@@ -1,0 +1,108 @@
+"""Money the books record as moved: a capture or a refund, and the event announcing it.
+
+Every path that books money — a capture command, capture on authorization, a capture
+or refund reported by the provider's webhook, a refund command — goes through these
+two functions, so the record, the collection's status and the outbound event can
+never disagree between paths.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from schemas.outbound import PaymentCaptured, PaymentRefunded
+from schemas.topics import PAYMENT_CAPTURED, PAYMENT_REFUNDED
+from service.domain import ids
+from service.domain.events import new_event
+from service.domain.model import Capture, Payment, PaymentCollection, Refund
+from service.domain.statuses import CollectionStatus, collection_transition
+
+
+def payment_reference(collection: PaymentCollection, payment: Payment) -> dict[str, Any]:
+    """The fields every event about this payment carries."""
+    return {
+        "cart_id": collection.cart_id,
+        "collection_id": collection.id,
+        "provider_id": payment.provider_id,
+        "currency_code": payment.currency_code,
+        "payment_id": payment.id,
+    }
+
+
+def record_capture(
+    collection: PaymentCollection,
+    payment: Payment,
+    *,
+    command_id: str,
+    amount: int,
+    causation_id: str,
+    now: datetime,
+    source: Literal["admin", "auto", "webhook"] = "admin",
+) -> Capture:
+    """Book a capture, move the collection to (partially) captured, announce it."""
+    capture = Capture(
+        id=ids.capture_id(payment.id, command_id),
+        amount=amount,
+        command_id=command_id,
+        source=source,
+        created_at=now,
+    )
+    payment.captures.append(capture)
+    fully = payment.captured_total >= payment.amount
+    target = CollectionStatus.COMPLETED if fully else CollectionStatus.PARTIALLY_CAPTURED
+    if collection.status != target:
+        collection.status = collection_transition(collection.status, target)
+    new_event(
+        collection,
+        PaymentCaptured.model_validate(
+            {
+                **payment_reference(collection, payment),
+                "capture_id": capture.id,
+                "amount": capture.amount,
+                "captured_total": payment.captured_total,
+                "fully_captured": fully,
+            }
+        ),
+        PAYMENT_CAPTURED,
+        causation_id,
+        now,
+    )
+    return capture
+
+
+def record_refund(
+    collection: PaymentCollection,
+    payment: Payment,
+    *,
+    command_id: str,
+    amount: int,
+    reason: str | None,
+    causation_id: str,
+    now: datetime,
+) -> Refund:
+    """Book a refund and announce it."""
+    refund = Refund(
+        id=ids.refund_id(payment.id, command_id),
+        amount=amount,
+        command_id=command_id,
+        reason=reason,
+        created_at=now,
+    )
+    payment.refunds.append(refund)
+    new_event(
+        collection,
+        PaymentRefunded.model_validate(
+            {
+                **payment_reference(collection, payment),
+                "refund_id": refund.id,
+                "amount": refund.amount,
+                "refunded_total": payment.refunded_total,
+                "reason": refund.reason,
+            }
+        ),
+        PAYMENT_REFUNDED,
+        causation_id,
+        now,
+    )
+    return refund

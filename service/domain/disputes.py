@@ -1,0 +1,100 @@
+"""Disputes (chargebacks): recorded on the payment, published as `payment.disputed`.
+
+The provider reports a dispute when the customer's bank opens it and on every
+change after (evidence due, under review, decided). The payment keeps one record
+per dispute with the provider's latest word; `payment.disputed` is published when
+a dispute opens and on each change of its `status` (`open` → `won`/`lost`), not
+for the provider's intermediate steps. A decided dispute does not reopen: a late
+`updated` event arriving after the `closed` one changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, cast
+
+from schemas.outbound import PaymentDisputed
+from service.domain.events import new_event
+from service.domain.model import Dispute, HistoryEntry, PaymentCollection
+
+DisputeStatus = Literal["open", "won", "lost"]
+DECIDED: frozenset[str] = frozenset({"won", "lost"})
+
+
+def apply_dispute(
+    collection: PaymentCollection,
+    *,
+    event_id: str,
+    amount: int | None,
+    data: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Record what the provider says about one dispute; publish on a status change."""
+    payment = collection.payment
+    dispute_id = data.get("dispute_id")
+    status = data.get("status")
+    if payment is None or not isinstance(dispute_id, str) or not dispute_id:
+        return
+    if status not in ("open", "won", "lost"):
+        return
+    provider_status = str(data.get("provider_status") or status)
+    reason = str(data.get("reason") or "unknown")
+    due = data.get("evidence_due_by")
+    evidence_due_by = due if isinstance(due, datetime) else None
+    existing = next((d for d in payment.disputes if d.id == dispute_id), None)
+    if existing is None:
+        existing = Dispute(
+            id=dispute_id,
+            amount=amount if amount is not None else payment.captured_total,
+            status=cast(DisputeStatus, status),
+            provider_status=provider_status,
+            reason=reason,
+            evidence_due_by=evidence_due_by,
+            opened_at=now,
+            updated_at=now,
+        )
+        payment.disputes.append(existing)
+        changed_status = True
+    else:
+        if existing.status in DECIDED and status != existing.status:
+            return  # decided disputes stay decided; a late update is stale
+        changed_status = existing.status != status
+        existing.status = cast(DisputeStatus, status)
+        existing.provider_status = provider_status
+        existing.reason = reason
+        if amount is not None:
+            existing.amount = amount
+        if evidence_due_by is not None:
+            existing.evidence_due_by = evidence_due_by
+        existing.updated_at = now
+    payment.history.append(
+        HistoryEntry(
+            at=now,
+            action="dispute",
+            command_id=event_id,
+            amount=existing.amount,
+            outcome=f"dispute {dispute_id} {provider_status}",
+        )
+    )
+    if not changed_status:
+        return
+    new_event(
+        collection,
+        PaymentDisputed.model_validate(
+            {
+                "cart_id": collection.cart_id,
+                "collection_id": collection.id,
+                "provider_id": payment.provider_id,
+                "currency_code": payment.currency_code,
+                "payment_id": payment.id,
+                "dispute_id": dispute_id,
+                "amount": existing.amount,
+                "status": existing.status,
+                "reason": existing.reason,
+                "evidence_due_by": existing.evidence_due_by,
+            }
+        ),
+        "payment.disputed",
+        event_id,
+        now,
+    )

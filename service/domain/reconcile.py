@@ -1,0 +1,232 @@
+"""Reconciliation: settling what the service does not know, by asking the provider.
+
+Three kinds of things can be left unknown: an authorization whose answer was
+lost, a reserved capture/refund/cancel whose call did not finish, and a lost
+authorization (one that is not the payment) still to be voided. The rule for
+all three: ask the provider for the status first; repeat a call only when the
+provider says it never happened (a repeat after the provider's idempotency
+window would be a new operation); never repeat an authorization (the customer
+is not there to authenticate it).
+
+The service layer makes the calls; these functions decide which and apply what
+came back, so the unit tests and the model test use the very same rules.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from service.domain.calls import ProviderCall
+from service.domain.checkout import (
+    authorization_call,
+    finish_authorization,
+    unknown_authorization_queries,
+)
+from service.domain.model import LostAuthorization, PaymentCollection
+from service.domain.outcomes import OutcomeKind, ProviderOutcome
+from service.domain.payment_commands import apply_late_success, pending_call, settle_pending
+
+Answers = list[tuple[ProviderCall, ProviderOutcome]]
+
+# Back-off after a pass that could not settle everything (the status query
+# failed, the provider is not installed): the collection goes to the back of the
+# queue, which is ordered by due time, so it cannot hold up the others; the
+# delay grows slowly, as most such failures are brief.
+BACKOFF_BASE = timedelta(seconds=0.5)
+BACKOFF_MAX = timedelta(minutes=1)
+
+_NO_ANSWER = (OutcomeKind.UNKNOWN, OutcomeKind.PENDING)
+
+
+def void_call(collection: PaymentCollection, void: LostAuthorization) -> ProviderCall:
+    """The cancel that releases a lost authorization, under its own stable key."""
+    return ProviderCall(
+        operation="cancel",
+        provider_id=void.provider_id,
+        idempotency_key=void.void_key,
+        session_id=void.session_id,
+        amount=void.amount,
+        currency_code=void.currency_code,
+        cart_id=collection.cart_id,
+        data=dict(void.data),
+        ref=f"void:{void.authorization_key}",
+    )
+
+
+def _void_authorization_call(
+    collection: PaymentCollection, void: LostAuthorization
+) -> ProviderCall:
+    """The authorization a void is about, for asking whether it exists at all."""
+    return ProviderCall(
+        operation="authorize",
+        provider_id=void.provider_id,
+        idempotency_key=void.authorization_key,
+        session_id=void.session_id,
+        amount=void.amount,
+        currency_code=void.currency_code,
+        cart_id=collection.cart_id,
+        data=dict(void.data),
+        ref=f"void:{void.authorization_key}",
+    )
+
+
+def status_queries(collection: PaymentCollection, now: datetime) -> list[ProviderCall]:
+    """What to ask the provider about this collection now (status queries only).
+
+    Reservations whose owner's lease has not expired are left to their owner.
+    """
+    queries = unknown_authorization_queries(collection, now)
+    payment = collection.payment
+    if payment is not None:
+        queries += [
+            pending_call(payment, collection, p)
+            for p in payment.pending
+            if p.lease_until is None or p.lease_until <= now
+        ]
+    for void in collection.voids:
+        queries.append(
+            void_call(collection, void)
+            if void.confirmed
+            else _void_authorization_call(collection, void)
+        )
+    return queries
+
+
+def calls_to_repeat(statuses: Answers) -> list[ProviderCall]:
+    """The money calls the provider says never happened: safe to make (same key).
+
+    Authorizations are never repeated; a void whose authorization turned out to
+    exist is made now.
+    """
+    repeats: list[ProviderCall] = []
+    for call, outcome in statuses:
+        if call.operation in ("capture", "refund", "cancel") and outcome.is_not_found:
+            repeats.append(call)
+    return repeats
+
+
+def void_calls_for_found_authorizations(
+    collection: PaymentCollection, statuses: Answers
+) -> list[ProviderCall]:
+    """Voids whose authorization was unconfirmed and the status says it exists."""
+    calls = []
+    for call, outcome in statuses:
+        if call.operation != "authorize" or not (call.ref or "").startswith("void:"):
+            continue
+        void = _void_for(collection, call)
+        if void is not None and outcome.kind == OutcomeKind.SUCCEEDED:
+            confirmed = void.model_copy(update={"data": {**void.data, **outcome.data}})
+            calls.append(void_call(collection, confirmed))
+    return calls
+
+
+def _void_for(collection: PaymentCollection, call: ProviderCall) -> LostAuthorization | None:
+    key = (call.ref or "").removeprefix("void:")
+    return next((v for v in collection.voids if v.authorization_key == key), None)
+
+
+def _last_answers(answers: Answers) -> list[tuple[ProviderCall, ProviderOutcome]]:
+    """One answer per call: a repeat's answer replaces the status that asked for it."""
+    last: dict[tuple[str, str, str], tuple[ProviderCall, ProviderOutcome]] = {}
+    for call, outcome in answers:
+        last[(call.operation, call.idempotency_key, call.ref or "")] = (call, outcome)
+    return list(last.values())
+
+
+def apply_reconcile(collection: PaymentCollection, answers: Answers, now: datetime) -> bool:
+    """Apply status answers (and the answers to repeated calls) in place.
+
+    Works on whatever is stored when the answers arrive, so an answer that comes
+    late (after a handler or another pass wrote) is applied, not dropped. Returns
+    whether anything changed; when something stays unknown, the collection backs
+    off, so one that cannot be settled does not hold up the others.
+    """
+    if not answers:
+        return False
+    settled_any = False
+    unsettled = False
+    for call, outcome in _last_answers(answers):
+        ref = call.ref or ""
+        if ref.startswith("void:"):
+            changed, done = _apply_void(collection, call, outcome, now)
+        elif call.operation == "authorize":
+            changed, done = _apply_authorization(collection, call, outcome, now)
+        else:
+            changed, done = _apply_pending(collection, call, outcome, now)
+        settled_any = settled_any or changed
+        unsettled = unsettled or not done
+    if unsettled:
+        collection.reconcile_attempts += 1
+        delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(collection.reconcile_attempts - 1, 10))
+        collection.reconcile_after = now + delay
+    elif collection.reconcile_after is not None or collection.reconcile_attempts:
+        collection.reconcile_after = None
+        collection.reconcile_attempts = 0
+    collection.updated_at = now
+    return settled_any or unsettled
+
+
+def _question_failed(outcome: ProviderOutcome) -> bool:
+    return outcome.kind in _NO_ANSWER or (
+        outcome.kind == OutcomeKind.TRANSIENT and not outcome.is_not_found
+    )
+
+
+def _apply_authorization(
+    collection: PaymentCollection, call: ProviderCall, outcome: ProviderOutcome, now: datetime
+) -> tuple[bool, bool]:
+    session_id = (call.ref or "").removeprefix("session:")
+    session = collection.session_by_id(session_id)
+    if session is None or not session.needs_reconcile:
+        return False, True  # settled meanwhile (a webhook, the checkout)
+    if authorization_call(collection, session).idempotency_key != call.idempotency_key:
+        return False, True  # a newer attempt on the session: this answer is about another
+    if _question_failed(outcome):
+        return False, False
+    attempt = collection.attempt_for(session.authorization_key or "")
+    cause = attempt.event_id if attempt and attempt.event_id else session.id
+    finish_authorization(collection, session.id, outcome, cause, now)
+    return True, True
+
+
+def _apply_pending(
+    collection: PaymentCollection, call: ProviderCall, outcome: ProviderOutcome, now: datetime
+) -> tuple[bool, bool]:
+    payment = collection.payment
+    if payment is None:
+        return False, True
+    command_id = (call.ref or "").removeprefix("pending:")
+    pending = payment.pending_for(command_id)
+    if pending is None or pending.provider_key != call.idempotency_key:
+        # Settled meanwhile: a success still counts (the money moved).
+        if outcome.kind == OutcomeKind.SUCCEEDED:
+            return apply_late_success(collection, call, now), True
+        return False, True
+    if _question_failed(outcome) or outcome.is_not_found:
+        # No answer, or not found and not (yet) repeated: the money may move still.
+        return False, False
+    settle_pending(collection, pending, outcome, now)
+    return True, True
+
+
+def _apply_void(
+    collection: PaymentCollection, call: ProviderCall, outcome: ProviderOutcome, now: datetime
+) -> tuple[bool, bool]:
+    void = _void_for(collection, call)
+    if void is None:
+        return False, True
+    if call.operation == "authorize":
+        # An unconfirmed lost authorization: does it exist?
+        if _question_failed(outcome):
+            return False, False
+        if outcome.kind != OutcomeKind.SUCCEEDED:
+            collection.voids.remove(void)  # nothing is held: nothing to void
+            return True, True
+        void.confirmed = True
+        void.data = {**void.data, **outcome.data}
+        return True, True  # the cancel is made in the same pass, or on the next
+    if _question_failed(outcome) or outcome.is_not_found:
+        return False, False
+    # Voided, or the provider refuses (nothing left to void): either way done.
+    collection.voids.remove(void)
+    return True, True

@@ -1,0 +1,187 @@
+"""In-memory fakes of the store and publisher ports, for tests of the service layer.
+
+`MemoryCollectionStore` implements `service.ports.store.CollectionStore` with the
+same version check, ordering and reconcile/outbox queries as the Mongo adapter,
+so service-layer tests (and the stateful model test) exercise the real handlers
+without a database. Documents are kept as JSON, as the adapter stores them: a
+test can never share a mutable aggregate with the store by accident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from service.domain.model import OutboxEvent, PaymentCollection
+from service.ports.store import ConcurrencyConflict, Loaded, OrphanOutcome
+
+
+def _reconcile_at(collection: PaymentCollection) -> datetime | None:
+    # What the Mongo adapter stores as `reconcile_at` (leases and back-off included).
+    return collection.reconcile_due_at
+
+
+class MemoryCollectionStore:
+    """The store port over dicts; `save` is version-checked like `replace_one`."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, dict[str, Any]] = {}
+        self.claims: dict[str, str] = {}
+        self.orphans: dict[str, tuple[list[dict[str, Any]], bool]] = {}
+        self.saves = 0
+        self.conflicts = 0
+        #: Called before each save; a test may raise ConcurrencyConflict from it or
+        #: write a competing version (to play a concurrent writer).
+        self.before_save: Any = None
+
+    # -- documents ---------------------------------------------------------------
+
+    @staticmethod
+    def _loaded(document: dict[str, Any]) -> Loaded:
+        return Loaded(PaymentCollection.model_validate(document["state"]), document["version"])
+
+    async def load(self, collection_id: str) -> Loaded | None:
+        document = self.documents.get(collection_id)
+        return None if document is None else self._loaded(document)
+
+    async def load_by_cart(self, cart_id: str) -> Loaded | None:
+        for document in self.documents.values():
+            if document["cart_id"] == cart_id:
+                return self._loaded(document)
+        return None
+
+    async def load_by_payment(self, payment_id: str) -> Loaded | None:
+        for document in self.documents.values():
+            if document["payment_id"] == payment_id:
+                return self._loaded(document)
+        return None
+
+    @staticmethod
+    def _document(collection: PaymentCollection, version: int) -> dict[str, Any]:
+        unsent = [e.created_at for e in collection.outbox if not e.sent]
+        return {
+            "cart_id": collection.cart_id,
+            "payment_id": collection.payment.id if collection.payment else None,
+            "version": version,
+            "outbox_at": min(unsent) if unsent else None,
+            "reconcile_at": _reconcile_at(collection),
+            "state": collection.model_dump(mode="json"),
+        }
+
+    async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
+        if self.before_save is not None:
+            hook, self.before_save = self.before_save, None
+            await hook(collection, expected_version)
+        current = self.documents.get(collection.id)
+        if expected_version is None:
+            if current is not None or any(
+                d["cart_id"] == collection.cart_id for d in self.documents.values()
+            ):
+                self.conflicts += 1
+                raise ConcurrencyConflict(collection.id)
+            version = 1
+        else:
+            if current is None or current["version"] != expected_version:
+                self.conflicts += 1
+                raise ConcurrencyConflict(collection.id)
+            version = expected_version + 1
+        self.documents[collection.id] = self._document(collection, version)
+        self.saves += 1
+        return version
+
+    async def mark_sent(self, items: Sequence[tuple[PaymentCollection, int]]) -> None:
+        # As the adapter: only where the version is still the one published.
+        for collection, version in items:
+            current = self.documents.get(collection.id)
+            if current is None or current["version"] != version:
+                continue
+            sent = {e.id for e in collection.outbox}
+            stored = PaymentCollection.model_validate(current["state"])
+            for event in stored.outbox:
+                if event.id in sent:
+                    event.sent = True
+            self.documents[collection.id] = self._document(stored, version)
+
+    async def pending_outbox(self, limit: int) -> list[Loaded]:
+        pending = [d for d in self.documents.values() if d["outbox_at"] is not None]
+        pending.sort(key=lambda d: d["outbox_at"])
+        return [self._loaded(d) for d in pending[:limit]]
+
+    async def needing_reconcile(self, older_than: datetime, limit: int) -> list[Loaded]:
+        due = [
+            d
+            for d in self.documents.values()
+            if d["reconcile_at"] is not None and d["reconcile_at"] < older_than
+        ]
+        due.sort(key=lambda d: d["reconcile_at"])
+        return [self._loaded(d) for d in due[:limit]]
+
+    # -- claims and orphan answers ---------------------------------------------------
+
+    async def claim_command(self, command_id: str, fingerprint: str) -> str | None:
+        stored = self.claims.setdefault(command_id, fingerprint)
+        return None if stored == fingerprint else stored
+
+    async def save_orphan(self, outcome: OrphanOutcome) -> OrphanOutcome:
+        if outcome.event_id not in self.orphans:
+            self.orphans[outcome.event_id] = (
+                [e.model_dump(mode="json") for e in outcome.events],
+                True,
+            )
+        stored = await self.orphan(outcome.event_id)
+        assert stored is not None
+        return stored
+
+    async def orphan(self, event_id: str) -> OrphanOutcome | None:
+        stored = self.orphans.get(event_id)
+        if stored is None:
+            return None
+        return OrphanOutcome(event_id, [OutboxEvent.model_validate(e) for e in stored[0]])
+
+    async def mark_orphan_sent(self, event_id: str) -> None:
+        if event_id in self.orphans:
+            self.orphans[event_id] = (self.orphans[event_id][0], False)
+
+    async def pending_orphans(self, limit: int) -> list[OrphanOutcome]:
+        pending = []
+        for event_id, (events, unsent) in self.orphans.items():
+            if unsent:
+                pending.append(
+                    OrphanOutcome(event_id, [OutboxEvent.model_validate(e) for e in events])
+                )
+        pending.sort(key=lambda o: min(e.created_at for e in o.events))
+        return pending[:limit]
+
+    # -- for assertions ----------------------------------------------------------------
+
+    def collections(self) -> list[PaymentCollection]:
+        return [PaymentCollection.model_validate(d["state"]) for d in self.documents.values()]
+
+
+class RecordingPublisher:
+    """Records what it publishes; `fail_next` makes the next publishes raise."""
+
+    def __init__(self) -> None:
+        self.published: list[OutboxEvent] = []
+        self.fail_next = 0
+        self.fail_ids: set[str] = set()
+
+    async def publish(self, events: Sequence[OutboxEvent]) -> None:
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise ConnectionError("broker unavailable (injected)")
+        if any(e.id in self.fail_ids for e in events):
+            raise ConnectionError("broker refused this batch (injected)")
+        self.published.extend(events)
+
+    def of_type(self, event_type: str) -> list[OutboxEvent]:
+        return [e for e in self.published if e.type == event_type]
+
+
+# Other names the same fakes go by in tests.
+InMemoryCollectionStore = MemoryCollectionStore
+InMemoryStore = MemoryCollectionStore
+MemoryStore = MemoryCollectionStore
+RecordingEventPublisher = RecordingPublisher
+InMemoryPublisher = RecordingPublisher

@@ -1,0 +1,157 @@
+"""The service layer wired to in-memory fakes: store, publisher, fake processors, a clock.
+
+What the consumer does after a handler (publish what was saved, then mark it
+sent) is done by :meth:`World.deliver`, so tests see exactly the events the
+service would put on the wire.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas.inbound import AdminCancel, AdminCapture, AdminRefund, CartUpdated, CheckoutCompleted
+from service.domain.model import PaymentCollection
+from service.handlers import HandleResult, PaymentService
+from service.metrics import Metrics
+from service.provider_calls import ProviderCaller, RetryPolicy
+from service.relay import OutboxRelay, Reconciler
+from tests.support.memory import MemoryCollectionStore, RecordingPublisher
+from tests.support.processor import Processor, Registry
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+POLICY = RetryPolicy(timeout_s=10.0, max_attempts=2, base_delay_s=0.0, max_delay_s=0.0)
+MIN_AGE = timedelta(seconds=5)
+
+
+class World:
+    def __init__(self, *provider_ids: str, capture: bool = False) -> None:
+        self.now = T0
+        self.store = MemoryCollectionStore()
+        self.publisher = RecordingPublisher()
+        self.processors = {
+            pid: Processor(pid, clock=self.clock, capture_on_authorize=capture)
+            for pid in (provider_ids or ("fake",))
+        }
+        self.registry = Registry(dict(self.processors))
+        self.caller = ProviderCaller(POLICY)
+        self.service = PaymentService(self.store, self.registry, self.caller, clock=self.clock)
+        self.metrics = Metrics()
+        self.relay = OutboxRelay(self.store, self.publisher, self.metrics, clock=self.clock)
+        self.reconciler = Reconciler(self.service, self.relay, self.metrics)
+        self.seq = 0
+
+    def clock(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+    @property
+    def fake(self) -> Processor:
+        return next(iter(self.processors.values()))
+
+    def new_id(self, prefix: str) -> str:
+        self.seq += 1
+        return f"{prefix}_{self.seq}"
+
+    async def deliver(self, result: HandleResult) -> HandleResult:
+        """Publish what the handler stored, as the consumer does, then mark it sent."""
+        saved = [(c, v) for c, v in result.saved if c.unsent_events]
+        events = [e for c, _ in saved for e in c.unsent_events]
+        events += [e for o in result.orphans for e in o.events]
+        if events:
+            try:
+                await self.publisher.publish(events)
+            except ConnectionError:
+                return result  # stored, so not lost: the relay publishes them later
+            await self.store.mark_sent(saved)
+            for orphan in result.orphans:
+                await self.store.mark_orphan_sent(orphan.event_id)
+        return result
+
+    # -- inbound events --------------------------------------------------------------
+
+    async def cart(
+        self,
+        cart_id: str,
+        amount: int,
+        *,
+        region: str = "eu",
+        version: int | None = None,
+        event_id: str | None = None,
+        **extra: Any,
+    ) -> HandleResult:
+        data = CartUpdated.model_validate(
+            {
+                "cart_id": cart_id,
+                "region_id": region,
+                "currency_code": "usd",
+                "amount": amount,
+                "version": version,
+                **extra,
+            }
+        )
+        return await self.deliver(
+            await self.service.cart_updated(event_id or self.new_id("cu"), data)
+        )
+
+    async def checkout(
+        self,
+        cart_id: str,
+        amount: int,
+        key: str,
+        *,
+        provider: str = "fake",
+        region: str = "eu",
+        event_id: str | None = None,
+        **extra: Any,
+    ) -> HandleResult:
+        data = CheckoutCompleted.model_validate(
+            {
+                "cart_id": cart_id,
+                "idempotency_key": key,
+                "region_id": region,
+                "currency_code": "usd",
+                "amount": amount,
+                "provider_id": provider,
+                **extra,
+            }
+        )
+        return await self.deliver(
+            await self.service.checkout_completed(event_id or self.new_id("co"), data)
+        )
+
+    async def command(
+        self,
+        kind: str,
+        payment_id: str,
+        *,
+        amount: int | None = None,
+        command_id: str | None = None,
+    ) -> HandleResult:
+        body: dict[str, Any] = {"payment_id": payment_id, "requested_by": "ops"}
+        model: Any = {"capture": AdminCapture, "refund": AdminRefund, "cancel": AdminCancel}[kind]
+        if amount is not None and kind != "cancel":
+            body["amount"] = amount
+        data = model.model_validate(body)
+        return await self.deliver(
+            await self.service.admin_command(command_id or self.new_id("cmd"), data)
+        )
+
+    async def reconcile(self, min_age: timedelta = MIN_AGE) -> int:
+        return await self.reconciler.run_once(min_age)
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def collection(self, cart_id: str) -> PaymentCollection:
+        loaded = await self.store.load_by_cart(cart_id)
+        assert loaded is not None, f"no collection for {cart_id}"
+        return loaded.collection
+
+    def published(self, event_type: str, cart_id: str | None = None) -> list[Any]:
+        return [
+            e
+            for e in self.publisher.published
+            if e.type == event_type and (cart_id is None or e.key == cart_id)
+        ]
