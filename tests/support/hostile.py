@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from schemas.examples import example_event
 from schemas.parse import MAX_VALUE_BYTES
-from schemas.topics import ADMIN_COMMAND_TYPES, INBOUND_TOPICS
+from schemas.topics import ADMIN_COMMAND_TYPES, INBOUND_TOPICS, PAYMENT_PROVIDER_WEBHOOK
 from service.admin_auth import SIGNATURE_HEADER
 
 Headers = list[tuple[str, bytes | None]]
@@ -127,7 +127,45 @@ def values(event_type: str) -> st.SearchStrategy[tuple[bytes | None, str]]:
             lambda t: (orjson.dumps(_valid_event(t)), f"valid {t} on the wrong topic")
         ),
         st.just((orjson.dumps(_valid_event(event_type)), "valid")),
+        *(
+            [stripe_webhook().map(lambda v: (v, "stripe webhook, signature as stored"))]
+            if event_type == PAYMENT_PROVIDER_WEBHOOK
+            else []
+        ),
     )
+
+
+# -- provider webhooks ---------------------------------------------------------------
+
+#: The Stripe webhook secret of the fuzzers' Stripe provider.
+STRIPE_SECRET = "whsec_fuzz"
+
+
+@st.composite
+def stripe_webhook(draw: st.DrawFn) -> bytes:
+    """A `payment.provider_webhook` for Stripe whose stored signature is correct or broken."""
+    from tests.fixtures.stripe.kit import sign
+
+    payload = draw(st.one_of(st.just('{"type": "payment_intent.succeeded"}'), st.text(max_size=80)))
+    good = sign(payload.encode("utf-8", "surrogatepass"), STRIPE_SECRET, 1_700_000_000)
+    signature = draw(
+        st.one_of(
+            st.just(good),
+            st.just("t=1,v1=" + "é" * 64),
+            st.just("t=1,v1=éé"),
+            st.text(max_size=120),
+            st.integers(0, len(good)).map(lambda n: good[:n]),
+            st.just(good.replace("t=", "t=x", 1)),
+        )
+    )
+    event = _valid_event(PAYMENT_PROVIDER_WEBHOOK)
+    event["data"] = {
+        "provider_id": "stripe",
+        "received_at": "2026-01-01T00:00:00Z",
+        "headers": {"stripe-signature": signature, "content-type": "application/json"},
+        "payload": payload,
+    }
+    return json.dumps(event).encode("utf-8", "surrogatepass")
 
 
 # -- headers --------------------------------------------------------------------------

@@ -29,10 +29,12 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from schemas.dead_letter import DeadLetterKind
 from schemas.topics import PAYMENTS_DEAD_LETTER, topic_for
+from service.adapters.providers.stripe import StripeProvider
 from service.admin_auth import AdminAuthenticator
 from service.consumer import BatchProcessor, Record
 from service.observability.tracing import MessageTracer
-from tests.support.hostile import HostileRecord, hostile_records
+from service.webhooks import WebhookVerifier
+from tests.support.hostile import STRIPE_SECRET, HostileRecord, hostile_records
 from tests.support.memory import RecordingPublisher
 from tests.support.world import World
 
@@ -41,6 +43,8 @@ PREFIX = "fz."
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "600"))
 TRACER = MessageTracer(TracerProvider())
 KINDS = {kind.value for kind in DeadLetterKind}
+#: A real Stripe adapter, for the webhook signature check only (it calls nothing here).
+STRIPE = StripeProvider({"api_key": "sk_test_fuzz", "webhook_secret": STRIPE_SECRET})
 
 
 def _records(batch: list[HostileRecord], partitions: list[int]) -> list[Record]:
@@ -108,6 +112,7 @@ async def _process(records: list[Record], valid_cart: str) -> None:
         clock=world.clock,
         tracer=TRACER,
     )
+    processor.webhook_verifier = WebhookVerifier({**world.processors, "stripe": STRIPE})
     await asyncio.wait_for(processor.process(records), 60)
 
     causes = [f"{r.topic}:{r.partition}:{r.offset}" for r in records]

@@ -170,3 +170,15 @@ async def test_http_webhook_body_over_the_limit_gets_413_and_reaches_nothing() -
         assert received == []
         assert (await client.post("/webhooks/stripe", content=b"x" * 100)).status_code == 200
         assert received == [b"x" * 100]
+
+
+@pytest.mark.parametrize("signature", ["t=1,v1=éé", "t=1,v1=" + "é" * 64])
+def test_regression_non_ascii_stripe_signature_is_refused_not_raised(
+    verifier: WebhookVerifier, stripe_provider: StripeProvider, signature: str
+) -> None:
+    """Found by the transport fuzzer: the SDK's comparison raised TypeError on it."""
+    body = _body()
+    detail = verifier(_webhook(body, signature))
+    assert detail is not None and "does not verify" in detail
+    with pytest.raises(WebhookVerificationError):
+        stripe_provider.verify_webhook({"stripe-signature": signature}, body, datetime.now(UTC))

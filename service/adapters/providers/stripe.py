@@ -724,6 +724,10 @@ class StripeProvider:
         header = _header(headers, SIGNATURE_HEADER)
         if not header:
             raise WebhookVerificationError("missing Stripe-Signature header")
+        if not header.isascii():
+            # Stripe's signatures are ASCII; the SDK's constant-time comparison raises
+            # TypeError on anything else instead of refusing it.
+            raise WebhookVerificationError("Stripe-Signature header is not ASCII")
         try:
             payload = body.decode("utf-8")
         except UnicodeDecodeError as exc:
