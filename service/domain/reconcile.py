@@ -15,6 +15,7 @@ came back, so the unit tests and the model test use the very same rules.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal
 
 from service.domain.calls import ProviderCall
 from service.domain.checkout import (
@@ -40,27 +41,26 @@ _NO_ANSWER = (OutcomeKind.UNKNOWN, OutcomeKind.PENDING)
 
 def void_call(collection: PaymentCollection, void: LostAuthorization) -> ProviderCall:
     """The cancel that releases a lost authorization, under its own stable key."""
-    return ProviderCall(
-        operation="cancel",
-        provider_id=void.provider_id,
-        idempotency_key=void.void_key,
-        session_id=void.session_id,
-        amount=void.amount,
-        currency_code=void.currency_code,
-        cart_id=collection.cart_id,
-        data=dict(void.data),
-        ref=f"void:{void.authorization_key}",
-    )
+    return _about_void(collection, void, "cancel", void.void_key)
 
 
 def _void_authorization_call(
     collection: PaymentCollection, void: LostAuthorization
 ) -> ProviderCall:
     """The authorization a void is about, for asking whether it exists at all."""
+    return _about_void(collection, void, "authorize", void.authorization_key)
+
+
+def _about_void(
+    collection: PaymentCollection,
+    void: LostAuthorization,
+    operation: Literal["authorize", "cancel"],
+    idempotency_key: str,
+) -> ProviderCall:
     return ProviderCall(
-        operation="authorize",
+        operation=operation,
         provider_id=void.provider_id,
-        idempotency_key=void.authorization_key,
+        idempotency_key=idempotency_key,
         session_id=void.session_id,
         amount=void.amount,
         currency_code=void.currency_code,
