@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -804,9 +805,19 @@ class CheckoutWorkload:
         return [plan for plan in self.plans.values() if not plan.done]
 
     async def run_until_done(
-        self, timeout: float, *, tick: Callable[[], Any] | None = None, poll_s: float = 0.25
+        self,
+        timeout: float,
+        *,
+        tick: Callable[[], Any] | None = None,
+        poll_s: float = 0.25,
+        database: Any | None = None,
     ) -> None:
-        """React until every cart is done; fail naming what is outstanding."""
+        """React until every cart is done; fail naming what is outstanding.
+
+        With `database`, the failure also shows what is stored about each
+        unfinished cart (collection, sessions, outbox, provider ledger), so a
+        rare failure in CI explains itself.
+        """
         deadline = time.monotonic() + timeout
         while True:
             await self.react()
@@ -817,18 +828,70 @@ class CheckoutWorkload:
                 sample = [
                     f"{p.cart_id}: payment={p.payment_id} captured={sorted(p.captured)} "
                     f"refunded={sorted(p.refunded)} canceled={p.canceled} "
-                    f"failures={p.failures[-2:]}"
+                    f"failures={p.failures[-2:]} checkouts_sent={p.checkouts_sent}"
                     for p in left[:10]
                 ]
+                stored = ""
+                if database is not None:
+                    try:
+                        stored = await self.stored_state(database, [p.cart_id for p in left[:3]])
+                    except Exception as exc:  # the failure above matters more
+                        stored = f"\n(stored state unavailable: {exc!r})"
                 raise AssertionError(
-                    f"{len(left)} of {len(self.plans)} carts unfinished after {timeout:g}s:\n  "
-                    + "\n  ".join(sample)
+                    f"{len(left)} of {len(self.plans)} carts unfinished after {timeout:g}s "
+                    f"(observed {len(self.received)} events):\n  " + "\n  ".join(sample) + stored
                 )
             if tick is not None:
                 result = tick()
                 if asyncio.iscoroutine(result):
                     await result
             await asyncio.sleep(poll_s)
+
+    async def stored_state(self, database: Any, cart_ids: list[str]) -> str:
+        """What MongoDB holds about these carts: the collection's state in brief
+        and the provider's ledger (for a failure message)."""
+        lines = []
+        now = datetime.now(UTC)
+        for cart_id in cart_ids:
+            document = await database["payment_collections"].find_one({"cart_id": cart_id})
+            if document is None:
+                lines.append(f"{cart_id}: no collection stored")
+                continue
+            state = document.get("state", {})
+            sessions = [
+                {
+                    k: s.get(k)
+                    for k in (
+                        "status",
+                        "needs_reconcile",
+                        "lease_until",
+                        "authorization_key",
+                        "initiated",
+                        "updated_at",
+                    )
+                }
+                for s in state.get("sessions", [])
+            ]
+            attempts = [
+                {k: a.get(k) for k in ("outcome", "tries", "updated_at")}
+                for a in state.get("checkout_attempts", [])
+            ]
+            outbox = [(e.get("type"), e.get("sent")) for e in state.get("outbox", [])]
+            ledger = [
+                (e.get("operation"), e.get("outcome"), str(e.get("created_at", "")))
+                async for e in database["sandbox_ledger"].find({"cart_id": cart_id})
+            ]
+            lines.append(
+                f"{cart_id} (now {now.isoformat()}): version={document.get('version')} "
+                f"status={state.get('status')} reconcile={document.get('reconcile')} "
+                f"reconcile_at={document.get('reconcile_at')} "
+                f"reconcile_after={state.get('reconcile_after')} "
+                f"processed={len(state.get('processed', []))}\n"
+                f"    sessions={sessions}\n    attempts={attempts}\n"
+                f"    outbox={outbox} payment={bool(state.get('payment'))}\n"
+                f"    ledger={ledger}"
+            )
+        return "\nstored:\n  " + "\n  ".join(lines)
 
     async def ledger_mismatches(self, database: Any) -> list[str]:
         """Carts whose provider ledger differs from what the workload asked for.

@@ -93,7 +93,7 @@ async def test_broker_unreachable_at_startup_and_mid_stream(
                     proxy.restore()
 
             await workload.publish_carts(chunk=50, pause_s=0.3, on_chunk=outage)
-            await workload.run_until_done(timeout=90)
+            await workload.run_until_done(timeout=90, database=scene.harness.database)
         except BaseException:
             show(scene.logs())
             raise

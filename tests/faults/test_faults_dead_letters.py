@@ -237,7 +237,7 @@ async def test_every_dead_letter_kind_interleaved_with_valid_traffic(
         await workload.start()
         try:
             await workload.publish_carts(chunk=25, pause_s=0.2, on_chunk=interleave)
-            await workload.run_until_done(timeout=90)
+            await workload.run_until_done(timeout=90, database=harness.database)
             await harness.settle(quiet_s=1.0, timeout=30)
         except BaseException:
             show(scene.logs())

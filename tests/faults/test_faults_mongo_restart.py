@@ -71,7 +71,7 @@ async def test_mongodb_stopped_and_killed_mid_stream(
 
             try:
                 await workload.publish_carts(chunk=50, pause_s=0.5, on_chunk=outage)
-                await workload.run_until_done(timeout=90)
+                await workload.run_until_done(timeout=90, database=scene.harness.database)
             except BaseException:
                 show(scene.logs())
                 raise

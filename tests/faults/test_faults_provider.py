@@ -76,7 +76,7 @@ async def test_lost_slow_and_failing_provider_answers(
         await flaky.start()
         try:
             await flaky.publish_carts(chunk=50, pause_s=0.2)
-            await flaky.run_until_done(timeout=90)
+            await flaky.run_until_done(timeout=90, database=harness.database)
         except BaseException:
             show(scene.logs())
             raise
@@ -129,7 +129,7 @@ async def test_lost_slow_and_failing_provider_answers(
             assert charged > 0, "the slow provider never acted: the test proves nothing"
             await slow_service.stop()
             await service.start_ready()  # the provider answers in time again
-            await slow.run_until_done(timeout=60)
+            await slow.run_until_done(timeout=60, database=harness.database)
         except BaseException:
             show(scene.logs())
             raise

@@ -52,7 +52,7 @@ async def test_second_instance_joins_then_first_is_killed(
 
         try:
             await workload.publish_carts(chunk=50, pause_s=0.4, on_chunk=rebalance)
-            await workload.run_until_done(timeout=90)
+            await workload.run_until_done(timeout=90, database=scene.harness.database)
         except BaseException:
             show(scene.logs())
             raise

@@ -62,7 +62,7 @@ async def test_sigkill_during_checkout_capture_refund_stream(
             published = time.monotonic() - started
             await killer
             killed = time.monotonic() - started
-            await workload.run_until_done(timeout=120)
+            await workload.run_until_done(timeout=120, database=scene.harness.database)
             done = time.monotonic() - started
         except BaseException:
             killer.cancel()
