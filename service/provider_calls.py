@@ -137,5 +137,15 @@ class ProviderCaller:
         return outcome
 
     async def ask_status(self, provider: PaymentProvider, call: ProviderCall) -> ProviderOutcome:
-        """One bounded status query (the reconciler's question)."""
-        return await self._once(call, provider.get_status)
+        """A status query (the reconciler's question), asked again while the provider
+        refuses it for a moment (a transient error, not "not found", which is an
+        answer). A timeout is not asked again: the provider may be down, and the
+        reconciler's pass must not wait on it for every collection; the next pass asks.
+        """
+        outcome = await self._once(call, provider.get_status)
+        for attempt in range(1, self.policy.max_attempts):
+            if outcome.kind != OutcomeKind.TRANSIENT or outcome.is_not_found:
+                break
+            await asyncio.sleep(self.policy.delay(attempt))
+            outcome = await self._once(call, provider.get_status)
+        return outcome

@@ -52,7 +52,7 @@ def _failure_kinds(workload: CheckoutWorkload) -> Counter[str]:
     )
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 async def test_lost_slow_and_failing_provider_answers(
     kafka_bootstrap: str, mongodb_url: str, scene_factory: Any, show: Callable[[str], None]
 ) -> None:
@@ -129,7 +129,7 @@ async def test_lost_slow_and_failing_provider_answers(
             assert charged > 0, "the slow provider never acted: the test proves nothing"
             await slow_service.stop()
             await service.start_ready()  # the provider answers in time again
-            await slow.run_until_done(timeout=60, database=harness.database)
+            await slow.run_until_done(timeout=90, database=harness.database)
         except BaseException:
             show(scene.logs())
             raise

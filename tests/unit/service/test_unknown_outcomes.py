@@ -73,7 +73,10 @@ async def test_seq1_new_checkout_while_earlier_authorization_unknown_authorizes_
 async def test_seq1_new_checkout_on_another_provider_waits_for_the_unknown_one() -> None:
     world = World("stripe", "manual")
     lose_everything(world, "stripe")
-    world.processors["stripe"].inject("get_status", "status_fail")  # asked again: no answer
+    # Asked again before K2 (every attempt of the question): no answer.
+    world.processors["stripe"].inject(
+        "get_status", *["status_fail"] * world.caller.policy.max_attempts
+    )
     await world.checkout("cart_1", 5000, "K1", provider="stripe")
     result = await world.checkout("cart_1", 5000, "K2", provider="manual")
 
