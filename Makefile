@@ -33,13 +33,13 @@ test-integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check schemas service tests
-	$(BIN)/ruff format --check schemas service tests
+	$(BIN)/ruff check schemas service tests bench tools
+	$(BIN)/ruff format --check schemas service tests bench tools
 	$(BIN)/mypy schemas service
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix schemas service tests
-	$(BIN)/ruff format schemas service tests
+	$(BIN)/ruff check --fix schemas service tests bench tools
+	$(BIN)/ruff format schemas service tests bench tools
 
 ## Regenerate the committed JSON Schemas from the models.
 schemas: $(STAMP)

@@ -35,7 +35,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,8 +60,8 @@ from bench.workload import (  # noqa: E402
     warmup_carts,
 )
 from schemas.topics import ALL_TOPICS, DLQ_TOPIC, topic_for  # noqa: E402
-from service.embedded import EmbeddedKafka, EmbeddedMongo, ensure_topics  # noqa: E402
-from service.testing.real_servers import JvmKafka, kafka_version  # noqa: E402
+from service.embedded import EmbeddedKafka, EmbeddedMongo, ensure_topics, free_port  # noqa: E402
+from tests.support.real_servers import JvmKafka, kafka_version  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 AUTHORIZED = "payment.authorized"
@@ -70,12 +69,6 @@ SERVICE_DEFAULTS = {"PAYMENTS_BATCH_MAX_RECORDS": "500", "PAYMENTS_MAX_CONCURREN
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

@@ -68,8 +68,10 @@ class NullPublisher:
 
 async def calibrate(args: argparse.Namespace) -> None:
     from bench.workload import build_carts
+    from service.adapters.mongo_store import MongoStoreBatch
     from service.consumer import Record
     from service.entrypoints.app import PaymentsApp
+    from service.handlers import PaymentService
     from service.settings import load_settings
 
     captured: list[tuple[str | None, str, dict[str, Any]]] = []
@@ -92,34 +94,35 @@ async def calibrate(args: argparse.Namespace) -> None:
     await app.store.create_indexes()
     await app.providers.record_installed()
     app.processor.publisher = NullPublisher()
-    service = app.service
+    # The handlers of a batch run on a copy of the service bound to the batch's store
+    # view (`PaymentService.using`), so the class is wrapped (this process only).
     for name in ("cart_updated", "checkout_completed"):
-        handler = getattr(service, name)
+        handler = getattr(PaymentService, name)
 
         def wrap(handler: Callable[..., Any] = handler) -> Callable[..., Any]:
-            async def attributed(event_id: str, data: Any, *rest: Any) -> Any:
+            async def attributed(self: Any, event_id: str, data: Any, *rest: Any) -> Any:
                 token = current_cart.set(data.cart_id)
                 try:
-                    return await handler(event_id, data, *rest)
+                    return await handler(self, event_id, data, *rest)
                 finally:
                     current_cart.reset(token)
 
             return attributed
 
-        setattr(service, name, wrap())
-    # The store writes the saves of concurrent handlers together (group commit);
-    # mark those commands so the replay groups them the same way.
-    group_writer = getattr(app.store, "_write_groups", None)
-    if group_writer is not None:
+        setattr(PaymentService, name, wrap())
+    # A batch's store writes the saves of concurrent handlers together (group
+    # commit); mark those commands so the replay groups them the same way. Each
+    # batch makes its own store view, so the class is wrapped (this process only).
+    group_writer = MongoStoreBatch._write_groups
 
-        async def tagged(*a: Any, **kw: Any) -> Any:
-            token = in_group_write.set(True)
-            try:
-                return await group_writer(*a, **kw)
-            finally:
-                in_group_write.reset(token)
+    async def tagged(self: MongoStoreBatch) -> None:
+        token = in_group_write.set(True)
+        try:
+            await group_writer(self)
+        finally:
+            in_group_write.reset(token)
 
-        app.store._write_groups = tagged  # type: ignore[method-assign]
+    MongoStoreBatch._write_groups = tagged  # type: ignore[method-assign]
 
     # Both orders: the two topics are not ordered against each other, and under a
     # backlog the service often sees a cart's checkout before its cart update.
@@ -166,7 +169,8 @@ async def calibrate(args: argparse.Namespace) -> None:
             "cart_update_first": _chain_names(templates, False),
             "checkout_first": _chain_names(templates, True),
         },
-        "store_operations": dict(app.store.operations),  # the adapter's own counter
+        # What the driver sent, by command (pymongo command monitoring, no adapter counter).
+        "store_commands": {key: commands for key, (commands, _) in sorted(counts.items())},
     }
     print(json.dumps(summary))
     await app.mongo.close()

@@ -2,21 +2,21 @@
 
 They document the contract in the exported JSON Schemas, serve as the starting point
 of tests (which mutate one field at a time to get each kind of invalid input), and
-can seed producers, benchmarks and harnesses. `example_event` returns a fresh deep
-copy, so callers may mutate it freely.
+can seed producers, benchmarks and harnesses. `example_event` builds a fresh event
+on every call, so callers may mutate it freely.
 """
 
 from __future__ import annotations
 
-import copy
+from datetime import UTC, datetime
 from typing import Any, Final
 
-import orjson
-
+from schemas.outbound_event import event_payload, event_value
 from schemas.topics import (
     ADMIN_PAYMENT_CANCEL,
     ADMIN_PAYMENT_CAPTURE,
     ADMIN_PAYMENT_REFUND,
+    ALL_DATA_MODELS,
     CART_UPDATED,
     CHECKOUT_COMPLETED,
     PAYMENT_AUTHORIZED,
@@ -29,8 +29,10 @@ from schemas.topics import (
     PAYMENT_REQUIRES_ACTION,
     PAYMENTS_DEAD_LETTER,
 )
+from schemas.wire_time import wire_time
 
-_TIME: Final = "2024-05-01T12:00:00Z"
+_EXAMPLE_TIME: Final = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+_TIME: Final = wire_time(_EXAMPLE_TIME)
 _CART: Final = "cart_01HXAMPLE"
 _PAYMENT: Final = "pay_01HXAMPLE"
 _PAYMENT_REF: Final[dict[str, Any]] = {
@@ -131,7 +133,7 @@ _EXAMPLE_DATA: Final[dict[str, dict[str, Any]]] = {
         "evidence_due_by": _TIME,
     },
     PAYMENTS_DEAD_LETTER: {
-        "source_topic": "checkout.completed",
+        "source_topic": CHECKOUT_COMPLETED,
         "partition": 3,
         "offset": 1042,
         "key": _CART,
@@ -155,25 +157,22 @@ _SOURCES: Final[dict[str, str]] = {
 def example_event(event_type: str) -> dict[str, Any]:
     """Return a valid example CloudEvent of `event_type` as a JSON-ready dict.
 
-    Raises `KeyError` for an event type that is not in the registry.
+    Built from the typed `data` by the envelope builder, so an example that breaks
+    the contract fails here. Raises `KeyError` for an event type that is not in the
+    registry.
     """
-    data = _EXAMPLE_DATA[event_type]
-    event: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": f"evt_{event_type.replace('.', '_')}_1",
-        "source": _SOURCES.get(event_type, "/payments"),
-        "type": event_type,
-        "time": _TIME,
-        "datacontenttype": "application/json",
-        "data": copy.deepcopy(data),
-    }
-    if "cart_id" in data:
-        event["subject"] = data["cart_id"]
-    if event_type not in _SOURCES:
-        event["causationid"] = "evt_checkout_completed_1"
-    return event
+    data = ALL_DATA_MODELS[event_type].model_validate(_EXAMPLE_DATA[event_type])
+    outbound = event_type not in _SOURCES
+    return event_payload(
+        data,
+        event_id=f"evt_{event_type.replace('.', '_')}_1",
+        source=_SOURCES.get(event_type, "/payments"),
+        time=_EXAMPLE_TIME,
+        subject=_EXAMPLE_DATA[event_type].get("cart_id"),
+        causation_id="evt_checkout_completed_1" if outbound else None,
+    )
 
 
 def example_event_bytes(event_type: str) -> bytes:
     """Return `example_event(event_type)` encoded as a Kafka value."""
-    return orjson.dumps(example_event(event_type))
+    return event_value(example_event(event_type))

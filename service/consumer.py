@@ -27,11 +27,10 @@ batch that keeps failing is reported as a stall (`StallMonitor`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -48,16 +47,20 @@ from schemas.inbound import (
     CheckoutCompleted,
     ProviderWebhook,
 )
+from schemas.outbound_event import SERVICE_SOURCE, event_payload
 from schemas.parse import Rejection, parse_event
 from schemas.topics import ADMIN_COMMAND_TYPES, PAYMENTS_DEAD_LETTER, event_type_for_topic
 from service.admin_auth import AdminAuthenticator
 from service.domain import ids
+from service.domain.backoff import Backoff
+from service.domain.events import outbox_entry
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.handlers import HandleResult, PaymentService, utcnow
 from service.metrics import Metrics
 from service.observability.tracing import MessageTracer, inbound_context, publishing_causes
 from service.ports.publisher import EventPublisher, EventsRefused
-from service.ports.store import CollectionStore, OrphanOutcome
+from service.ports.store import CollectionStore, OrphanOutcome, StoreBatch
+from service.retry import retry_on_types, retrying
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +154,6 @@ LETTER_MARGIN_BYTES = 64 * 1024
 ENVELOPE_BYTES = 8 * 1024
 #: A letter's subject and Kafka key keep at most this many characters of the key.
 LETTER_KEY_CHARS = 256
-DEFAULT_MAX_REQUEST_SIZE = 1024 * 1024
 
 
 def letter_budget(max_request_size: int) -> int:
@@ -171,7 +173,7 @@ def dead_letter_event(
     detail: str,
     now: datetime,
     *,
-    max_bytes: int = letter_budget(DEFAULT_MAX_REQUEST_SIZE),
+    max_bytes: int,
 ) -> OutboxEvent:
     """The `payments.dead_letter` event for a record; its id is stable per record.
 
@@ -194,24 +196,8 @@ def dead_letter_event(
     cause = f"{record.topic}:{record.partition}:{record.offset}"
     event_id = ids.event_id(cause, PAYMENTS_DEAD_LETTER, "dlq")
     key = _letter_key(record, cause)
-    payload = {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": "/payments-service",
-        "type": PAYMENTS_DEAD_LETTER,
-        "time": now.isoformat().replace("+00:00", "Z"),
-        "subject": key,
-        "datacontenttype": "application/json",
-        "data": data.model_dump(mode="json", exclude_none=True),
-    }
-    return OutboxEvent(
-        id=event_id,
-        type=PAYMENTS_DEAD_LETTER,
-        key=key,
-        payload=payload,
-        causation_id=cause,
-        created_at=now,
-    )
+    payload = event_payload(data, event_id=event_id, source=SERVICE_SOURCE, time=now, subject=key)
+    return outbox_entry(payload, key=key, causation_id=cause, now=now)
 
 
 def bare_record(record: Record) -> Record:
@@ -229,14 +215,14 @@ class BatchProcessor:
         authenticator: AdminAuthenticator,
         metrics: Metrics,
         *,
-        topic_prefix: str = "",
-        max_concurrency: int = 256,
-        max_attempts: int = 3,
-        retry_base_delay_s: float = 0.05,
+        # Limits come from `Settings` (the app passes them), never from defaults here.
+        topic_prefix: str,
+        max_concurrency: int,
+        max_attempts: int,
+        max_letter_bytes: int,
+        retry_backoff: Backoff,
         clock: Callable[[], datetime] = utcnow,
-        after_store: Callable[[], Awaitable[None]] | None = None,
         tracer: MessageTracer | None = None,
-        max_letter_bytes: int = letter_budget(DEFAULT_MAX_REQUEST_SIZE),
         webhook_verifier: Callable[[ProviderWebhook], str | None] | None = None,
     ) -> None:
         self.service = service
@@ -248,10 +234,8 @@ class BatchProcessor:
         self.prefix = topic_prefix
         self.semaphore = asyncio.Semaphore(max_concurrency)
         self.max_attempts = max_attempts
-        self.retry_base_delay_s = retry_base_delay_s
+        self.retry_backoff = retry_backoff
         self.clock = clock
-        self.after_store = after_store
-        """Test hook: runs after outcomes are stored and before they are published."""
         self.max_letter_bytes = max_letter_bytes
         self.webhook_verifier = webhook_verifier
         """Checks a provider webhook's signature again where it is applied: None when
@@ -338,34 +322,35 @@ class BatchProcessor:
 
     # -- handle --------------------------------------------------------------------
 
-    async def _dispatch(self, job: _Job) -> HandleResult:
+    @staticmethod
+    async def _dispatch(job: _Job, service: PaymentService) -> HandleResult:
         data = job.event.data
         event_id: str = job.event.id
         if isinstance(data, CartUpdated):
-            return await self.service.cart_updated(event_id, data)
+            return await service.cart_updated(event_id, data)
         if isinstance(data, CheckoutCompleted):
-            return await self.service.checkout_completed(event_id, data)
+            return await service.checkout_completed(event_id, data)
         if isinstance(data, AdminCapture | AdminRefund | AdminCancel):
-            return await self.service.admin_command(event_id, data, job.key_id)
+            return await service.admin_command(event_id, data, job.key_id)
         if isinstance(data, ProviderWebhook):
-            return await self.service.provider_webhook(event_id, data)
+            return await service.provider_webhook(event_id, data)
         raise TypeError(f"no handler for {job.event_type}")
 
-    async def _contain(self, job: _Job) -> HandleResult | OutboxEvent:
+    async def _contain(self, job: _Job, service: PaymentService) -> HandleResult | OutboxEvent:
         """A job's boundary: its outcome, or its dead letter. Raises only CancelledError
         (an outage is retried inside, in `_handle_job`)."""
         try:
-            return await self._handle(job)
+            return await self._handle(job, service)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             return self._contained(job.record, "handle", exc)
 
-    async def _handle(self, job: _Job) -> HandleResult | OutboxEvent:
+    async def _handle(self, job: _Job, service: PaymentService) -> HandleResult | OutboxEvent:
         """Handle one message with its log context bound (and in its span, tracing on)."""
         with bound_contextvars(**_log_context(job)):
             if self.tracer is None:
-                return await self._handle_job(job)
+                return await self._handle_job(job, service)
             record = job.record
             with self.tracer.process(
                 record.topic,
@@ -379,64 +364,61 @@ class BatchProcessor:
                 },
             ) as context:
                 job.trace_context = context
-                return await self._handle_job(job)
+                return await self._handle_job(job, service)
 
-    async def _handle_job(self, job: _Job) -> HandleResult | OutboxEvent:
+    async def _handle_job(self, job: _Job, service: PaymentService) -> HandleResult | OutboxEvent:
         topic = job.record.topic
-        attempt = 0
-        while True:
-            attempt += 1
-            started = time.perf_counter()
-            try:
-                result = await self._dispatch(job)
-            except asyncio.CancelledError:
-                raise
-            except INFRASTRUCTURE_ERRORS as exc:
-                # Not the message's fault: wait for the store to come back.
-                self.metrics.processing_retries.labels(topic).inc()
-                log.warning("store unavailable handling %s: %s; retrying", topic, exc)
-                await asyncio.sleep(min(5.0, self.retry_base_delay_s * 2 ** min(attempt, 8)))
-                attempt = min(attempt, self.max_attempts - 1)
-                continue
-            except Exception as exc:
-                if attempt >= self.max_attempts:
-                    log.exception("handling %s failed %d times", topic, attempt)
-                    return self._dead_letter(
-                        job.record, "processing_failed", f"{type(exc).__name__}: {exc}"
+        failures = 0
+        # Every exception raised out of an attempt is tried again (a cancellation
+        # never is); the attempt itself decides when the message has had enough.
+        async for attempt in retrying(self.retry_backoff, retry_on_types(Exception), attempts=None):
+            with attempt:
+                started = time.perf_counter()
+                try:
+                    result = await self._dispatch(job, service)
+                except INFRASTRUCTURE_ERRORS as exc:
+                    # Not the message's fault: wait for the store to come back, however
+                    # long; it does not use up the message's attempts.
+                    self.metrics.processing_retries.labels(topic).inc()
+                    log.warning("store unavailable handling %s: %s; retrying", topic, exc)
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    if failures >= self.max_attempts:
+                        log.exception("handling %s failed %d times", topic, failures)
+                        return self._dead_letter(
+                            job.record, "processing_failed", f"{type(exc).__name__}: {exc}"
+                        )
+                    self.metrics.processing_retries.labels(topic).inc()
+                    log.warning("handling %s failed (attempt %d): %r", topic, failures, exc)
+                    raise
+                elapsed = time.perf_counter() - started
+                self.metrics.handler_latency.labels(topic).observe(elapsed)
+                self.metrics.events_outcome.labels(topic, result.status).inc()
+                if log.isEnabledFor(logging.DEBUG):  # per-message lines only at DEBUG
+                    log.debug(
+                        "handled %s: %s",
+                        job.event_type,
+                        result.status,
+                        extra=_result_context(result, elapsed),
                     )
-                self.metrics.processing_retries.labels(topic).inc()
-                log.warning("handling %s failed (attempt %d): %r", topic, attempt, exc)
-                await asyncio.sleep(self.retry_base_delay_s * 2 ** (attempt - 1))
-                continue
-            elapsed = time.perf_counter() - started
-            self.metrics.handler_latency.labels(topic).observe(elapsed)
-            self.metrics.events_outcome.labels(topic, result.status).inc()
-            if log.isEnabledFor(logging.DEBUG):  # per-message lines only at DEBUG
-                log.debug(
-                    "handled %s: %s",
-                    job.event_type,
-                    result.status,
-                    extra=_result_context(result, elapsed),
-                )
-            return result
+                return result
+        raise AssertionError("unreachable: the retry loop has no limit")
 
-    async def _handle_in_order(self, jobs: list[_Job]) -> list[HandleResult | OutboxEvent]:
+    async def _handle_in_order(
+        self, jobs: list[_Job], service: PaymentService
+    ) -> list[HandleResult | OutboxEvent]:
         async with self.semaphore:
-            return [await self._contain(job) for job in jobs]
+            return [await self._contain(job, service) for job in jobs]
 
-    def _batch_scope(self) -> contextlib.AbstractContextManager[None]:
-        scope = getattr(self.store, "batch_scope", None)
-        return scope() if scope is not None else contextlib.nullcontext()
+    @staticmethod
+    async def _prefetch(batch: StoreBatch, groups: dict[str, list[_Job]]) -> None:
+        """One query for the collections of every cart in the batch.
 
-    async def _prefetch(self, groups: dict[str, list[_Job]]) -> None:
-        """One query for the collections of every cart in the batch (if the store can).
-
-        Each handler still loads its aggregate through the store, which answers the
-        first load of a cart from this prefetch instead of a round trip per event.
+        Each handler still loads its aggregate through the batch's store, which
+        answers the first load of a cart from this prefetch instead of a round trip
+        per event.
         """
-        prefetch = getattr(self.store, "prefetch_by_cart", None)
-        if prefetch is None:
-            return
         cart_ids = [
             jobs[0].event.data.cart_id
             for jobs in groups.values()
@@ -445,7 +427,7 @@ class BatchProcessor:
         if not cart_ids:
             return
         try:
-            await prefetch(cart_ids)
+            await batch.prefetch_by_cart(cart_ids)
         except Exception as exc:
             # Only an optimization: the handlers load (and retry) one by one.
             log.warning("prefetching %d carts failed: %s", len(cart_ids), exc)
@@ -496,9 +478,13 @@ class BatchProcessor:
                 groups[self._ordering_key(item)].append(item)
         records_by_cause = {f"{r.topic}:{r.partition}:{r.offset}": r for r in records}
 
-        with self._batch_scope():
-            await self._prefetch(groups)
-            results = await asyncio.gather(*(self._handle_in_order(g) for g in groups.values()))
+        # The batch's handlers share one view of the store (prefetch, group writes).
+        batch = self.store.batch()
+        service = self.service.using(batch)
+        await self._prefetch(batch, groups)
+        results = await asyncio.gather(
+            *(self._handle_in_order(g, service) for g in groups.values())
+        )
         saved: dict[str, tuple[PaymentCollection, int]] = {}
         orphans: list[OrphanOutcome] = []
         for group in results:
@@ -511,9 +497,6 @@ class BatchProcessor:
                     if previous is None or previous[1] <= version:
                         saved[collection.id] = (collection, version)
                 orphans.extend(result.orphans)
-
-        if self.after_store is not None:
-            await self.after_store()
 
         events = [e for collection, _ in saved.values() for e in collection.unsent_events]
         events += [e for orphan in orphans for e in orphan.events]

@@ -42,12 +42,15 @@ from typing import Any, Self
 import pymongo
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from service.settings import Settings
+
 __all__ = [
     "EmbeddedInfrastructure",
     "EmbeddedKafka",
     "EmbeddedMongo",
     "EmbeddedServerError",
     "ensure_topics",
+    "free_port",
     "kafka_ping",
     "mongodb_ping",
 ]
@@ -166,7 +169,9 @@ def _stop_all_servers() -> None:
             server.stop()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port that was free a moment ago (the one helper for every caller:
+    the embedded servers, the service launcher, the tests and the benchmark)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         port: int = sock.getsockname()[1]
@@ -382,7 +387,7 @@ class _EmbeddedServer:
                 return
             attempts = 1 if self._fixed_port is not None else _PORT_ATTEMPTS
             for attempt in range(1, attempts + 1):
-                port = self._fixed_port if self._fixed_port is not None else _free_port()
+                port = self._fixed_port if self._fixed_port is not None else free_port()
                 try:
                     self._start_on(port)
                     return
@@ -654,7 +659,7 @@ class EmbeddedInfrastructure:
 async def ensure_topics(
     bootstrap_servers: str,
     topics: Iterable[str],
-    partitions: int = 8,
+    partitions: int | None = None,
     *,
     replication_factor: int = 1,
     request_timeout_ms: int = 30_000,
@@ -664,6 +669,8 @@ async def ensure_topics(
 
     ``client_options`` are extra aiokafka client arguments (TLS / SASL security).
     """
+    if partitions is None:  # the service's own default, declared once in Settings
+        partitions = int(Settings.model_fields["topic_partitions"].default)
     names = list(dict.fromkeys(topics))  # duplicates make the whole request invalid
     if not names:
         return

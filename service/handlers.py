@@ -10,13 +10,13 @@ provider twice and never drops what it answered.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import socket
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from structlog.contextvars import bound_contextvars
 
@@ -29,6 +29,7 @@ from schemas.inbound import (
     ProviderWebhook,
 )
 from schemas.outbound import PaymentFailed
+from schemas.topics import PAYMENT_FAILED
 from service.domain.calls import ProviderCall
 from service.domain.cart import decide_cart_update, finish_cart_update
 from service.domain.checkout import (
@@ -64,7 +65,7 @@ from service.domain.reconcile import (
     void_calls_for_found_authorizations,
 )
 from service.domain.results import Decision
-from service.ports.providers import PaymentProvider
+from service.ports.providers import InstalledProviders, PaymentProvider
 from service.ports.store import CollectionStore, Loaded, OrphanOutcome
 from service.provider_calls import ProviderCaller
 from service.unit_of_work import (
@@ -82,22 +83,11 @@ __all__ = [
     "HandleResult",
     "HandleStatus",
     "PaymentService",
-    "ProviderRegistryLike",
     "TooManyConflicts",
     "utcnow",
 ]
 
 log = logging.getLogger(__name__)
-
-
-class ProviderRegistryLike:
-    """What handlers need of the provider registry (see adapters.providers)."""
-
-    def get(self, provider_id: str) -> PaymentProvider | None:  # pragma: no cover
-        raise NotImplementedError
-
-    def enabled_for_region(self, region_id: str) -> tuple[str, ...]:  # pragma: no cover
-        raise NotImplementedError
 
 
 def utcnow() -> datetime:
@@ -122,7 +112,7 @@ class PaymentService:
     def __init__(
         self,
         store: CollectionStore,
-        providers: Any,
+        providers: InstalledProviders,
         caller: ProviderCaller,
         *,
         clock: Callable[[], datetime] = utcnow,
@@ -135,11 +125,18 @@ class PaymentService:
         self.unit_of_work = UnitOfWork(store)
         self.instance = instance or _instance_name()
 
+    def using(self, store: CollectionStore) -> PaymentService:
+        """This service over another view of its store: the consumer hands each
+        batch's handlers the batch's :class:`~service.ports.store.StoreBatch`."""
+        bound = copy.copy(self)
+        bound.store = store
+        bound.unit_of_work = UnitOfWork(store, max_retries=self.unit_of_work.max_retries)
+        return bound
+
     # -- provider calls ------------------------------------------------------------
 
     def _provider(self, provider_id: str) -> PaymentProvider | None:
-        provider: PaymentProvider | None = self.providers.get(provider_id)
-        return provider
+        return self.providers.get(provider_id)
 
     async def _call(self, call: ProviderCall, answers: Answers | None = None) -> ProviderOutcome:
         """Make a call (timeout, retries, status query on an unknown outcome)."""
@@ -457,7 +454,7 @@ class PaymentService:
         )
         event = standalone_event(
             data,
-            "payment.failed",
+            PAYMENT_FAILED,
             cmd.command_id,
             cmd.now,
             key=cmd.payment_id,
@@ -523,12 +520,7 @@ class PaymentService:
             return HandleResult("ignored", note=f"provider {data.provider_id!r} not installed")
         # A provider may need to look the cart up (Stripe: a dashboard refund or a
         # dispute names only the PaymentIntent, whose metadata names the cart).
-        resolve = getattr(provider, "resolve_webhook", None)
-        action = (
-            await resolve(data.headers, data.payload)
-            if resolve is not None
-            else provider.interpret_webhook(data.headers, data.payload)
-        )
+        action = await provider.resolve_webhook(data.headers, data.payload)
         if action is None or action.cart_id is None:
             return HandleResult("ignored", note="webhook means nothing to us")
         cart_id = action.cart_id

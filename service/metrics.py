@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from schemas.topics import PAYMENT_AUTHORIZED, PAYMENT_CAPTURED, PAYMENT_DISPUTED, PAYMENT_REFUNDED
 from service.domain.calls import ProviderCall
 from service.domain.model import OutboxEvent
 from service.domain.outcomes import ProviderOutcome
 
-AMOUNT_EVENT_TYPES = frozenset({"payment.authorized", "payment.captured", "payment.refunded"})
+AMOUNT_EVENT_TYPES = frozenset({PAYMENT_AUTHORIZED, PAYMENT_CAPTURED, PAYMENT_REFUNDED})
 """Events whose `amount` is money moved (a failed or pending one moved nothing)."""
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -153,7 +154,7 @@ class Metrics:
             data = event.payload.get("data")
             data = data if isinstance(data, dict) else {}
             self.payments.labels(event.type, str(data.get("reason") or "")).inc()
-            if event.type == "payment.disputed":
+            if event.type == PAYMENT_DISPUTED:
                 self.disputes.labels(
                     str(data.get("status") or ""), str(data.get("reason") or "")
                 ).inc()

@@ -2,23 +2,31 @@
 
 Contract promises 6 and 7: every call carries its idempotency key and is bounded
 by a timeout; transient failures are retried in place with exponential backoff
-up to a limit; an unknown outcome (timeout, lost answer, adapter exception) is
-not a failure: the provider is asked what happened before the call is retried
-with the *same* key, so a retry can never move money twice.
+up to a limit (the one retry policy, `service/retry.py`); an unknown outcome
+(timeout, lost answer, adapter exception) is not a failure: the provider is asked
+what happened before the call is retried with the *same* key, so a retry can
+never move money twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tenacity import AsyncRetrying, RetryCallState
 
 from service.domain.calls import ProviderCall
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
-from service.ports.providers import PaymentProvider
+from service.ports.providers import PaymentProvider, operation_method
+from service.retry import call_backoff, retry_on_types, retrying
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.domain.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -30,25 +38,43 @@ the call's operation, or `get_status` for the status query made on its behalf.""
 LEASE_MARGIN_S = 30.0
 
 
+def _setting_default(name: str) -> Any:
+    """A default is declared once, in `Settings`; a policy built without it agrees."""
+    return Settings.model_fields[name].default
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    timeout_s: float = 10.0
-    max_attempts: int = 4
-    base_delay_s: float = 0.05
-    max_delay_s: float = 2.0
+    """Provider calls: a timeout per call, a limit on attempts, and the waits between
+    them (`PAYMENTS_PROVIDER_TIMEOUT_S`, `_PROVIDER_MAX_ATTEMPTS`,
+    `_RETRY_BASE_DELAY_S`, `_RETRY_MAX_DELAY_S`; :meth:`from_settings`)."""
+
+    timeout_s: float = _setting_default("provider_timeout_s")
+    max_attempts: int = _setting_default("provider_max_attempts")
+    base_delay_s: float = _setting_default("retry_base_delay_s")
+    max_delay_s: float = _setting_default("retry_max_delay_s")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            timeout_s=settings.provider_timeout_s,
+            max_attempts=settings.provider_max_attempts,
+            base_delay_s=settings.retry_base_delay_s,
+            max_delay_s=settings.retry_max_delay_s,
+        )
+
+    @property
+    def backoff(self) -> Backoff:
+        return call_backoff(self.base_delay_s, self.max_delay_s)
 
     def call_bound_s(self) -> float:
         """The longest a call through :class:`ProviderCaller` can take: every attempt
-        with a status query after it, the final status query, and the backoff
-        between attempts."""
-        backoff = sum(
-            (
-                min(self.max_delay_s, self.base_delay_s * 2.0 ** (attempt - 1))
-                for attempt in range(1, self.max_attempts)
-            ),
-            0.0,
+        with a status query after it, the final status query, and the longest
+        waits between attempts. (A status query alone, asked again at most
+        `max_attempts` times, takes less.)"""
+        return self.timeout_s * (2 * self.max_attempts + 1) + self.backoff.total_s(
+            self.max_attempts - 1
         )
-        return self.timeout_s * (2 * self.max_attempts + 1) + backoff
 
     def lease_s(self, calls: int = 1) -> float:
         """How long a handler owns an operation whose `calls` provider calls it makes.
@@ -59,10 +85,14 @@ class RetryPolicy:
         """
         return 2 * calls * self.call_bound_s() + LEASE_MARGIN_S
 
-    def delay(self, attempt: int) -> float:
-        """Exponential backoff with full jitter (attempt counts from 1)."""
-        ceiling = min(self.max_delay_s, self.base_delay_s * (2 ** (attempt - 1)))
-        return random.uniform(ceiling / 2, ceiling)
+
+class _TryAgain(Exception):
+    """An answer worth asking again for (a transient error, an unknown outcome):
+    raised inside an attempt so that the retry loop decides, carrying the answer."""
+
+    def __init__(self, outcome: ProviderOutcome) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
 
 
 class ProviderCaller:
@@ -101,25 +131,41 @@ class ProviderCaller:
             self._observe(call, outcome, time.perf_counter() - started, method_name)
         return outcome
 
-    async def call(self, provider: PaymentProvider, call: ProviderCall) -> ProviderOutcome:
-        method: Callable[[ProviderCall], Awaitable[ProviderOutcome]] = getattr(
-            provider, call.operation
+    def _retrying(
+        self, before_sleep: Callable[[RetryCallState], None] | None = None
+    ) -> AsyncRetrying:
+        return retrying(
+            self.policy.backoff,
+            retry_on_types(_TryAgain),
+            attempts=self.policy.max_attempts,
+            before_sleep=before_sleep,
         )
+
+    async def call(self, provider: PaymentProvider, call: ProviderCall) -> ProviderOutcome:
+        method = operation_method(provider, call.operation)
+
+        def before_retry(state: RetryCallState) -> None:
+            if self._on_retry is not None and state.outcome is not None:
+                tried = state.outcome.exception()
+                assert isinstance(tried, _TryAgain)
+                self._on_retry(call, tried.outcome)
+
         outcome = ProviderOutcome.transient("not attempted")
         unknown: ProviderOutcome | None = None
-        for attempt in range(1, self.policy.max_attempts + 1):
-            outcome = await self._once(call, method)
-            if outcome.kind == OutcomeKind.UNKNOWN and call.moves_money:
-                unknown = outcome
-                status = await self._once(call, provider.get_status)
-                if status.kind not in (OutcomeKind.UNKNOWN, OutcomeKind.TRANSIENT):
-                    return status
-            if outcome.kind not in (OutcomeKind.TRANSIENT, OutcomeKind.UNKNOWN):
-                return outcome
-            if attempt < self.policy.max_attempts:
-                if self._on_retry is not None:
-                    self._on_retry(call, outcome)
-                await asyncio.sleep(self.policy.delay(attempt))
+        try:
+            async for attempt in self._retrying(before_retry):
+                with attempt:
+                    outcome = await self._once(call, method)
+                    if outcome.kind == OutcomeKind.UNKNOWN and call.moves_money:
+                        unknown = outcome
+                        status = await self._once(call, provider.get_status)
+                        if status.kind not in (OutcomeKind.UNKNOWN, OutcomeKind.TRANSIENT):
+                            return status
+                    if outcome.kind in (OutcomeKind.TRANSIENT, OutcomeKind.UNKNOWN):
+                        raise _TryAgain(outcome)
+                    return outcome
+        except _TryAgain as last:  # the attempts are used up
+            outcome = last.outcome
         if call.moves_money and outcome.kind == OutcomeKind.TRANSIENT:
             # Someone else may have made the call under the same key meanwhile (the
             # reconciler, another instance after a rebalance): ask before failing.
@@ -142,10 +188,13 @@ class ProviderCaller:
         answer). A timeout is not asked again: the provider may be down, and the
         reconciler's pass must not wait on it for every collection; the next pass asks.
         """
-        outcome = await self._once(call, provider.get_status)
-        for attempt in range(1, self.policy.max_attempts):
-            if outcome.kind != OutcomeKind.TRANSIENT or outcome.is_not_found:
-                break
-            await asyncio.sleep(self.policy.delay(attempt))
-            outcome = await self._once(call, provider.get_status)
-        return outcome
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    outcome = await self._once(call, provider.get_status)
+                    if outcome.kind == OutcomeKind.TRANSIENT and not outcome.is_not_found:
+                        raise _TryAgain(outcome)
+                    return outcome
+        except _TryAgain as last:  # the attempts are used up
+            return last.outcome
+        raise AssertionError("unreachable: the retry loop returns or raises")

@@ -13,6 +13,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.topics import topic_for
+from service.observability.redaction import redact_mapping, secret_like_values
+
 ENV_PREFIX = "PAYMENTS_"
 
 
@@ -50,6 +53,9 @@ class Settings(BaseSettings):
     provider_max_attempts: int = Field(default=4, ge=1, le=20)
     retry_base_delay_s: float = Field(default=0.05, ge=0)
     retry_max_delay_s: float = Field(default=2.0, ge=0)
+    """The backoff of provider calls and processing retries (`service/retry.py`): the
+    first retry waits the base plus up to the base at random, each next one twice
+    as long, at most the max."""
     processing_max_attempts: int = Field(default=3, ge=1, le=20)
     """Attempts for an unexpected exception before the message is dead-lettered."""
 
@@ -164,8 +170,6 @@ class Settings(BaseSettings):
         """repr()/str() without secrets: provider options may hold API keys."""
         for name, value in super().__repr_args__():
             if name == "provider_options":
-                from service.observability.logging import redact_mapping
-
                 yield name, redact_mapping(dict(value))
             else:
                 yield name, value
@@ -184,8 +188,6 @@ class Settings(BaseSettings):
             password = urlsplit(url).password if "://" in url else None
             if password:
                 values.append(password)
-        from service.observability.logging import secret_like_values
-
         values.extend(secret_like_values(self.provider_options))
         return values
 
@@ -195,8 +197,6 @@ class Settings(BaseSettings):
         if self.mongodb_url is not None:
             parts = urlsplit(self.mongodb_url.get_secret_value())
             mongo_host = parts.hostname and f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
-        from service.observability.logging import redact_mapping
-
         return {
             "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
             "kafka_security_protocol": self.kafka_security_protocol,
@@ -219,8 +219,6 @@ class Settings(BaseSettings):
         return self.kafka_bootstrap_servers is None and self.mongodb_url is None
 
     def topic(self, event_type: str) -> str:
-        from schemas.topics import topic_for
-
         return topic_for(event_type, self.topic_prefix)
 
     def enabled_providers(self, region_id: str) -> tuple[str, ...]:

@@ -12,13 +12,13 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from faststream.kafka import KafkaBroker
 
 from schemas.envelope import CLOUDEVENTS_CONTENT_TYPE
 from schemas.inbound import ProviderWebhook
+from schemas.outbound_event import event_payload, event_value
 from schemas.topics import PAYMENT_PROVIDER_WEBHOOK, topic_for
-from service.ports.providers import WebhookSignatureCheck, WebhookVerificationError
+from service.ports.providers import InstalledProviders, WebhookVerificationError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def webhook_event_id(provider_id: str, body: bytes) -> str:
 
 
 class WebhookIntake:
-    def __init__(self, providers: Any, broker: KafkaBroker, prefix: str) -> None:
+    def __init__(self, providers: InstalledProviders, broker: KafkaBroker, prefix: str) -> None:
         self.providers = providers
         self.broker = broker
         self.prefix = prefix
@@ -51,23 +51,21 @@ class WebhookIntake:
             payload = body.decode("utf-8")
         except UnicodeDecodeError:
             return 400, {"error": "body is not UTF-8"}
-        event = {
-            "specversion": "1.0",
-            "id": webhook_event_id(provider_id, body),
-            "source": f"/webhooks/{provider_id}",
-            "type": PAYMENT_PROVIDER_WEBHOOK,
-            "time": now.isoformat().replace("+00:00", "Z"),
-            "subject": provider_id,
-            "datacontenttype": "application/json",
-            "data": {
-                "provider_id": provider_id,
-                "received_at": now.isoformat().replace("+00:00", "Z"),
-                "headers": {k.lower(): v for k, v in headers.items()},
-                "payload": payload,
-            },
-        }
+        data = ProviderWebhook(
+            provider_id=provider_id,
+            received_at=now,
+            headers={k.lower(): v for k, v in headers.items()},
+            payload=payload,
+        )
+        event = event_payload(
+            data,
+            event_id=webhook_event_id(provider_id, body),
+            source=f"/webhooks/{provider_id}",
+            time=now,
+            subject=provider_id,
+        )
         await self.broker.publish(
-            orjson.dumps(event),
+            event_value(event),
             topic_for(PAYMENT_PROVIDER_WEBHOOK, self.prefix),
             key=provider_id.encode(),
             headers={"content-type": CLOUDEVENTS_CONTENT_TYPE},
@@ -82,17 +80,17 @@ class WebhookVerifier:
     hand-made `payment_intent.succeeded` applied. The consumer calls this with the
     event's data and dead-letters it `unauthorized` when it returns a detail.
 
-    * a provider with ``verify_webhook_signature`` (Stripe) checks the signature of
-      the stored headers and raw payload with no timestamp tolerance: a redelivery
+    * the provider is asked ``verify_stored_webhook``: Stripe checks the signature of
+      the stored headers and raw payload with no timestamp tolerance (a redelivery
       or a dead letter sent back days later is still the provider's own message,
-      and a replay of one is stopped by de-duplication, not by its age;
-    * another provider is asked ``verify_webhook`` at the stored ``received_at``
+      and a replay of one is stopped by de-duplication, not by its age); by default
+      a provider checks it with ``verify_webhook`` at the stored ``received_at``
       (the providers without webhooks, manual and sandbox, refuse every one);
     * a provider that is not installed is refused: nothing can verify the event,
       and as a dead letter it can be sent back once the provider is installed.
     """
 
-    def __init__(self, providers: Any) -> None:
+    def __init__(self, providers: InstalledProviders) -> None:
         self.providers = providers
 
     def __call__(self, webhook: ProviderWebhook) -> str | None:
@@ -101,10 +99,7 @@ class WebhookVerifier:
             return f"provider {webhook.provider_id!r} is not installed; cannot verify its webhook"
         body = webhook.payload.encode("utf-8")
         try:
-            if isinstance(provider, WebhookSignatureCheck):
-                provider.verify_webhook_signature(webhook.headers, body)
-            else:
-                provider.verify_webhook(webhook.headers, body, webhook.received_at)
+            provider.verify_stored_webhook(webhook.headers, body, webhook.received_at)
         except WebhookVerificationError as exc:
             return f"{webhook.provider_id} webhook signature does not verify: {exc}"
         return None

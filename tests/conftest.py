@@ -15,6 +15,11 @@ from service.testing.infrastructure import (
     unique_database_name,
     unique_topic_prefix,
 )
+from tests.support.real_servers import offer_real_servers
+
+# `PAYMENTS_TEST_INFRA=kafka-jvm` / `ferretdb` (make test-real): servers this
+# repository builds from tools/, so its suite offers them, not the runtime package.
+offer_real_servers()
 
 # --------------------------------------------------------------------------------------
 # Infrastructure: one Kafka and one MongoDB per session (see service.testing.infrastructure

@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -56,24 +53,10 @@ class _PendingWrite:
             self.done.set_result(written)
 
 
-@dataclass(slots=True)
-class _BatchScope:
-    #: cart id → document (None: no collection yet), from the prefetch or our own writes.
-    documents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-    pending: list[_PendingWrite] = field(default_factory=list)
-    writer: asyncio.Task[None] | None = None
-
-
-#: The batch being processed (see `batch_scope`). Context-local, so only the
-#: batch's own handler tasks see it, never the relay or the reconciler.
-_batch_scope: ContextVar[_BatchScope | None] = ContextVar("payments_batch_scope", default=None)
-
-
 class MongoCollectionStore:
     """The store port over PyMongo's async API.
 
-    `operations` counts the database round trips by kind, so the benchmark can
-    replay the exact operation mix per checkout without Kafka.
+    (The benchmark counts its round trips with PyMongo's command monitoring.)
     """
 
     def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
@@ -81,7 +64,6 @@ class MongoCollectionStore:
         self.collections = database[COLLECTIONS]
         self.orphans = database[ORPHANS]
         self.claims = database[CLAIMS]
-        self.operations: Counter[str] = Counter()
 
     async def create_indexes(self) -> None:
         await self.collections.create_index([("cart_id", ASCENDING)], unique=True)
@@ -120,7 +102,6 @@ class MongoCollectionStore:
         )
 
     async def _load(self, query: dict[str, Any]) -> Loaded | None:
-        self.operations["find_one"] += 1
         document = await self.collections.find_one(query)
         return None if document is None else self.from_document(document)
 
@@ -128,83 +109,145 @@ class MongoCollectionStore:
         return await self._load({"_id": collection_id})
 
     async def load_by_cart(self, cart_id: str) -> Loaded | None:
-        scope = _batch_scope.get()
-        if scope is not None and cart_id in scope.documents:
-            # Taken once: a retry after a ConcurrencyConflict reads the database.
-            document = scope.documents.pop(cart_id)
-            return None if document is None else self.from_document(document)
         return await self._load({"cart_id": cart_id})
 
-    @contextmanager
-    def batch_scope(self) -> Iterator[None]:
-        """One batch: `prefetch_by_cart` and `save` feed `load_by_cart`, and the
-        version-checked saves of concurrent handlers are written together.
-
-        Safe because every write is version-checked: a prefetched or just-saved
-        document that someone else has changed since only costs a
-        ConcurrencyConflict, after which the handler reloads from the database.
-        """
-        token = _batch_scope.set(_BatchScope())
-        try:
-            yield
-        finally:
-            _batch_scope.reset(token)
-
-    async def prefetch_by_cart(self, cart_ids: Iterable[str]) -> None:
-        """Load the collections of many carts with one query (inside `batch_scope`)."""
-        scope = _batch_scope.get()
-        if scope is None:
-            return
-        documents = scope.documents
-        wanted = [c for c in dict.fromkeys(cart_ids) if c not in documents]
-        if not wanted:
-            return
-        self.operations["find"] += 1
-        found: dict[str, dict[str, Any] | None] = dict.fromkeys(wanted)
-        async for document in self.collections.find({"cart_id": {"$in": wanted}}):
-            found[document["cart_id"]] = document
-        documents.update(found)
-
-    @staticmethod
-    def _remember(document: dict[str, Any]) -> None:
-        """Keep a just-written document for the next event of its cart in the batch."""
-        scope = _batch_scope.get()
-        if scope is not None:
-            scope.documents[document["cart_id"]] = document
+    def batch(self) -> MongoStoreBatch:
+        return MongoStoreBatch(self)
 
     async def load_by_payment(self, payment_id: str) -> Loaded | None:
         return await self._load({"payment_id": payment_id})
 
     async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
-        scope = _batch_scope.get()
-        if scope is not None:
-            return await self._save_in_group(scope, collection, expected_version)
         if expected_version is None:
-            self.operations["insert_one"] += 1
             document = self.to_document(collection, 1)
             try:
                 await self.collections.insert_one(document)
             except DuplicateKeyError as exc:
                 raise ConcurrencyConflict(collection.id) from exc
-            self._remember(document)
             return 1
         version = expected_version + 1
         document = self.to_document(collection, version)
         del document["_id"]
-        self.operations["replace_one"] += 1
         result = await self.collections.replace_one(
             {"_id": collection.id, "version": expected_version}, document
         )
         if result.matched_count != 1:
             raise ConcurrencyConflict(collection.id)
-        self._remember({"_id": collection.id, **document})
         return version
 
-    # -- group writes --------------------------------------------------------------
+    async def mark_sent(self, items: Sequence[tuple[PaymentCollection, int]]) -> None:
+        """Mark the outbox of each (collection, version) sent, in one bulk write.
 
-    async def _save_in_group(
-        self, scope: _BatchScope, collection: PaymentCollection, expected_version: int | None
-    ) -> int:
+        The version is not bumped: a writer that loaded this version before may
+        still write its next one over ours, which at worst re-sends events with
+        their stored ids. Ours never overwrites a newer version.
+        """
+        requests = []
+        for collection, version in items:
+            for event in collection.outbox:
+                event.sent = True
+            document = self.to_document(collection, version)
+            del document["_id"]
+            requests.append(ReplaceOne({"_id": collection.id, "version": version}, document))
+        if requests:
+            await self.collections.bulk_write(requests, ordered=False)
+
+    async def pending_outbox(self, limit: int) -> list[Loaded]:
+        cursor = (
+            self.collections.find({"outbox_pending": True})
+            .sort("outbox_at", ASCENDING)
+            .limit(limit)
+        )
+        return [self.from_document(d) async for d in cursor]
+
+    async def needing_reconcile(self, older_than: datetime, limit: int) -> list[Loaded]:
+        cursor = (
+            self.collections.find({"reconcile": True, "reconcile_at": {"$lt": older_than}})
+            .sort("reconcile_at", ASCENDING)
+            .limit(limit)
+        )
+        return [self.from_document(d) async for d in cursor]
+
+    # -- idempotency claims and orphan answers -----------------------------------
+
+    async def claim_command(self, command_id: str, fingerprint: str) -> str | None:
+        try:
+            await self.claims.insert_one({"_id": command_id, "fingerprint": fingerprint})
+        except DuplicateKeyError:
+            stored = await self.claims.find_one({"_id": command_id})
+            stored_fingerprint = str(stored["fingerprint"]) if stored else fingerprint
+            return None if stored_fingerprint == fingerprint else stored_fingerprint
+        return None
+
+    async def save_orphan(self, outcome: OrphanOutcome) -> OrphanOutcome:
+        try:
+            await self.orphans.insert_one(
+                {
+                    "_id": outcome.event_id,
+                    "outbox_pending": True,
+                    "created_at": min(e.created_at for e in outcome.events),
+                    "events": [e.model_dump(mode="json") for e in outcome.events],
+                }
+            )
+            return outcome
+        except DuplicateKeyError:
+            stored = await self.orphans.find_one({"_id": outcome.event_id})
+            assert stored is not None
+            return self._orphan(stored)
+
+    @staticmethod
+    def _orphan(document: dict[str, Any]) -> OrphanOutcome:
+        return OrphanOutcome(
+            event_id=str(document["_id"]),
+            events=[OutboxEvent.model_validate(e) for e in document["events"]],
+        )
+
+    async def orphan(self, event_id: str) -> OrphanOutcome | None:
+        stored = await self.orphans.find_one({"_id": event_id})
+        return None if stored is None else self._orphan(stored)
+
+    async def mark_orphan_sent(self, event_id: str) -> None:
+        await self.orphans.update_one({"_id": event_id}, {"$set": {"outbox_pending": False}})
+
+    async def pending_orphans(self, limit: int) -> list[OrphanOutcome]:
+        cursor = (
+            self.orphans.find({"outbox_pending": True}).sort("created_at", ASCENDING).limit(limit)
+        )
+        return [self._orphan(d) async for d in cursor]
+
+
+class MongoStoreBatch(MongoCollectionStore):
+    """The store for one consumer batch (:class:`~service.ports.store.StoreBatch`).
+
+    `prefetch_by_cart` and the batch's own saves feed `load_by_cart`, and the
+    version-checked saves of the batch's concurrent handlers are written together.
+    Everything else is the store's. Made by :meth:`MongoCollectionStore.batch`.
+    """
+
+    def __init__(self, store: MongoCollectionStore) -> None:
+        super().__init__(store.database)
+        #: cart id → document (None: no collection yet), from the prefetch or our own writes.
+        self._documents: dict[str, dict[str, Any] | None] = {}
+        self._pending: list[_PendingWrite] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def prefetch_by_cart(self, cart_ids: Iterable[str]) -> None:
+        wanted = [c for c in dict.fromkeys(cart_ids) if c not in self._documents]
+        if not wanted:
+            return
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(wanted)
+        async for document in self.collections.find({"cart_id": {"$in": wanted}}):
+            found[document["cart_id"]] = document
+        self._documents.update(found)
+
+    async def load_by_cart(self, cart_id: str) -> Loaded | None:
+        if cart_id in self._documents:
+            # Taken once: a retry after a ConcurrencyConflict reads the database.
+            document = self._documents.pop(cart_id)
+            return None if document is None else self.from_document(document)
+        return await super().load_by_cart(cart_id)
+
+    async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
         """`save`, written together with the saves of the batch's other handlers.
 
         Group commit: at most one group write is in flight; saves arriving
@@ -217,17 +260,18 @@ class MongoCollectionStore:
         document = self.to_document(collection, version)
         document["write_id"] = secrets.token_hex(8)
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        scope.pending.append(_PendingWrite(collection.id, expected_version, document, done))
-        if scope.writer is None or scope.writer.done():
-            scope.writer = asyncio.create_task(self._write_groups(scope))
+        self._pending.append(_PendingWrite(collection.id, expected_version, document, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_groups())
         if not await done:
             raise ConcurrencyConflict(collection.id)
-        self._remember(document)
+        # The next event of this cart in the batch starts from what we just wrote.
+        self._documents[collection.cart_id] = document
         return version
 
-    async def _write_groups(self, scope: _BatchScope) -> None:
-        while scope.pending:
-            group, scope.pending = scope.pending, []
+    async def _write_groups(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending, []
             inserts = [w for w in group if w.expected_version is None]
             replaces = [w for w in group if w.expected_version is not None]
             try:
@@ -248,7 +292,6 @@ class MongoCollectionStore:
     async def _insert_group(self, writes: list[_PendingWrite]) -> None:
         if not writes:
             return
-        self.operations["insert_many"] += 1
         failed: dict[int, dict[str, Any]] = {}
         try:
             await self.collections.insert_many([w.document for w in writes], ordered=False)
@@ -274,7 +317,6 @@ class MongoCollectionStore:
                     {"_id": write.collection_id, "version": write.expected_version}, replacement
                 )
             )
-        self.operations["bulk_write"] += 1
         failed: dict[int, dict[str, Any]] = {}
         matched: int | None
         try:
@@ -289,7 +331,6 @@ class MongoCollectionStore:
             return
         # Some did not match (a newer version was stored): ours are those that
         # carry our write ids now.
-        self.operations["find"] += 1
         current = {
             d["_id"]: d.get("write_id")
             async for d in self.collections.find(
@@ -302,92 +343,3 @@ class MongoCollectionStore:
                 write.settle(WriteError(error.get("errmsg", ""), error.get("code")))
             else:
                 write.settle(current.get(write.collection_id) == write.document["write_id"])
-
-    async def mark_sent(self, items: Sequence[tuple[PaymentCollection, int]]) -> None:
-        """Mark the outbox of each (collection, version) sent, in one bulk write.
-
-        The version is not bumped: a writer that loaded this version before may
-        still write its next one over ours, which at worst re-sends events with
-        their stored ids. Ours never overwrites a newer version.
-        """
-        requests = []
-        for collection, version in items:
-            for event in collection.outbox:
-                event.sent = True
-            document = self.to_document(collection, version)
-            del document["_id"]
-            requests.append(ReplaceOne({"_id": collection.id, "version": version}, document))
-        if requests:
-            self.operations["bulk_write"] += 1
-            await self.collections.bulk_write(requests, ordered=False)
-
-    async def pending_outbox(self, limit: int) -> list[Loaded]:
-        self.operations["find"] += 1
-        cursor = (
-            self.collections.find({"outbox_pending": True})
-            .sort("outbox_at", ASCENDING)
-            .limit(limit)
-        )
-        return [self.from_document(d) async for d in cursor]
-
-    async def needing_reconcile(self, older_than: datetime, limit: int) -> list[Loaded]:
-        self.operations["find"] += 1
-        cursor = (
-            self.collections.find({"reconcile": True, "reconcile_at": {"$lt": older_than}})
-            .sort("reconcile_at", ASCENDING)
-            .limit(limit)
-        )
-        return [self.from_document(d) async for d in cursor]
-
-    # -- idempotency claims and orphan answers -----------------------------------
-
-    async def claim_command(self, command_id: str, fingerprint: str) -> str | None:
-        self.operations["insert_one"] += 1
-        try:
-            await self.claims.insert_one({"_id": command_id, "fingerprint": fingerprint})
-        except DuplicateKeyError:
-            self.operations["find_one"] += 1
-            stored = await self.claims.find_one({"_id": command_id})
-            stored_fingerprint = str(stored["fingerprint"]) if stored else fingerprint
-            return None if stored_fingerprint == fingerprint else stored_fingerprint
-        return None
-
-    async def save_orphan(self, outcome: OrphanOutcome) -> OrphanOutcome:
-        self.operations["insert_one"] += 1
-        try:
-            await self.orphans.insert_one(
-                {
-                    "_id": outcome.event_id,
-                    "outbox_pending": True,
-                    "created_at": min(e.created_at for e in outcome.events),
-                    "events": [e.model_dump(mode="json") for e in outcome.events],
-                }
-            )
-            return outcome
-        except DuplicateKeyError:
-            stored = await self.orphans.find_one({"_id": outcome.event_id})
-            assert stored is not None
-            return self._orphan(stored)
-
-    @staticmethod
-    def _orphan(document: dict[str, Any]) -> OrphanOutcome:
-        return OrphanOutcome(
-            event_id=str(document["_id"]),
-            events=[OutboxEvent.model_validate(e) for e in document["events"]],
-        )
-
-    async def orphan(self, event_id: str) -> OrphanOutcome | None:
-        self.operations["find_one"] += 1
-        stored = await self.orphans.find_one({"_id": event_id})
-        return None if stored is None else self._orphan(stored)
-
-    async def mark_orphan_sent(self, event_id: str) -> None:
-        self.operations["update_one"] += 1
-        await self.orphans.update_one({"_id": event_id}, {"$set": {"outbox_pending": False}})
-
-    async def pending_orphans(self, limit: int) -> list[OrphanOutcome]:
-        self.operations["find"] += 1
-        cursor = (
-            self.orphans.find({"outbox_pending": True}).sort("created_at", ASCENDING).limit(limit)
-        )
-        return [self._orphan(d) async for d in cursor]

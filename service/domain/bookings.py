@@ -1,9 +1,9 @@
-"""Money the books record as moved: a capture or a refund, and the event announcing it.
+"""Money the books record as moved: a capture, a refund or a cancel, and the event announcing it.
 
 Every path that books money — a capture command, capture on authorization, a capture
-or refund reported by the provider's webhook, a refund command — goes through these
-two functions, so the record, the collection's status and the outbound event can
-never disagree between paths.
+or refund reported by the provider's webhook, a refund command, a cancel by command or
+at the provider — goes through these functions, so the record, the statuses and the
+outbound event can never disagree between paths.
 """
 
 from __future__ import annotations
@@ -11,12 +11,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from schemas.outbound import PaymentCaptured, PaymentRefunded
-from schemas.topics import PAYMENT_CAPTURED, PAYMENT_REFUNDED
+from schemas.outbound import PaymentCanceled, PaymentCaptured, PaymentRefunded
+from schemas.topics import PAYMENT_CANCELED, PAYMENT_CAPTURED, PAYMENT_REFUNDED
 from service.domain import ids
 from service.domain.events import new_event
 from service.domain.model import Capture, Payment, PaymentCollection, Refund
-from service.domain.statuses import CollectionStatus, collection_transition
+from service.domain.statuses import (
+    CollectionStatus,
+    SessionStatus,
+    collection_transition,
+    session_transition,
+)
 
 
 def payment_reference(collection: PaymentCollection, payment: Payment) -> dict[str, Any]:
@@ -106,3 +111,24 @@ def record_refund(
         now,
     )
     return refund
+
+
+def record_cancel(
+    collection: PaymentCollection, payment: Payment, *, causation_id: str, now: datetime
+) -> None:
+    """Book the authorization as released: payment, session and collection canceled, announced."""
+    payment.canceled_at = now
+    session = collection.session_by_id(payment.session_id)
+    if session is not None:
+        session.status = session_transition(session.status, SessionStatus.CANCELED)
+    collection.status = collection_transition(collection.status, CollectionStatus.CANCELED)
+    event = new_event(
+        collection,
+        PaymentCanceled.model_validate(
+            {**payment_reference(collection, payment), "canceled_at": now}
+        ),
+        PAYMENT_CANCELED,
+        causation_id,
+        now,
+    )
+    payment.canceled_event_id = event.id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from schemas.topics import CART_UPDATED
 from service.domain import ids
 from service.domain.calls import ProviderCall
 from service.domain.commands import UpdateCart
@@ -11,8 +12,6 @@ from service.domain.model import PaymentCollection, PaymentSession, ProcessedEve
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.domain.results import Decision
 from service.domain.statuses import CollectionStatus, collection_transition
-
-CART_UPDATED = "cart.updated"
 
 
 def new_collection(
@@ -79,21 +78,43 @@ def decide_cart_update(collection: PaymentCollection | None, cmd: UpdateCart) ->
         )
     else:
         collection = collection.model_copy(deep=True)
-        if collection.has_processed(cmd.event_id):
-            return Decision("duplicate", collection)
-        if is_frozen(collection):
-            return Decision("ignored", collection, note="collection is authorized or closed")
-        if (
-            cmd.version is not None
-            and collection.cart_version is not None
-            and cmd.version < collection.cart_version
-        ):
-            return Decision(
-                "ignored",
-                collection,
-                note=f"stale cart version {cmd.version} < {collection.cart_version}",
-            )
+        skipped = _skipped(collection, cmd)
+        if skipped is not None:
+            return skipped
 
+    changed = _follow_cart(collection, cmd)
+    wanted = list(cmd.enabled_providers) if cmd.amount > 0 else []
+    calls = _drop_unwanted_sessions(collection, wanted)
+    calls += _sync_wanted_sessions(collection, wanted, changed, cmd)
+    calls += _select_provider(collection, wanted, cmd)
+
+    if collection.sessions and collection.status == CollectionStatus.NOT_PAID:
+        collection.status = collection_transition(collection.status, CollectionStatus.AWAITING)
+    collection.processed.append(ProcessedEvent(id=cmd.event_id, type=CART_UPDATED, at=cmd.now))
+    return Decision("call", collection, calls=calls)
+
+
+def _skipped(collection: PaymentCollection, cmd: UpdateCart) -> Decision | None:
+    """A repeated, frozen-out or stale update changes nothing (None: apply it)."""
+    if collection.has_processed(cmd.event_id):
+        return Decision("duplicate", collection)
+    if is_frozen(collection):
+        return Decision("ignored", collection, note="collection is authorized or closed")
+    if (
+        cmd.version is not None
+        and collection.cart_version is not None
+        and cmd.version < collection.cart_version
+    ):
+        return Decision(
+            "ignored",
+            collection,
+            note=f"stale cart version {cmd.version} < {collection.cart_version}",
+        )
+    return None
+
+
+def _follow_cart(collection: PaymentCollection, cmd: UpdateCart) -> bool:
+    """Take the cart's amount, currency and customer; returns whether the sessions must follow."""
     currency = cmd.currency_code.lower()
     changed = (
         collection.amount != cmd.amount
@@ -111,10 +132,12 @@ def decide_cart_update(collection: PaymentCollection | None, cmd: UpdateCart) ->
     if cmd.customer is not None:
         collection.customer = dict(cmd.customer)
     collection.updated_at = cmd.now
+    return changed
 
-    wanted = list(cmd.enabled_providers) if cmd.amount > 0 else []
+
+def _drop_unwanted_sessions(collection: PaymentCollection, wanted: list[str]) -> list[ProviderCall]:
+    """Remove the sessions of providers no longer offered; delete those the provider knows."""
     calls: list[ProviderCall] = []
-
     for session in list(collection.sessions):
         if session.needs_reconcile:
             # Its authorization's outcome is unknown: the provider may hold money
@@ -136,59 +159,67 @@ def decide_cart_update(collection: PaymentCollection | None, cmd: UpdateCart) ->
                         data=session.data,
                     )
                 )
+    return calls
 
+
+def _sync_wanted_sessions(
+    collection: PaymentCollection, wanted: list[str], changed: bool, cmd: UpdateCart
+) -> list[ProviderCall]:
+    """One session per offered provider: initiate the new ones, update the changed ones."""
+    calls: list[ProviderCall] = []
     for provider_id in wanted:
-        existing = collection.session_for(provider_id)
-        if existing is None:
+        session = collection.session_for(provider_id)
+        if session is None:
             calls.append(initiate_call(collection, new_session(collection, provider_id, cmd.now)))
             continue
-        session = existing
-        if session.needs_reconcile:
+        if session.needs_reconcile or (session.initiated and not changed):
             continue
-        if changed or not session.initiated:
-            session.amount = collection.amount
-            session.currency_code = currency
-            session.context = dict(collection.context)
-            session.updated_at = cmd.now
-            if not session.initiated:
-                calls.append(initiate_call(collection, session))
-            else:
-                calls.append(
-                    ProviderCall(
-                        operation="update",
-                        provider_id=provider_id,
-                        idempotency_key=f"{session.id}:update:{cmd.event_id}",
-                        session_id=session.id,
-                        amount=session.amount,
-                        currency_code=currency,
-                        cart_id=collection.cart_id,
-                        data=session.data,
-                        context=session.context,
-                    )
-                )
-
-    if cmd.provider_id is not None and cmd.provider_id in wanted:
-        collection.selected_provider_id = cmd.provider_id
-        selected: PaymentSession | None = collection.session_for(cmd.provider_id)
-        if selected is not None and cmd.payment_data and not selected.needs_reconcile:
-            calls.append(
-                ProviderCall(
-                    operation="update_data",
-                    provider_id=cmd.provider_id,
-                    idempotency_key=f"{selected.id}:data:{cmd.event_id}",
-                    session_id=selected.id,
-                    amount=selected.amount,
-                    currency_code=currency,
-                    cart_id=collection.cart_id,
-                    data=selected.data,
-                    payment_data=dict(cmd.payment_data),
-                )
+        session.amount = collection.amount
+        session.currency_code = collection.currency_code
+        session.context = dict(collection.context)
+        session.updated_at = cmd.now
+        if not session.initiated:
+            calls.append(initiate_call(collection, session))
+            continue
+        calls.append(
+            ProviderCall(
+                operation="update",
+                provider_id=provider_id,
+                idempotency_key=f"{session.id}:update:{cmd.event_id}",
+                session_id=session.id,
+                amount=session.amount,
+                currency_code=collection.currency_code,
+                cart_id=collection.cart_id,
+                data=session.data,
+                context=session.context,
             )
+        )
+    return calls
 
-    if collection.sessions and collection.status == CollectionStatus.NOT_PAID:
-        collection.status = collection_transition(collection.status, CollectionStatus.AWAITING)
-    collection.processed.append(ProcessedEvent(id=cmd.event_id, type=CART_UPDATED, at=cmd.now))
-    return Decision("call", collection, calls=calls)
+
+def _select_provider(
+    collection: PaymentCollection, wanted: list[str], cmd: UpdateCart
+) -> list[ProviderCall]:
+    """The storefront chose a provider: select it, and pass on its payment data."""
+    if cmd.provider_id is None or cmd.provider_id not in wanted:
+        return []
+    collection.selected_provider_id = cmd.provider_id
+    selected = collection.session_for(cmd.provider_id)
+    if selected is None or not cmd.payment_data or selected.needs_reconcile:
+        return []
+    return [
+        ProviderCall(
+            operation="update_data",
+            provider_id=cmd.provider_id,
+            idempotency_key=f"{selected.id}:data:{cmd.event_id}",
+            session_id=selected.id,
+            amount=selected.amount,
+            currency_code=collection.currency_code,
+            cart_id=collection.cart_id,
+            data=selected.data,
+            payment_data=dict(cmd.payment_data),
+        )
+    ]
 
 
 def apply_session_outcomes(

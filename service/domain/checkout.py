@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from schemas.outbound import PaymentAuthorized, PaymentRequiresAction
+from schemas.topics import CHECKOUT_COMPLETED, PAYMENT_AUTHORIZED, PAYMENT_REQUIRES_ACTION
 from service.domain import ids
 from service.domain.bookings import record_capture
 from service.domain.calls import ProviderCall
@@ -35,10 +36,6 @@ from service.domain.statuses import (
     session_transition,
 )
 
-CHECKOUT_COMPLETED = "checkout.completed"
-PAYMENT_AUTHORIZED = "payment.authorized"
-PAYMENT_REQUIRES_ACTION = "payment.requires_action"
-PAYMENT_CAPTURED = "payment.captured"
 SYSTEM_PROVIDER = "system"
 
 
@@ -112,74 +109,11 @@ def begin_checkout(
         if collection.has_processed(cmd.event_id):
             return Decision("duplicate", collection)
 
-    currency = cmd.currency_code.lower()
-    attempt = collection.attempt_for(cmd.idempotency_key)
-    if attempt is not None and (
-        attempt.amount != cmd.amount or attempt.provider_id != cmd.provider_id
-    ):
-        return _reject(
-            collection,
-            cmd,
-            "idempotency_conflict",
-            f"idempotency key {cmd.idempotency_key!r} was used with amount {attempt.amount} "
-            f"and provider {attempt.provider_id!r}",
-        )
-
-    if collection.status == CollectionStatus.CANCELED:
-        # Checked before the republish below: a canceled (voided) payment must not
-        # be answered with its old payment.authorized.
-        return _reject(collection, cmd, "collection_canceled", "the payment collection is canceled")
-
-    payment = collection.payment
-    if payment is not None:
-        # Already authorized: answer with the stored payment.authorized, same id.
-        stored = collection.outbox_event(payment.authorized_event_id)
-        if stored is not None:
-            stored.sent = False
-        collection.updated_at = cmd.now
-        _processed(collection, cmd)
-        return Decision("settled", collection, note="already authorized: republished")
-
-    unknown = [s for s in collection.sessions if s.needs_reconcile]
-    if any(
-        s.authorization_key != cmd.idempotency_key or s.provider_id != cmd.provider_id
-        for s in unknown
-    ):
-        # An earlier authorization may have succeeded: a new one now could hold
-        # the card twice. The service asks the provider before deciding (see
-        # `unknown_authorization_queries`); this is what is left when even the
-        # question had no answer. Re-sending the same key stays possible: the
-        # provider de-duplicates it.
-        return _reject(
-            collection,
-            cmd,
-            "provider_unavailable",
-            "an earlier authorization of this cart has an unknown outcome; "
-            "try again once it is settled",
-            discriminator=":unknown",
-            retryable=True,
-        )
-
-    if not created:
-        if collection.currency_code != currency:
-            return _reject(
-                collection,
-                cmd,
-                "currency_mismatch",
-                f"checkout currency {currency!r} differs from the collection's "
-                f"{collection.currency_code!r}",
-            )
-        if collection.amount != cmd.amount:
-            return _reject(
-                collection,
-                cmd,
-                "amount_mismatch",
-                f"checkout amount {cmd.amount} differs from the collection's {collection.amount}",
-            )
-
+    answered = _answer_without_provider(collection, cmd, created)
+    if answered is not None:
+        return answered
     if cmd.amount == 0:
         return _authorize_zero(collection, cmd)
-
     if cmd.provider_id not in cmd.enabled_providers:
         return _reject(
             collection,
@@ -196,10 +130,108 @@ def begin_checkout(
         session = new_session(collection, cmd.provider_id, cmd.now)
     if session.status == SessionStatus.CANCELED:  # pragma: no cover - only when authorized
         return _reject(collection, cmd, "provider_error", "the session is canceled")
+    attempt = _reserve_attempt(collection, cmd, session, lease_until)
+    calls = _checkout_calls(collection, cmd, session, attempt)
+    return Decision("call", collection, calls=calls, reserve=True)
 
+
+def _answer_without_provider(
+    collection: PaymentCollection, cmd: CompleteCheckout, created: bool
+) -> Decision | None:
+    """The checks that answer a checkout before any provider call, in order (None: go on)."""
+    for check in (_conflicting_attempt, _canceled_or_authorized, _earlier_outcome_unknown):
+        answer = check(collection, cmd)
+        if answer is not None:
+            return answer
+    return None if created else _cart_mismatch(collection, cmd)
+
+
+def _conflicting_attempt(collection: PaymentCollection, cmd: CompleteCheckout) -> Decision | None:
+    attempt = collection.attempt_for(cmd.idempotency_key)
+    if attempt is None or (attempt.amount == cmd.amount and attempt.provider_id == cmd.provider_id):
+        return None
+    return _reject(
+        collection,
+        cmd,
+        "idempotency_conflict",
+        f"idempotency key {cmd.idempotency_key!r} was used with amount {attempt.amount} "
+        f"and provider {attempt.provider_id!r}",
+    )
+
+
+def _canceled_or_authorized(
+    collection: PaymentCollection, cmd: CompleteCheckout
+) -> Decision | None:
+    if collection.status == CollectionStatus.CANCELED:
+        # Checked before the republish below: a canceled (voided) payment must not
+        # be answered with its old payment.authorized.
+        return _reject(collection, cmd, "collection_canceled", "the payment collection is canceled")
+    payment = collection.payment
+    if payment is None:
+        return None
+    # Already authorized: answer with the stored payment.authorized, same id.
+    collection.republish(payment.authorized_event_id)
+    collection.updated_at = cmd.now
+    _processed(collection, cmd)
+    return Decision("settled", collection, note="already authorized: republished")
+
+
+def _earlier_outcome_unknown(
+    collection: PaymentCollection, cmd: CompleteCheckout
+) -> Decision | None:
+    if not any(
+        s.authorization_key != cmd.idempotency_key or s.provider_id != cmd.provider_id
+        for s in collection.sessions
+        if s.needs_reconcile
+    ):
+        return None
+    # An earlier authorization may have succeeded: a new one now could hold
+    # the card twice. The service asks the provider before deciding (see
+    # `unknown_authorization_queries`); this is what is left when even the
+    # question had no answer. Re-sending the same key stays possible: the
+    # provider de-duplicates it.
+    return _reject(
+        collection,
+        cmd,
+        "provider_unavailable",
+        "an earlier authorization of this cart has an unknown outcome; "
+        "try again once it is settled",
+        discriminator=":unknown",
+        retryable=True,
+    )
+
+
+def _cart_mismatch(collection: PaymentCollection, cmd: CompleteCheckout) -> Decision | None:
+    currency = cmd.currency_code.lower()
+    if collection.currency_code != currency:
+        return _reject(
+            collection,
+            cmd,
+            "currency_mismatch",
+            f"checkout currency {currency!r} differs from the collection's "
+            f"{collection.currency_code!r}",
+        )
+    if collection.amount != cmd.amount:
+        return _reject(
+            collection,
+            cmd,
+            "amount_mismatch",
+            f"checkout amount {cmd.amount} differs from the collection's {collection.amount}",
+        )
+    return None
+
+
+def _reserve_attempt(
+    collection: PaymentCollection,
+    cmd: CompleteCheckout,
+    session: PaymentSession,
+    lease_until: datetime | None,
+) -> CheckoutAttempt:
+    """Mark the session in flight under this attempt: the recovery point stored first."""
     collection.selected_provider_id = cmd.provider_id
     if collection.sessions and collection.status == CollectionStatus.NOT_PAID:
         collection.status = collection_transition(collection.status, CollectionStatus.AWAITING)
+    attempt = collection.attempt_for(cmd.idempotency_key)
     if attempt is None:
         attempt = CheckoutAttempt(
             idempotency_key=cmd.idempotency_key,
@@ -222,13 +254,22 @@ def begin_checkout(
     # What this attempt asks the provider to hold; the reconciler asks about the
     # same amount, and the payment takes what the provider answers.
     session.amount = cmd.amount
-    session.currency_code = currency
+    session.currency_code = cmd.currency_code.lower()
     session.needs_reconcile = True
     session.lease_until = lease_until
     session.updated_at = cmd.now
     attempt.outcome = "started"
     collection.updated_at = cmd.now
+    return attempt
 
+
+def _checkout_calls(
+    collection: PaymentCollection,
+    cmd: CompleteCheckout,
+    session: PaymentSession,
+    attempt: CheckoutAttempt,
+) -> list[ProviderCall]:
+    """Initiate (a new session only), then authorize under the attempt's provider key."""
     calls: list[ProviderCall] = []
     if not session.initiated:
         calls.append(initiate_call(collection, session))
@@ -239,7 +280,7 @@ def begin_checkout(
             idempotency_key=attempt.provider_key or cmd.idempotency_key,
             session_id=session.id,
             amount=cmd.amount,
-            currency_code=currency,
+            currency_code=session.currency_code,
             cart_id=collection.cart_id,
             data=session.data,
             payment_data=dict(cmd.payment_data),
@@ -247,7 +288,7 @@ def begin_checkout(
             ref=f"session:{session.id}",
         )
     )
-    return Decision("call", collection, calls=calls, reserve=True)
+    return calls
 
 
 def next_checkout_call(
@@ -386,16 +427,9 @@ def _authorized(
     session.needs_reconcile = False
     session.last_error = None
     session.updated_at = now
-    for other in collection.sessions:
-        if other.id != session.id and other.status != SessionStatus.CANCELED:
-            other.status = session_transition(other.status, SessionStatus.CANCELED)
-            other.updated_at = now
+    _cancel_other_sessions(collection, session, now)
     payment_id = ids.payment_id(session.id)
-    # What the provider holds, which is what it answered, not what the session
-    # asked for (the cart may have changed while the answer was unknown).
-    amount = 0 if session.provider_id == SYSTEM_PROVIDER else session.amount
-    if outcome.amount is not None and session.provider_id != SYSTEM_PROVIDER:
-        amount = outcome.amount
+    amount = _held_amount(session, outcome)
     collection.status = collection_transition(collection.status, CollectionStatus.AUTHORIZED)
     collection.selected_provider_id = session.provider_id
     event = new_event(
@@ -441,6 +475,24 @@ def _authorized(
     collection.updated_at = now
 
 
+def _cancel_other_sessions(
+    collection: PaymentCollection, session: PaymentSession, now: datetime
+) -> None:
+    """One session becomes the payment: the others are canceled."""
+    for other in collection.sessions:
+        if other.id != session.id and other.status != SessionStatus.CANCELED:
+            other.status = session_transition(other.status, SessionStatus.CANCELED)
+            other.updated_at = now
+
+
+def _held_amount(session: PaymentSession, outcome: ProviderOutcome) -> int:
+    """What the provider holds, which is what it answered, not what the session
+    asked for (the cart may have changed while the answer was unknown)."""
+    if session.provider_id == SYSTEM_PROVIDER:
+        return 0
+    return outcome.amount if outcome.amount is not None else session.amount
+
+
 def finish_authorization(
     collection: PaymentCollection,
     session_id: str,
@@ -458,19 +510,7 @@ def finish_authorization(
     if session is None:
         return collection
     if collection.payment is not None:
-        if session.needs_reconcile and outcome.kind not in (
-            OutcomeKind.UNKNOWN,
-            OutcomeKind.PENDING,
-        ):
-            # Settled after another authorization became the payment: if this one
-            # holds money too, it must be voided, never left on the card.
-            session.needs_reconcile = False
-            session.updated_at = now
-            if outcome.kind == OutcomeKind.SUCCEEDED:
-                record_lost_authorization(
-                    collection, authorization_call(collection, session), outcome, now
-                )
-            collection.updated_at = now
+        _settle_beside_payment(collection, session, outcome, now)
         return collection
     attempt = next(
         (
@@ -498,41 +538,84 @@ def finish_authorization(
         return collection
     session.needs_reconcile = False
     if kind == OutcomeKind.REQUIRES_MORE:
-        session.status = session_transition(session.status, SessionStatus.REQUIRES_MORE)
-        session.data = {**session.data, **outcome.data}
-        if attempt is not None:
-            attempt.outcome = "requires_more"
-        new_event(
-            collection,
-            PaymentRequiresAction.model_validate(
-                {
-                    "cart_id": collection.cart_id,
-                    "collection_id": collection.id,
-                    "provider_id": session.provider_id,
-                    "currency_code": collection.currency_code,
-                    "session_id": session.id,
-                    "amount": session.amount,
-                    "action": outcome.action or {},
-                }
-            ),
-            PAYMENT_REQUIRES_ACTION,
-            causation_id,
-            now,
-        )
-        return collection
+        _requires_more(collection, session, attempt, outcome, causation_id, now)
+    else:
+        _authorization_failed(collection, session, attempt, outcome, causation_id, now)
+    return collection
 
-    reason, retryable = {
-        OutcomeKind.DECLINED: ("declined", False),
-        OutcomeKind.INVALID_DATA: ("invalid_payment_data", False),
-        OutcomeKind.FAILED: ("provider_error", False),
-        OutcomeKind.CANCELED: ("provider_error", False),
-        OutcomeKind.TRANSIENT: ("provider_unavailable", True),
-    }[kind]
+
+def _settle_beside_payment(
+    collection: PaymentCollection, session: PaymentSession, outcome: ProviderOutcome, now: datetime
+) -> None:
+    """An outcome settled after another authorization became the payment: if this
+    one holds money too, it must be voided, never left on the card."""
+    if not session.needs_reconcile or outcome.kind in (OutcomeKind.UNKNOWN, OutcomeKind.PENDING):
+        return
+    session.needs_reconcile = False
+    session.updated_at = now
+    if outcome.kind == OutcomeKind.SUCCEEDED:
+        record_lost_authorization(collection, authorization_call(collection, session), outcome, now)
+    collection.updated_at = now
+
+
+def _requires_more(
+    collection: PaymentCollection,
+    session: PaymentSession,
+    attempt: CheckoutAttempt | None,
+    outcome: ProviderOutcome,
+    causation_id: str,
+    now: datetime,
+) -> None:
+    """3-D Secure or similar: the customer must act; `payment.requires_action`."""
+    session.status = session_transition(session.status, SessionStatus.REQUIRES_MORE)
+    session.data = {**session.data, **outcome.data}
+    if attempt is not None:
+        attempt.outcome = "requires_more"
+    new_event(
+        collection,
+        PaymentRequiresAction.model_validate(
+            {
+                "cart_id": collection.cart_id,
+                "collection_id": collection.id,
+                "provider_id": session.provider_id,
+                "currency_code": collection.currency_code,
+                "session_id": session.id,
+                "amount": session.amount,
+                "action": outcome.action or {},
+            }
+        ),
+        PAYMENT_REQUIRES_ACTION,
+        causation_id,
+        now,
+    )
+
+
+_FAILURES: dict[OutcomeKind, tuple[str, bool]] = {
+    OutcomeKind.DECLINED: ("declined", False),
+    OutcomeKind.INVALID_DATA: ("invalid_payment_data", False),
+    OutcomeKind.FAILED: ("provider_error", False),
+    OutcomeKind.CANCELED: ("provider_error", False),
+    OutcomeKind.TRANSIENT: ("provider_unavailable", True),
+}
+"""`payment.failed` reason and retryability of each failed authorization outcome."""
+
+
+def _authorization_failed(
+    collection: PaymentCollection,
+    session: PaymentSession,
+    attempt: CheckoutAttempt | None,
+    outcome: ProviderOutcome,
+    causation_id: str,
+    now: datetime,
+) -> None:
+    """The authorization failed: the session errs, the collection fails unless it may
+    be retried, and `payment.failed` tells why."""
+    reason, retryable = _FAILURES[outcome.kind]
     session.status = session_transition(session.status, SessionStatus.ERROR)
     session.last_error = f"{reason}: {outcome.message}"
     if attempt is not None:
         attempt.outcome = reason
-    if kind != OutcomeKind.TRANSIENT:
+    if outcome.kind != OutcomeKind.TRANSIENT:
         collection.status = collection_transition(collection.status, CollectionStatus.FAILED)
     fail(
         collection,
@@ -546,7 +629,6 @@ def finish_authorization(
         amount=session.amount,
         session_id=session.id,
     )
-    return collection
 
 
 def finish_checkout(

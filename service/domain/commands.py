@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,8 @@ class CompleteCheckout:
 
 @dataclass(frozen=True, slots=True)
 class CapturePayment:
+    operation: ClassVar[Literal["capture"]] = "capture"
+
     command_id: str
     payment_id: str
     requested_by: str
@@ -57,6 +59,8 @@ class CapturePayment:
 
 @dataclass(frozen=True, slots=True)
 class RefundPayment:
+    operation: ClassVar[Literal["refund"]] = "refund"
+
     command_id: str
     payment_id: str
     requested_by: str
@@ -69,6 +73,10 @@ class RefundPayment:
 
 @dataclass(frozen=True, slots=True)
 class CancelPayment:
+    operation: ClassVar[Literal["cancel"]] = "cancel"
+    amount: ClassVar[None] = None
+    """A cancel releases the whole authorization: it names no amount."""
+
     command_id: str
     payment_id: str
     requested_by: str
@@ -80,15 +88,14 @@ class CancelPayment:
 PaymentCommand = CapturePayment | RefundPayment | CancelPayment
 
 
-def command_operation(command: PaymentCommand) -> str:
-    if isinstance(command, CapturePayment):
-        return "capture"
-    if isinstance(command, RefundPayment):
-        return "refund"
-    return "cancel"
+CommandOperation = Literal["capture", "refund", "cancel"]
+
+
+def command_operation(command: PaymentCommand) -> CommandOperation:
+    """Each command class names its operation (`CapturePayment.operation == "capture"`)."""
+    return command.operation
 
 
 def command_fingerprint(command: PaymentCommand) -> str:
     """What must be equal when the same command id is seen again."""
-    amount = getattr(command, "amount", None)
-    return f"{command_operation(command)}|{command.payment_id}|{amount}"
+    return f"{command.operation}|{command.payment_id}|{command.amount}"

@@ -14,8 +14,10 @@ from datetime import datetime
 from typing import Any, Literal, cast
 
 from schemas.outbound import PaymentDisputed
+from schemas.topics import PAYMENT_DISPUTED
+from service.domain.bookings import payment_reference
 from service.domain.events import new_event
-from service.domain.model import Dispute, HistoryEntry, PaymentCollection
+from service.domain.model import Dispute, HistoryEntry, Payment, PaymentCollection
 
 DisputeStatus = Literal["open", "won", "lost"]
 DECIDED: frozenset[str] = frozenset({"won", "lost"})
@@ -76,25 +78,27 @@ def apply_dispute(
             outcome=f"dispute {dispute_id} {provider_status}",
         )
     )
-    if not changed_status:
-        return
+    if changed_status:
+        _announce(collection, payment, existing, event_id, now)
+
+
+def _announce(
+    collection: PaymentCollection, payment: Payment, dispute: Dispute, event_id: str, now: datetime
+) -> None:
+    """`payment.disputed` with the dispute's latest state."""
     new_event(
         collection,
         PaymentDisputed.model_validate(
             {
-                "cart_id": collection.cart_id,
-                "collection_id": collection.id,
-                "provider_id": payment.provider_id,
-                "currency_code": payment.currency_code,
-                "payment_id": payment.id,
-                "dispute_id": dispute_id,
-                "amount": existing.amount,
-                "status": existing.status,
-                "reason": existing.reason,
-                "evidence_due_by": existing.evidence_due_by,
+                **payment_reference(collection, payment),
+                "dispute_id": dispute.id,
+                "amount": dispute.amount,
+                "status": dispute.status,
+                "reason": dispute.reason,
+                "evidence_due_by": dispute.evidence_due_by,
             }
         ),
-        "payment.disputed",
+        PAYMENT_DISPUTED,
         event_id,
         now,
     )

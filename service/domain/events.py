@@ -1,8 +1,9 @@
 """Outbound events as the domain records them in the outbox.
 
-The data of each event is built through its `schemas.outbound` model, so a
-decision that would publish something off-contract fails in the unit tests, not
-in a downstream consumer.
+The data of each event is built through its `schemas.outbound` model and wrapped by
+the one envelope builder (`schemas.outbound_event.event_payload`), so a decision that
+would publish something off-contract fails in the unit tests, not in a downstream
+consumer, and the event's `type` is the one registered for its data model.
 """
 
 from __future__ import annotations
@@ -12,49 +13,45 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from schemas.outbound_event import SERVICE_SOURCE, event_payload
 from service.domain import ids
 from service.domain.model import OutboxEvent, PaymentCollection
 
-EVENT_SOURCE = "/payments-service"
+
+def outbox_entry(
+    payload: dict[str, Any], *, key: str, causation_id: str, now: datetime
+) -> OutboxEvent:
+    """A built event as the outbox stores it: id and type read from the event itself."""
+    return OutboxEvent(
+        id=payload["id"],
+        type=payload["type"],
+        key=key,
+        payload=payload,
+        causation_id=causation_id,
+        created_at=now,
+    )
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def _envelope(
-    event_id: str,
-    event_type: str,
-    now: datetime,
-    subject: str,
-    causation_id: str,
+def _decided(
     data: BaseModel,
-) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": EVENT_SOURCE,
-        "type": event_type,
-        "time": _iso(now),
-        "subject": subject,
-        "datacontenttype": "application/json",
-        "causationid": causation_id,
-        "data": _dump(data),
-    }
-
-
-def _dump(data: BaseModel) -> dict[str, Any]:
-    """Optional fields that are None are left out; required ones stay, as null.
-
-    (`payment.failed` for an unknown payment has a null `cart_id`, `collection_id`,
-    `provider_id` and `currency_code`: required by the contract's schema, so they
-    must be present.)
-    """
-    dumped = data.model_dump(mode="json", exclude_none=True)
-    for name, field in type(data).model_fields.items():
-        if field.is_required() and name not in dumped:
-            dumped[name] = None
-    return dumped
+    event_type: str,
+    event_id: str,
+    causation_id: str,
+    now: datetime,
+    *,
+    key: str,
+    subject: str,
+) -> OutboxEvent:
+    payload = event_payload(
+        data,
+        event_id=event_id,
+        source=SERVICE_SOURCE,
+        time=now,
+        subject=subject,
+        causation_id=causation_id,
+        event_type=event_type,
+    )
+    return outbox_entry(payload, key=key, causation_id=causation_id, now=now)
 
 
 def new_event(
@@ -67,20 +64,25 @@ def new_event(
     key: str | None = None,
     discriminator: str = "",
 ) -> OutboxEvent:
-    """Append an outbound event to the collection's outbox and return it."""
+    """Append an outbound event to the collection's outbox and return it.
+
+    `event_type` must be the type registered for the model of `data` (it names the
+    event id before the event is built); a mismatch raises `ValueError`.
+    """
     event_id = ids.event_id(causation_id + discriminator, event_type, collection.id)
     existing = collection.outbox_event(event_id)
     if existing is not None:
         # The same cause deciding the same event again (a lost race re-decided):
         # keep the first one, which may already be published.
         return existing
-    event = OutboxEvent(
-        id=event_id,
-        type=event_type,
+    event = _decided(
+        data,
+        event_type,
+        event_id,
+        causation_id,
+        now,
         key=key or collection.cart_id,
-        payload=_envelope(event_id, event_type, now, collection.cart_id, causation_id, data),
-        causation_id=causation_id,
-        created_at=now,
+        subject=collection.cart_id,
     )
     collection.outbox.append(event)
     return event
@@ -97,11 +99,4 @@ def standalone_event(
 ) -> OutboxEvent:
     """An outbound event that belongs to no collection (e.g. `payment_not_found`)."""
     event_id = ids.event_id(causation_id, event_type, subject)
-    return OutboxEvent(
-        id=event_id,
-        type=event_type,
-        key=key,
-        payload=_envelope(event_id, event_type, now, subject, causation_id, data),
-        causation_id=causation_id,
-        created_at=now,
-    )
+    return _decided(data, event_type, event_id, causation_id, now, key=key, subject=subject)

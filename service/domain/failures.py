@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from schemas.outbound import PaymentFailed
+from schemas.topics import PAYMENT_FAILED
 from service.domain.events import new_event
 from service.domain.model import Operation, OutboxEvent, PaymentCollection
-
-PAYMENT_FAILED = "payment.failed"
 
 
 def fail(

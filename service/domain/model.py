@@ -270,6 +270,13 @@ class PaymentCollection(_Model):
     def outbox_event(self, event_id: str) -> OutboxEvent | None:
         return next((e for e in self.outbox if e.id == event_id), None)
 
+    def republish(self, event_id: str | None) -> None:
+        """Mark a stored outbound event unsent, so it is published again with its id:
+        the answer to a repeated request that took effect already."""
+        stored = self.outbox_event(event_id) if event_id else None
+        if stored is not None:
+            stored.sent = False
+
     @property
     def unsent_events(self) -> list[OutboxEvent]:
         return [e for e in self.outbox if not e.sent]

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import assert_never
 
-from schemas.outbound import PaymentCanceled
+from schemas.topics import ADMIN_PAYMENT_CANCEL, ADMIN_PAYMENT_CAPTURE, ADMIN_PAYMENT_REFUND
 from service.domain import ids
-from service.domain.bookings import record_capture, record_refund
+from service.domain.bookings import record_cancel, record_capture, record_refund
 from service.domain.calls import ProviderCall
 from service.domain.commands import (
+    CancelPayment,
     CapturePayment,
     PaymentCommand,
     RefundPayment,
     command_fingerprint,
-    command_operation,
 )
-from service.domain.events import new_event
 from service.domain.failures import fail
 from service.domain.model import (
     HistoryEntry,
@@ -35,12 +35,6 @@ from service.domain.model import (
 )
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.domain.results import Decision
-from service.domain.statuses import (
-    CollectionStatus,
-    SessionStatus,
-    collection_transition,
-    session_transition,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,29 +45,18 @@ class Lease:
     until: datetime
 
 
-PAYMENT_CAPTURED = "payment.captured"
-PAYMENT_REFUNDED = "payment.refunded"
-PAYMENT_CANCELED = "payment.canceled"
 COMMAND_TYPES = {
-    "capture": "admin.payment.capture",
-    "refund": "admin.payment.refund",
-    "cancel": "admin.payment.cancel",
+    "capture": ADMIN_PAYMENT_CAPTURE,
+    "refund": ADMIN_PAYMENT_REFUND,
+    "cancel": ADMIN_PAYMENT_CANCEL,
 }
-
-
-def _operation(cmd: PaymentCommand) -> Operation:
-    if isinstance(cmd, CapturePayment):
-        return "capture"
-    if isinstance(cmd, RefundPayment):
-        return "refund"
-    return "cancel"
 
 
 def _history(payment: Payment, cmd: PaymentCommand, outcome: str, amount: int | None) -> None:
     payment.history.append(
         HistoryEntry(
             at=cmd.now,
-            action=command_operation(cmd),
+            action=cmd.operation,
             command_id=cmd.command_id,
             amount=amount,
             requested_by=cmd.requested_by,
@@ -88,7 +71,7 @@ def _processed(collection: PaymentCollection, cmd: PaymentCommand) -> None:
     collection.processed.append(
         ProcessedEvent(
             id=cmd.command_id,
-            type=COMMAND_TYPES[command_operation(cmd)],
+            type=COMMAND_TYPES[cmd.operation],
             at=cmd.now,
             fingerprint=command_fingerprint(cmd),
         )
@@ -108,7 +91,7 @@ def _reject(
     payment = collection.payment
     fail(
         collection,
-        operation=_operation(cmd),
+        operation=cmd.operation,
         reason=reason,
         message=message,
         retryable=False,
@@ -163,131 +146,179 @@ def begin_payment_command(
     payment = collection.payment
     if payment is None or payment.id != cmd.payment_id:
         return _reject(collection, cmd, "payment_not_found", f"no payment {cmd.payment_id!r}")
+    repeated = _seen_before(collection, cmd)
+    if repeated is None:
+        repeated = _resume(collection, payment, cmd, lease)
+    if repeated is not None:
+        return repeated
+    decided = _decide(collection, payment, cmd)
+    if isinstance(decided, Decision):
+        return decided
+    return _reserve(collection, payment, cmd, decided, lease)
 
+
+def _conflict(
+    collection: PaymentCollection,
+    cmd: PaymentCommand,
+    message: str,
+    reason: str = "idempotency_conflict",
+) -> Decision:
+    """Refuse a command id seen with another meaning; its id stays free of effects."""
+    return _reject(
+        collection,
+        cmd,
+        reason,
+        message,
+        discriminator=":conflict:" + command_fingerprint(cmd),
+        record=False,
+    )
+
+
+def _seen_before(collection: PaymentCollection, cmd: PaymentCommand) -> Decision | None:
+    """The command id took effect already: a duplicate, or a conflict if it meant otherwise."""
     seen = collection.processed_event(cmd.command_id)
-    if seen is not None:
-        if seen.fingerprint == command_fingerprint(cmd):
-            return Decision("duplicate", collection)
+    if seen is None:
+        return None
+    if seen.fingerprint == command_fingerprint(cmd):
+        return Decision("duplicate", collection)
+    return _conflict(
+        collection,
+        cmd,
+        f"command id {cmd.command_id!r} was used before for {seen.fingerprint}",
+    )
+
+
+def _resume(
+    collection: PaymentCollection, payment: Payment, cmd: PaymentCommand, lease: Lease | None
+) -> Decision | None:
+    """The command's reservation is stored already: repeat its call with the same key."""
+    pending = payment.pending_for(cmd.command_id)
+    if pending is None:
+        return None
+    if pending.operation != cmd.operation or cmd.amount not in (None, pending.amount):
+        return _conflict(
+            collection,
+            cmd,
+            f"command id {cmd.command_id!r} is in flight as another {pending.operation}",
+        )
+    # Resume: the reservation is stored already; repeat the call with its key,
+    # under a new lease (stored first, like a new reservation).
+    if lease is not None:
+        pending.owner, pending.lease_until = lease.owner, lease.until
+    collection.updated_at = cmd.now
+    return Decision(
+        "call",
+        collection,
+        calls=[pending_call(payment, collection, pending)],
+        reserve=lease is not None,
+    )
+
+
+def _decide(
+    collection: PaymentCollection, payment: Payment, cmd: PaymentCommand
+) -> Decision | PendingOperation:
+    """Dispatch to the command's own decision: a refusal or answer, or what to reserve.
+
+    `match` on the command's class, so mypy proves every command has a decision.
+    """
+    match cmd:
+        case CapturePayment():
+            return _decide_capture(collection, payment, cmd)
+        case RefundPayment():
+            return _decide_refund(collection, payment, cmd)
+        case CancelPayment():
+            return _decide_cancel(collection, payment, cmd)
+        case _:  # pragma: no cover - every command class is matched above
+            assert_never(cmd)
+
+
+def _decide_capture(
+    collection: PaymentCollection, payment: Payment, cmd: CapturePayment
+) -> Decision | PendingOperation:
+    """Partial captures up to the authorized amount; nothing on a canceled payment."""
+    # A cancel in flight counts as canceled: a capture reserved now would
+    # settle on a canceled payment (canceled -> captured is illegal).
+    if payment.is_canceled or any(p.operation == "cancel" for p in payment.pending):
+        return _reject(
+            collection, cmd, "payment_canceled", "the payment is canceled", amount=cmd.amount
+        )
+    remaining = payment.amount - payment.captured_total - payment.pending_capture
+    amount = cmd.amount if cmd.amount is not None else remaining
+    problem = _amount_problem("capture", amount, remaining, "authorized and not yet captured")
+    if problem is not None:
+        return _reject(collection, cmd, "amount_exceeds_authorized", problem, amount=amount)
+    return _reservation(collection, cmd, amount)
+
+
+def _decide_refund(
+    collection: PaymentCollection, payment: Payment, cmd: RefundPayment
+) -> Decision | PendingOperation:
+    """Partial refunds up to the captured amount."""
+    if payment.captured_total == 0:
+        return _reject(
+            collection, cmd, "nothing_captured", "nothing is captured", amount=cmd.amount
+        )
+    refundable = payment.captured_total - payment.refunded_total - payment.pending_refund
+    amount = cmd.amount if cmd.amount is not None else refundable
+    problem = _amount_problem("refund", amount, refundable, "captured and not yet refunded")
+    if problem is not None:
+        return _reject(collection, cmd, "amount_exceeds_captured", problem, amount=amount)
+    return _reservation(collection, cmd, amount, reason=cmd.reason)
+
+
+def _decide_cancel(
+    collection: PaymentCollection, payment: Payment, cmd: CancelPayment
+) -> Decision | PendingOperation:
+    """Cancel only while nothing is captured; a repeated cancel republishes its event."""
+    if payment.is_canceled:
+        # Cancel is idempotent in effect: answer with the stored event, same id.
+        collection.republish(payment.canceled_event_id)
+        _history(payment, cmd, "already canceled", None)
+        _processed(collection, cmd)
+        return Decision("settled", collection, note="already canceled: republished")
+    if payment.captured_total > 0 or payment.pending_capture > 0:
         return _reject(
             collection,
             cmd,
-            "idempotency_conflict",
-            f"command id {cmd.command_id!r} was used before for {seen.fingerprint}",
-            discriminator=":conflict:" + command_fingerprint(cmd),
-            record=False,
+            "already_captured",
+            "the payment has captures and cannot be canceled",
         )
+    return _reservation(collection, cmd, payment.amount)
 
-    pending = payment.pending_for(cmd.command_id)
-    if pending is not None:
-        if pending.operation != command_operation(cmd) or (
-            getattr(cmd, "amount", None) not in (None, pending.amount)
-        ):
-            return _reject(
-                collection,
-                cmd,
-                "idempotency_conflict",
-                f"command id {cmd.command_id!r} is in flight as another {pending.operation}",
-                discriminator=":conflict:" + command_fingerprint(cmd),
-                record=False,
-            )
-        # Resume: the reservation is stored already; repeat the call with its key,
-        # under a new lease (stored first, like a new reservation).
-        if lease is not None:
-            pending.owner, pending.lease_until = lease.owner, lease.until
-        collection.updated_at = cmd.now
-        return Decision(
-            "call",
-            collection,
-            calls=[pending_call(payment, collection, pending)],
-            reserve=lease is not None,
-        )
 
-    if isinstance(cmd, CapturePayment):
-        # A cancel in flight counts as canceled: a capture reserved now would
-        # settle on a canceled payment (canceled -> captured is illegal).
-        if payment.is_canceled or any(p.operation == "cancel" for p in payment.pending):
-            return _reject(
-                collection, cmd, "payment_canceled", "the payment is canceled", amount=cmd.amount
-            )
-        remaining = payment.amount - payment.captured_total - payment.pending_capture
-        amount = cmd.amount if cmd.amount is not None else remaining
-        if amount <= 0 or amount > remaining:
-            return _reject(
-                collection,
-                cmd,
-                "amount_exceeds_authorized",
-                f"capture of {amount} exceeds the {remaining} authorized and not yet captured"
-                if amount > 0
-                else "nothing left to capture"
-                if remaining <= 0
-                else "amount must be positive",
-                amount=amount,
-            )
-        reserved = PendingOperation(
-            operation="capture",
-            command_id=cmd.command_id,
-            amount=amount,
-            provider_key=ids.provider_key(collection.id, "capture", cmd.command_id),
-            fingerprint=command_fingerprint(cmd),
-            started_at=cmd.now,
-        )
-    elif isinstance(cmd, RefundPayment):
-        if payment.captured_total == 0:
-            return _reject(
-                collection, cmd, "nothing_captured", "nothing is captured", amount=cmd.amount
-            )
-        refundable = payment.captured_total - payment.refunded_total - payment.pending_refund
-        amount = cmd.amount if cmd.amount is not None else refundable
-        if amount <= 0 or amount > refundable:
-            return _reject(
-                collection,
-                cmd,
-                "amount_exceeds_captured",
-                f"refund of {amount} exceeds the {refundable} captured and not yet refunded"
-                if amount > 0
-                else "nothing left to refund"
-                if refundable <= 0
-                else "amount must be positive",
-                amount=amount,
-            )
-        reserved = PendingOperation(
-            operation="refund",
-            command_id=cmd.command_id,
-            amount=amount,
-            provider_key=ids.provider_key(collection.id, "refund", cmd.command_id),
-            reason=cmd.reason,
-            fingerprint=command_fingerprint(cmd),
-            started_at=cmd.now,
-        )
-    else:
-        if payment.is_canceled:
-            # Cancel is idempotent in effect: answer with the stored event, same id.
-            stored = (
-                collection.outbox_event(payment.canceled_event_id)
-                if payment.canceled_event_id
-                else None
-            )
-            if stored is not None:
-                stored.sent = False
-            _history(payment, cmd, "already canceled", None)
-            _processed(collection, cmd)
-            return Decision("settled", collection, note="already canceled: republished")
-        if payment.captured_total > 0 or payment.pending_capture > 0:
-            return _reject(
-                collection,
-                cmd,
-                "already_captured",
-                "the payment has captures and cannot be canceled",
-            )
-        reserved = PendingOperation(
-            operation="cancel",
-            command_id=cmd.command_id,
-            amount=payment.amount,
-            provider_key=ids.provider_key(collection.id, "cancel", cmd.command_id),
-            fingerprint=command_fingerprint(cmd),
-            started_at=cmd.now,
-        )
+def _amount_problem(operation: str, amount: int, available: int, available_as: str) -> str | None:
+    """Why `amount` cannot be taken out of `available` (None: it can)."""
+    if 0 < amount <= available:
+        return None
+    if amount > 0:
+        return f"{operation} of {amount} exceeds the {available} {available_as}"
+    if available <= 0:
+        return f"nothing left to {operation}"
+    return "amount must be positive"
 
+
+def _reservation(
+    collection: PaymentCollection, cmd: PaymentCommand, amount: int, reason: str | None = None
+) -> PendingOperation:
+    return PendingOperation(
+        operation=cmd.operation,
+        command_id=cmd.command_id,
+        amount=amount,
+        provider_key=ids.provider_key(collection.id, cmd.operation, cmd.command_id),
+        reason=reason,
+        fingerprint=command_fingerprint(cmd),
+        started_at=cmd.now,
+    )
+
+
+def _reserve(
+    collection: PaymentCollection,
+    payment: Payment,
+    cmd: PaymentCommand,
+    reserved: PendingOperation,
+    lease: Lease | None,
+) -> Decision:
+    """Take the amount (stored before the call is made) and plan the call under its key."""
     if lease is not None:
         reserved.owner, reserved.lease_until = lease.owner, lease.until
     payment.pending.append(reserved)
@@ -386,108 +417,115 @@ def settle_pending(
         return collection
     payment.pending.remove(pending)
     collection.updated_at = now
-    causation = pending.command_id
-    common = {
-        "cart_id": collection.cart_id,
-        "collection_id": collection.id,
-        "provider_id": payment.provider_id,
-        "currency_code": payment.currency_code,
-        "payment_id": payment.id,
-    }
     # A capture reported meanwhile (a webhook) makes a cancel impossible, whatever
     # the provider answered: completed/partially_captured -> canceled is illegal.
     captured_meanwhile = pending.operation == "cancel" and payment.captured_total > 0
     if outcome.kind == OutcomeKind.SUCCEEDED and not captured_meanwhile:
-        if pending.operation == "capture":
-            record_capture(
-                collection,
-                payment,
-                command_id=pending.command_id,
-                amount=pending.amount,
-                causation_id=causation,
-                now=now,
-            )
-        elif pending.operation == "refund":
-            record_refund(
-                collection,
-                payment,
-                command_id=pending.command_id,
-                amount=pending.amount,
-                reason=pending.reason,
-                causation_id=causation,
-                now=now,
-            )
-        elif payment.is_canceled:
-            # A second cancel that was in flight at the same time: already canceled,
-            # so answer with the stored payment.canceled (same id) as a repeated
-            # cancel does, instead of a second event and a new canceled_at.
-            stored = (
-                collection.outbox_event(payment.canceled_event_id)
-                if payment.canceled_event_id
-                else None
-            )
-            if stored is not None:
-                stored.sent = False
-        else:
-            payment.canceled_at = now
-            session = collection.session_by_id(payment.session_id)
-            if session is not None:
-                session.status = session_transition(session.status, SessionStatus.CANCELED)
-            collection.status = collection_transition(collection.status, CollectionStatus.CANCELED)
-            event = new_event(
-                collection,
-                PaymentCanceled.model_validate({**common, "canceled_at": now}),
-                PAYMENT_CANCELED,
-                causation,
-                now,
-            )
-            payment.canceled_event_id = event.id
+        _book_success(collection, payment, pending, now)
         result = "succeeded"
     else:
-        reason, retryable = (
-            ("already_captured", False)
-            if captured_meanwhile
-            else ("provider_unavailable", True)
-            if outcome.kind == OutcomeKind.TRANSIENT
-            else ("provider_error", False)
-        )
-        fail(
+        result = _book_failure(collection, payment, pending, outcome, now, captured_meanwhile)
+    _record_settled(collection, payment, pending, result, now, cmd=cmd, late=late)
+    return collection
+
+
+def _book_success(
+    collection: PaymentCollection, payment: Payment, pending: PendingOperation, now: datetime
+) -> None:
+    """The provider did what the reservation asked: the books follow."""
+    if pending.operation == "capture":
+        record_capture(
             collection,
-            operation=pending.operation,
-            reason=reason,
-            message=outcome.message or reason,
-            retryable=retryable,
-            causation_id=causation,
-            now=now,
-            provider_id=payment.provider_id,
+            payment,
+            command_id=pending.command_id,
             amount=pending.amount,
-            payment_id=payment.id,
-            session_id=payment.session_id,
+            causation_id=pending.command_id,
+            now=now,
         )
-        result = reason
+    elif pending.operation == "refund":
+        record_refund(
+            collection,
+            payment,
+            command_id=pending.command_id,
+            amount=pending.amount,
+            reason=pending.reason,
+            causation_id=pending.command_id,
+            now=now,
+        )
+    elif payment.is_canceled:
+        # A second cancel that was in flight at the same time: already canceled,
+        # so answer with the stored payment.canceled (same id) as a repeated
+        # cancel does, instead of a second event and a new canceled_at.
+        collection.republish(payment.canceled_event_id)
+    else:
+        record_cancel(collection, payment, causation_id=pending.command_id, now=now)
+
+
+def _book_failure(
+    collection: PaymentCollection,
+    payment: Payment,
+    pending: PendingOperation,
+    outcome: ProviderOutcome,
+    now: datetime,
+    captured_meanwhile: bool,
+) -> str:
+    """The reservation is released without effect: `payment.failed`. Returns the reason."""
+    reason, retryable = (
+        ("already_captured", False)
+        if captured_meanwhile
+        else ("provider_unavailable", True)
+        if outcome.kind == OutcomeKind.TRANSIENT
+        else ("provider_error", False)
+    )
+    fail(
+        collection,
+        operation=pending.operation,
+        reason=reason,
+        message=outcome.message or reason,
+        retryable=retryable,
+        causation_id=pending.command_id,
+        now=now,
+        provider_id=payment.provider_id,
+        amount=pending.amount,
+        payment_id=payment.id,
+        session_id=payment.session_id,
+    )
+    return reason
+
+
+def _record_settled(
+    collection: PaymentCollection,
+    payment: Payment,
+    pending: PendingOperation,
+    result: str,
+    now: datetime,
+    *,
+    cmd: PaymentCommand | None,
+    late: bool,
+) -> None:
+    """History and inbox entry: the command's own, or those of a reconciler or late answer."""
     if cmd is not None:
         _history(payment, cmd, result, pending.amount)
         _processed(collection, cmd)
-    else:
-        payment.history.append(
-            HistoryEntry(
+        return
+    payment.history.append(
+        HistoryEntry(
+            at=now,
+            action=pending.operation,
+            command_id=pending.command_id,
+            amount=pending.amount,
+            outcome=f"{'applied late' if late else 'settled by reconciliation'}: {result}",
+        )
+    )
+    if not collection.has_processed(pending.command_id):
+        collection.processed.append(
+            ProcessedEvent(
+                id=pending.command_id,
+                type=COMMAND_TYPES[pending.operation],
                 at=now,
-                action=pending.operation,
-                command_id=pending.command_id,
-                amount=pending.amount,
-                outcome=f"{'applied late' if late else 'settled by reconciliation'}: {result}",
+                fingerprint=pending.fingerprint,
             )
         )
-        if not collection.has_processed(pending.command_id):
-            collection.processed.append(
-                ProcessedEvent(
-                    id=pending.command_id,
-                    type=COMMAND_TYPES[pending.operation],
-                    at=now,
-                    fingerprint=pending.fingerprint,
-                )
-            )
-    return collection
 
 
 def reject_payment_command(
@@ -498,11 +536,4 @@ def reject_payment_command(
     Used for a command id already claimed with another fingerprint elsewhere
     (a different payment): this id must stay free of effects here.
     """
-    return _reject(
-        collection.model_copy(deep=True),
-        cmd,
-        reason,
-        message,
-        discriminator=":conflict:" + command_fingerprint(cmd),
-        record=False,
-    )
+    return _conflict(collection.model_copy(deep=True), cmd, message, reason)

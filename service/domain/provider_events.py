@@ -18,21 +18,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from schemas.outbound import PaymentCanceled
 from service.domain import ids
-from service.domain.bookings import payment_reference, record_refund
+from service.domain.bookings import record_cancel, record_refund
 from service.domain.disputes import apply_dispute
-from service.domain.events import new_event
 from service.domain.failures import fail
 from service.domain.model import HistoryEntry, Payment, PaymentCollection, PendingOperation, Refund
 from service.domain.outcomes import ProviderOutcome
 from service.domain.payment_commands import settle_pending
-from service.domain.statuses import (
-    CollectionStatus,
-    SessionStatus,
-    collection_transition,
-    session_transition,
-)
+from service.domain.statuses import CollectionStatus
 
 ProviderMoneyMeaning = Literal["refund_succeeded", "refund_pending", "refund_failed", "disputed"]
 """What a webhook can report beyond a session's authorization (see the port)."""
@@ -87,21 +80,7 @@ def _canceled_at_provider(
         CollectionStatus.PARTIALLY_AUTHORIZED,
     ):
         return
-    payment.canceled_at = now
-    session = collection.session_by_id(payment.session_id)
-    if session is not None and session.status != SessionStatus.CANCELED:
-        session.status = session_transition(session.status, SessionStatus.CANCELED)
-    collection.status = collection_transition(collection.status, CollectionStatus.CANCELED)
-    event = new_event(
-        collection,
-        PaymentCanceled.model_validate(
-            {**payment_reference(collection, payment), "canceled_at": now}
-        ),
-        "payment.canceled",
-        event_id,
-        now,
-    )
-    payment.canceled_event_id = event.id
+    record_cancel(collection, payment, causation_id=event_id, now=now)
     payment.history.append(
         HistoryEntry(
             at=now,
@@ -141,10 +120,7 @@ def _refund_at_provider(
             _book_refund(collection, payment, event_id, command_id, amount, data, now)
         return
     # refund_failed
-    message = f"refund {refund_ref} failed at the provider"
-    reason = data.get("failure_reason")
-    if isinstance(reason, str) and reason:
-        message += f": {reason}"
+    message = _refund_failure(refund_ref, data)
     if ours is not None:
         # The amount goes back to refundable with the reservation; payment.failed.
         settle_pending(collection, ours, ProviderOutcome.failed(message, code="refund_failed"), now)
@@ -152,8 +128,28 @@ def _refund_at_provider(
     if _reversed(payment, command_id):
         return
     booked = _booked_refund(collection, payment, command_id, provider_key, amount)
-    if booked is None:
-        return
+    if booked is not None:
+        _reverse_refund(collection, payment, booked, command_id, event_id, message, now)
+
+
+def _refund_failure(refund_ref: str, data: dict[str, Any]) -> str:
+    message = f"refund {refund_ref} failed at the provider"
+    reason = data.get("failure_reason")
+    if isinstance(reason, str) and reason:
+        message += f": {reason}"
+    return message
+
+
+def _reverse_refund(
+    collection: PaymentCollection,
+    payment: Payment,
+    booked: Refund,
+    command_id: str,
+    event_id: str,
+    message: str,
+    now: datetime,
+) -> None:
+    """A booked refund failed at the provider: the money is back, so unbook it; payment.failed."""
     payment.refunds.remove(booked)
     payment.history.append(
         HistoryEntry(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Literal
 
+from service.domain.backoff import Backoff
 from service.domain.calls import ProviderCall
 from service.domain.checkout import (
     authorization_call,
@@ -33,8 +34,7 @@ Answers = list[tuple[ProviderCall, ProviderOutcome]]
 # failed, the provider is not installed): the collection goes to the back of the
 # queue, which is ordered by due time, so it cannot hold up the others; the
 # delay grows slowly, as most such failures are brief.
-BACKOFF_BASE = timedelta(seconds=0.5)
-BACKOFF_MAX = timedelta(minutes=1)
+RECONCILE_BACKOFF = Backoff(initial_s=0.5, max_s=60.0)
 
 _NO_ANSWER = (OutcomeKind.UNKNOWN, OutcomeKind.PENDING)
 
@@ -157,8 +157,8 @@ def apply_reconcile(collection: PaymentCollection, answers: Answers, now: dateti
         unsettled = unsettled or not done
     if unsettled:
         collection.reconcile_attempts += 1
-        delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(collection.reconcile_attempts - 1, 10))
-        collection.reconcile_after = now + delay
+        delay_s = RECONCILE_BACKOFF.delay_s(collection.reconcile_attempts)
+        collection.reconcile_after = now + timedelta(seconds=delay_s)
     elif collection.reconcile_after is not None or collection.reconcile_attempts:
         collection.reconcile_after = None
         collection.reconcile_attempts = 0

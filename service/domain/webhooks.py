@@ -11,15 +11,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from schemas.topics import PAYMENT_PROVIDER_WEBHOOK
 from service.domain.bookings import record_capture
 from service.domain.checkout import finish_authorization
-from service.domain.model import PaymentCollection, ProcessedEvent
+from service.domain.model import Payment, PaymentCollection, PaymentSession, ProcessedEvent
 from service.domain.outcomes import ProviderOutcome
 from service.domain.payment_commands import settle_pending
 from service.domain.provider_events import apply_provider_money_event
 from service.domain.statuses import SessionStatus
 
-PROVIDER_WEBHOOK = "payment.provider_webhook"
 Meaning = Literal[
     "authorized",
     "captured",
@@ -60,68 +60,14 @@ def apply_notification(
     data = data or {}
 
     if payment is None:
-        if meaning in ("authorized", "captured"):
-            finish_authorization(
-                collection,
-                session.id,
-                # The amount the provider reports holding, not the session's (the
-                # cart may have changed since the authorization was asked for).
-                ProviderOutcome.succeeded(data, captured=meaning == "captured", amount=amount),
-                event_id,
-                now,
-            )
-        elif meaning == "requires_more" and session.status == SessionStatus.PENDING:
-            finish_authorization(
-                collection,
-                session.id,
-                ProviderOutcome.requires_more(action or {}, data),
-                event_id,
-                now,
-            )
-        elif meaning == "failed" and session.status in (
-            SessionStatus.PENDING,
-            SessionStatus.REQUIRES_MORE,
-        ):
-            finish_authorization(
-                collection,
-                session.id,
-                ProviderOutcome.declined(message or "payment failed"),
-                event_id,
-                now,
-            )
+        outcome = _authorization_outcome(
+            meaning, session, amount=amount, data=data, action=action, message=message
+        )
+        if outcome is not None:
+            finish_authorization(collection, session.id, outcome, event_id, now)
     elif payment.session_id == session.id:
         if meaning == "captured":
-            captures = [p for p in payment.pending if p.operation == "capture"]
-            # Providers report the cumulative amount captured: settle the
-            # reservation that brings the total to it, not just the first one.
-            pending = next(
-                (
-                    p
-                    for p in captures
-                    if amount is not None and payment.captured_total + p.amount == amount
-                ),
-                captures[0] if captures and amount is None else None,
-            )
-            if pending is not None:
-                # Our own capture in flight: the webhook is its answer.
-                settle_pending(collection, pending, ProviderOutcome.succeeded(), now)
-            elif (
-                not captures  # a capture of ours is in flight: its own answer settles it
-                and amount is not None
-                and amount > payment.captured_total
-                and not payment.is_canceled
-            ):
-                extra = min(amount, payment.amount) - payment.captured_total
-                if extra > 0:
-                    record_capture(
-                        collection,
-                        payment,
-                        command_id=event_id,
-                        amount=extra,
-                        source="webhook",
-                        causation_id=event_id,
-                        now=now,
-                    )
+            _captured(collection, payment, event_id=event_id, amount=amount, now=now)
         elif meaning == "canceled":
             pending = next((p for p in payment.pending if p.operation == "cancel"), None)
             if pending is not None:
@@ -132,6 +78,68 @@ def apply_notification(
             collection, event_id=event_id, meaning=meaning, amount=amount, data=data, now=now
         )
     changed = collection.model_dump(mode="json", exclude={"updated_at"}) != before
-    collection.processed.append(ProcessedEvent(id=event_id, type=PROVIDER_WEBHOOK, at=now))
+    collection.processed.append(ProcessedEvent(id=event_id, type=PAYMENT_PROVIDER_WEBHOOK, at=now))
     collection.updated_at = now
     return changed
+
+
+def _authorization_outcome(
+    meaning: Meaning,
+    session: PaymentSession,
+    *,
+    amount: int | None,
+    data: dict[str, Any],
+    action: dict[str, Any] | None,
+    message: str,
+) -> ProviderOutcome | None:
+    """What a notification says about a session's authorization (None: nothing it may change)."""
+    if meaning in ("authorized", "captured"):
+        # The amount the provider reports holding, not the session's (the
+        # cart may have changed since the authorization was asked for).
+        return ProviderOutcome.succeeded(data, captured=meaning == "captured", amount=amount)
+    if meaning == "requires_more" and session.status == SessionStatus.PENDING:
+        return ProviderOutcome.requires_more(action or {}, data)
+    if meaning == "failed" and session.status in (
+        SessionStatus.PENDING,
+        SessionStatus.REQUIRES_MORE,
+    ):
+        return ProviderOutcome.declined(message or "payment failed")
+    return None
+
+
+def _captured(
+    collection: PaymentCollection,
+    payment: Payment,
+    *,
+    event_id: str,
+    amount: int | None,
+    now: datetime,
+) -> None:
+    """The provider captured: the answer to a capture of ours, or one made elsewhere."""
+    captures = [p for p in payment.pending if p.operation == "capture"]
+    # Providers report the cumulative amount captured: settle the
+    # reservation that brings the total to it, not just the first one.
+    pending = next(
+        (p for p in captures if amount is not None and payment.captured_total + p.amount == amount),
+        captures[0] if captures and amount is None else None,
+    )
+    if pending is not None:
+        # Our own capture in flight: the webhook is its answer.
+        settle_pending(collection, pending, ProviderOutcome.succeeded(), now)
+    elif (
+        not captures  # a capture of ours is in flight: its own answer settles it
+        and amount is not None
+        and amount > payment.captured_total
+        and not payment.is_canceled
+    ):
+        extra = min(amount, payment.amount) - payment.captured_total
+        if extra > 0:
+            record_capture(
+                collection,
+                payment,
+                command_id=event_id,
+                amount=extra,
+                source="webhook",
+                causation_id=event_id,
+                now=now,
+            )

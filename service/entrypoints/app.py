@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +24,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure
+from tenacity import RetryCallState
 
 from schemas.topics import ALL_TOPICS, INBOUND_TOPICS, topic_for
 from service.adapters.kafka_publisher import KafkaEventPublisher
@@ -40,10 +39,11 @@ from service.handlers import PaymentService
 from service.kafka_security import build_kafka_security, kafka_client_options
 from service.metrics import Metrics
 from service.observability.assignment_log import AssignmentSummary
-from service.observability.logging import register_secrets
+from service.observability.redaction import register_secrets
 from service.observability.tracing import MessageTracer, build_tracer_provider
 from service.provider_calls import ProviderCaller, RetryPolicy
 from service.relay import OutboxRelay, Reconciler
+from service.retry import OUTAGE_BACKOFF, call_backoff, pause, retry_on_types, retrying
 from service.settings import Settings
 from service.webhooks import WebhookIntake, WebhookVerifier
 
@@ -69,7 +69,6 @@ STARTUP_UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
 )
 """Errors that mean "not reachable yet" at start-up: retried, not fatal."""
-STARTUP_RETRY_MAX_DELAY_S = 5.0
 
 
 def shutdown_budget_s(settings: Settings) -> float:
@@ -83,7 +82,6 @@ class PaymentsApp:
         self,
         settings: Settings,
         *,
-        after_store: Callable[[], Awaitable[None]] | None = None,
         serve_http: bool = True,
         span_exporter: SpanExporter | None = None,
     ) -> None:
@@ -107,12 +105,7 @@ class PaymentsApp:
         self.store = MongoCollectionStore(self.database)
         self.providers = ProviderRegistry(settings, self.database)
         self.caller = ProviderCaller(
-            RetryPolicy(
-                timeout_s=settings.provider_timeout_s,
-                max_attempts=settings.provider_max_attempts,
-                base_delay_s=settings.retry_base_delay_s,
-                max_delay_s=settings.retry_max_delay_s,
-            ),
+            RetryPolicy.from_settings(settings),
             observe=self.metrics.observe_provider_call,
             on_retry=self.metrics.observe_retry,
         )
@@ -150,8 +143,7 @@ class PaymentsApp:
             topic_prefix=settings.topic_prefix,
             max_concurrency=settings.max_concurrency,
             max_attempts=settings.processing_max_attempts,
-            retry_base_delay_s=settings.retry_base_delay_s,
-            after_store=after_store,
+            retry_backoff=call_backoff(settings.retry_base_delay_s, settings.retry_max_delay_s),
             tracer=(
                 MessageTracer(self.tracer_provider) if self.tracer_provider is not None else None
             ),
@@ -201,7 +193,7 @@ class PaymentsApp:
                 failures,
                 exc_info=True,
             )
-            await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
+            await pause(OUTAGE_BACKOFF, failures)
             await message.nack()
             return
         self.stalls.succeeded()
@@ -219,25 +211,14 @@ class PaymentsApp:
         """
         if self.serve_http:
             await self._start_http()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
+        async for attempt in retrying(
+            OUTAGE_BACKOFF,
+            retry_on_types(*STARTUP_UNAVAILABLE),
+            attempts=None,
+            before_sleep=_log_unreachable,
+        ):
+            with attempt:
                 await self._connect()
-                break
-            except asyncio.CancelledError:
-                raise
-            except STARTUP_UNAVAILABLE as exc:
-                delay = min(STARTUP_RETRY_MAX_DELAY_S, 0.25 * 2 ** min(attempt, 6))
-                log.warning(
-                    "broker or MongoDB unreachable at start-up (attempt %d: %s: %s); "
-                    "retrying in %.1fs",
-                    attempt,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
         self._start_background_tasks()
         self.started = True
         log.info(
@@ -387,14 +368,19 @@ class PaymentsApp:
         log.info("payments service stopped")
 
 
+def _log_unreachable(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    log.warning(
+        "broker or MongoDB unreachable at start-up (attempt %d: %s: %s); retrying in %.1fs",
+        state.attempt_number,
+        type(exc).__name__,
+        exc,
+        state.upcoming_sleep,
+    )
+
+
 def _framework_logger() -> logging.Logger:
     logger = logging.getLogger("faststream.kafka.payments")
     if not any(isinstance(f, AssignmentSummary) for f in logger.filters):
         logger.addFilter(AssignmentSummary())
     return logger
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

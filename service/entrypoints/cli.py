@@ -27,7 +27,8 @@ cli_tools.register(app)
 
 def _configure_logging(level: str) -> None:
     """Structured logs on stdout (JSON, or readable on a terminal), secrets redacted."""
-    from service.observability.logging import configure_logging, register_secrets
+    from service.observability.logging import configure_logging
+    from service.observability.redaction import register_secrets
 
     settings = load_settings()  # already validated by the caller
     configure_logging(level, settings.log_format)

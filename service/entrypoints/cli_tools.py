@@ -15,6 +15,8 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from schemas.dead_letter import DeadLetterKind
+from schemas.topics import CHECKOUT_COMPLETED, DLQ_TOPIC
+from schemas.wire_time import wire_time
 from service.entrypoints.cli_support import (
     BootstrapOption,
     DatabaseOption,
@@ -93,7 +95,7 @@ def _letters_table(entries: list[dlq_tool.DeadLetterEntry]) -> Table:
         detail = e.letter.error.detail
         table.add_row(
             e.id,
-            e.letter.failed_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            wire_time(e.letter.failed_at, "seconds"),
             e.kind.value,
             f"{e.letter.source_topic}[{e.letter.partition}]@{e.letter.offset}",
             e.key_text or "",
@@ -134,7 +136,7 @@ def dlq_list(
     console = stdout()
     if scan.entries:
         console.print(_letters_table(scan.entries))
-    console.print(f"{len(scan.entries)} dead letter(s) on {conn.topic('payments.dlq')}")
+    console.print(f"{len(scan.entries)} dead letter(s) on {conn.topic(DLQ_TOPIC)}")
 
 
 @dlq_app.command("show")
@@ -450,7 +452,7 @@ def demo(
     conn = connection(bootstrap, prefix=prefix)
     console = stdout()
     if not as_json:
-        console.print(f"sending {len(SCENARIOS)} checkouts to {conn.topic('checkout.completed')}…")
+        console.print(f"sending {len(SCENARIOS)} checkouts to {conn.topic(CHECKOUT_COMPLETED)}…")
 
     def show(event: DemoEvent) -> None:
         if as_json:

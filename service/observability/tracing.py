@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
     from service.settings import Settings
 
-SERVICE_NAME = "payments-service"
 TRACEPARENT = "traceparent"
 
 _PROPAGATOR = TraceContextTextMapPropagator()

@@ -5,16 +5,20 @@ idempotency key, and returns a typed :class:`~service.domain.outcomes.ProviderOu
 Adapters do not raise for provider answers (a decline is an outcome, not an
 exception); the service layer bounds each call with a timeout and treats an
 exception from an adapter as an unknown outcome.
+
+An adapter subclasses :class:`PaymentProvider` and implements every method that
+has no default here; the service asks the port, never the adapter, what it can do.
+The handlers reach the adapters through :class:`InstalledProviders`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from service.domain.calls import ProviderCall
+from service.domain.calls import CallOperation, ProviderCall
 from service.domain.outcomes import ProviderOutcome
 from service.domain.webhooks import Meaning
 
@@ -53,22 +57,12 @@ class WebhookVerificationError(Exception):
 
 
 @runtime_checkable
-class WebhookSignatureCheck(Protocol):
-    """Optional for providers that take webhooks: the signature alone, no age limit.
-
-    The consumer of `payment.provider_webhook` re-verifies what the HTTP side
-    wrote (the topic is not proof), long after it arrived; a provider without this
-    method is checked there with ``verify_webhook`` at the stored receipt time.
-    """
-
-    def verify_webhook_signature(self, headers: Mapping[str, str], body: bytes) -> None:
-        """Raise :class:`WebhookVerificationError` unless the signature verifies."""
-        ...
-
-
-@runtime_checkable
 class PaymentProvider(Protocol):
-    """One payment provider. All calls are idempotent under `call.idempotency_key`."""
+    """One payment provider. All calls are idempotent under `call.idempotency_key`.
+
+    Adapters subclass it explicitly, which gives them the default implementations
+    (:meth:`resolve_webhook`) and has mypy check that none of the rest is missing.
+    """
 
     id: str
     capture_on_authorize: bool
@@ -119,8 +113,62 @@ class PaymentProvider(Protocol):
         """Raise :class:`WebhookVerificationError` unless the signature verifies."""
         ...
 
+    def verify_stored_webhook(
+        self, headers: Mapping[str, str], body: bytes, received_at: datetime
+    ) -> None:
+        """Verify again a webhook the HTTP side stored on `payment.provider_webhook`.
+
+        The consumer asks this where it applies the webhook (the topic is not
+        proof), maybe long after it arrived. The default is :meth:`verify_webhook`
+        at the stored receipt time; a provider whose signature alone proves the
+        bytes are its own (Stripe) checks that without an age limit, so a
+        redelivery or a dead letter sent back days later still verifies.
+        """
+        self.verify_webhook(headers, body, received_at)
+
     def interpret_webhook(self, headers: Mapping[str, str], payload: str) -> WebhookAction | None:
         """What a verified webhook means, or None when it means nothing to us."""
         ...
 
+    async def resolve_webhook(
+        self, headers: Mapping[str, str], payload: str
+    ) -> WebhookAction | None:
+        """:meth:`interpret_webhook`, completed by asking the provider where the event
+        lacks what we need (Stripe: a dispute names only the PaymentIntent, whose
+        metadata names the cart); what the consumer of the webhook topic applies.
+
+        The default asks nothing: for providers whose events name the cart.
+        Raising makes the consumer retry the webhook (and dead-letter it in the end).
+        """
+        return self.interpret_webhook(headers, payload)
+
     async def close(self) -> None: ...
+
+
+def operation_method(
+    provider: PaymentProvider, operation: CallOperation
+) -> Callable[[ProviderCall], Awaitable[ProviderOutcome]]:
+    """The port method that makes a call of `operation` (`ProviderCall.operation`)."""
+    methods: dict[CallOperation, Callable[[ProviderCall], Awaitable[ProviderOutcome]]] = {
+        "initiate": provider.initiate,
+        "update": provider.update,
+        "update_data": provider.update_data,
+        "delete": provider.delete,
+        "authorize": provider.authorize,
+        "capture": provider.capture,
+        "refund": provider.refund,
+        "cancel": provider.cancel,
+    }
+    return methods[operation]
+
+
+class InstalledProviders(Protocol):
+    """The providers the service may call (the registry, see adapters.providers)."""
+
+    def get(self, provider_id: str) -> PaymentProvider | None:
+        """The installed provider with this id, or None."""
+        ...
+
+    def enabled_for_region(self, region_id: str) -> tuple[str, ...]:
+        """The ids of the providers a region may use, in its order."""
+        ...

@@ -1,8 +1,13 @@
-"""The store port: payment collections, one document each, version-checked."""
+"""The store port: payment collections, one document each, version-checked.
+
+:class:`CollectionStore` is what the handlers, the relay and the reconciler use;
+:meth:`CollectionStore.batch` gives the consumer a :class:`StoreBatch`, the store
+as one batch of records sees it, which the consumer hands to that batch's handlers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -72,4 +77,29 @@ class CollectionStore(Protocol):
 
     async def pending_orphans(self, limit: int) -> list[OrphanOutcome]:
         """Orphan answers not yet sent, oldest first."""
+        ...
+
+    def batch(self) -> StoreBatch:
+        """A fresh view of this store for one consumer batch (see :class:`StoreBatch`)."""
+        ...
+
+
+class StoreBatch(CollectionStore, Protocol):
+    """The store as one consumer batch sees it; the batch's handlers all use it.
+
+    The consumer calls :meth:`prefetch_by_cart` with every cart of the batch, so
+    the batch costs one query for its aggregates instead of one per event: the
+    first :meth:`load_by_cart` of each prefetched cart is answered from it, a
+    collection saved in the batch answers the next event of its cart, and a
+    second load of the same cart (a retry after a :class:`ConcurrencyConflict`)
+    asks the store again. An adapter may also write the concurrent saves of the
+    batch's handlers together (group commit).
+
+    Safe because every save is version-checked: an answer that someone else has
+    made stale since only costs a ConcurrencyConflict, after which the handler
+    reloads. `batch()` on a batch gives a fresh batch of the same store.
+    """
+
+    async def prefetch_by_cart(self, cart_ids: Iterable[str]) -> None:
+        """Load the collections of many carts with one query, for this batch's loads."""
         ...

@@ -32,7 +32,15 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
-from schemas.topics import ADMIN_COMMAND_TYPES, DLQ_TOPIC, OUTBOUND_TOPICS, topic_for
+from schemas.topics import (
+    ADMIN_COMMAND_TYPES,
+    CART_UPDATED,
+    CHECKOUT_COMPLETED,
+    DLQ_TOPIC,
+    OUTBOUND_TOPICS,
+    PAYMENT_PROVIDER_WEBHOOK,
+    topic_for,
+)
 from service.domain.model import PaymentCollection
 from service.embedded import ensure_topics
 from service.settings import load_settings
@@ -144,10 +152,10 @@ class ServiceHarness:
                 for t in (
                     *OUTBOUND_TOPICS,
                     DLQ_TOPIC,
-                    "cart.updated",
-                    "checkout.completed",
+                    CART_UPDATED,
+                    CHECKOUT_COMPLETED,
                     *ADMIN_COMMAND_TYPES,
-                    "payment.provider_webhook",
+                    PAYMENT_PROVIDER_WEBHOOK,
                 )
             ],
         )

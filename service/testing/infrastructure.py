@@ -8,14 +8,14 @@ Resolution, per service:
 
    * ``embedded``: Tansu and nx-27017 from :mod:`service.embedded` (the default);
    * ``kafka-jvm``: Apache Kafka 4.x from its Maven Central jars instead of Tansu
-     (needs Java 17+ and Maven; :class:`service.testing.real_servers.JvmKafka`);
-   * ``ferretdb``: FerretDB 1.24 on SQLite instead of nx-27017 (needs Go;
-     :class:`service.testing.real_servers.FerretDB`);
+     (needs Java 17+ and Maven);
+   * ``ferretdb``: FerretDB 1.24 on SQLite instead of nx-27017 (needs Go);
    * ``docker``: testcontainers (Kafka in KRaft mode, MongoDB as a single-node replica
      set), needs the optional ``docker`` extra and a Docker engine; not combinable.
 
    ``kafka-jvm,ferretdb`` runs both real servers; a store or broker not named stays
-   embedded.
+   embedded. Both are built from this repository's ``tools/``, so only its own suite
+   offers them (:func:`offer_server`, from ``tests/support/real_servers.py``).
 
 The servers' versions are printed in pytest's header (:func:`infrastructure_report`).
 
@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -49,7 +49,6 @@ from service.embedded import (
     kafka_ping,
     mongodb_ping,
 )
-from service.testing.real_servers import FerretDB, JvmKafka, ferretdb_version, kafka_version
 
 __all__ = [
     "CONTRACT_TOPIC_PARTITIONS",
@@ -58,6 +57,7 @@ __all__ = [
     "ENV_MONGODB_URL",
     "INFRA_CHOICES",
     "InfrastructureUnavailableError",
+    "ServerChoice",
     "TestInfrastructure",
     "check_kafka_reachable",
     "check_mongodb_reachable",
@@ -67,8 +67,8 @@ __all__ = [
     "ensure_contract_topics_sync",
     "infrastructure_report",
     "kafka_is_tansu",
+    "offer_server",
     "provide_test_infrastructure",
-    "proxied_test_kafka",
     "selected_infrastructure",
     "unique_database_name",
     "unique_topic_prefix",
@@ -86,6 +86,7 @@ CONTRACT_TOPIC_PARTITIONS = 8
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
 INFRA_CHOICES = ("embedded", "kafka-jvm", "ferretdb", "docker")
+OFFERED_CHOICES = ("kafka-jvm", "ferretdb")
 
 _REPLICA_SET = "rs0"
 _MONGO_ALREADY_INITIALIZED = 23
@@ -111,6 +112,38 @@ class TestInfrastructure:
     # "ferretdb", "env", "docker". Tests that depend on a substitute's quirk ask this.
     kafka_kind: str = "tansu"
     mongodb_kind: str = "nx-27017"
+
+
+@dataclass(frozen=True)
+class ServerChoice:
+    """The server behind a ``PAYMENTS_TEST_INFRA`` choice that a suite offers."""
+
+    build: Callable[[], Any]
+    """A server, not started: a context manager with ``pid`` and ``bootstrap_servers``
+    (a broker) or ``url`` (a store), like the embedded ones."""
+    describe: Callable[[], str]
+    """What it is, with its version (pytest's header, start-up errors)."""
+
+
+_offered: dict[str, ServerChoice] = {}
+
+
+def offer_server(choice: str, server: ServerChoice) -> None:
+    """Make ``kafka-jvm`` or ``ferretdb`` selectable in this process."""
+    if choice not in OFFERED_CHOICES:
+        raise ValueError(f"{choice!r} is not one of {', '.join(OFFERED_CHOICES)}")
+    _offered[choice] = server
+
+
+def _offered_server(choice: str) -> ServerChoice:
+    try:
+        return _offered[choice]
+    except KeyError:
+        raise InfrastructureUnavailableError(
+            f"{ENV_INFRA} names {choice!r}, which only this repository's own test suite "
+            f"offers (it builds the server from tools/); unset {ENV_INFRA} or drop "
+            f"{choice!r} from it to use the embedded servers"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------
@@ -230,10 +263,11 @@ def provide_test_infrastructure(
                 kafka_bootstrap, origin="the Kafka container", timeout=connect_timeout
             )
         elif kafka_choice == "kafka-jvm":
+            offered = _offered_server("kafka-jvm")
             jvm_kafka = _start_embedded(
-                stack, JvmKafka(), f"Apache Kafka {kafka_version()} (JVM)", option="kafka-jvm"
+                stack, offered.build(), offered.describe(), option="kafka-jvm"
             )
-            kafka_bootstrap, kafka_source = jvm_kafka.bootstrap_servers, "kafka-jvm"
+            kafka_bootstrap, kafka_source = str(jvm_kafka.bootstrap_servers), "kafka-jvm"
             pids.append(_pid(jvm_kafka))
         else:
             kafka = _start_embedded(stack, EmbeddedKafka(), "Kafka (Tansu)")
@@ -249,10 +283,11 @@ def provide_test_infrastructure(
                 mongodb_url, origin="the MongoDB container", timeout=connect_timeout
             )
         elif mongodb_choice == "ferretdb":
+            offered = _offered_server("ferretdb")
             ferretdb = _start_embedded(
-                stack, FerretDB(), f"FerretDB {ferretdb_version()}", option="ferretdb"
+                stack, offered.build(), offered.describe(), option="ferretdb"
             )
-            mongodb_url, mongodb_source = ferretdb.url, "ferretdb"
+            mongodb_url, mongodb_source = str(ferretdb.url), "ferretdb"
             pids.append(_pid(ferretdb))
         else:
             mongo = _start_embedded(stack, EmbeddedMongo(), "MongoDB (nx-27017)")
@@ -272,22 +307,6 @@ def provide_test_infrastructure(
             kafka_kind="tansu" if kafka_source == "embedded" else kafka_source,
             mongodb_kind="nx-27017" if mongodb_source == "embedded" else mongodb_source,
         )
-
-
-def proxied_test_kafka(
-    advertised_port: int, environ: Mapping[str, str] | None = None
-) -> EmbeddedKafka | JvmKafka:
-    """A broker of the session's kind (not started) that advertises ``advertised_port``.
-
-    For fault tests that put a cuttable proxy in front of their own broker: Apache
-    Kafka when ``PAYMENTS_TEST_INFRA`` names ``kafka-jvm``, else Tansu.
-    """
-    if selected_infrastructure(environ)[0] == "kafka-jvm":
-        return JvmKafka(advertised_port=advertised_port)
-    # Imported here: service.testing.faults imports the harness, which imports us.
-    from service.testing.faults import ProxiedKafka
-
-    return ProxiedKafka(advertised_port=advertised_port)
 
 
 def selected_infrastructure(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
@@ -332,7 +351,7 @@ def infrastructure_report(environ: Mapping[str, str] | None = None) -> list[str]
     if env.get(ENV_KAFKA, "").strip():
         kafka = f"the broker at {env[ENV_KAFKA].strip()} ({ENV_KAFKA})"
     elif kafka_choice == "kafka-jvm":
-        kafka = f"Apache Kafka {kafka_version()} (JVM, KRaft, from Maven Central)"
+        kafka = _describe_offered("kafka-jvm")
     elif kafka_choice == "docker":
         kafka = f"Docker image {env.get(ENV_KAFKA_IMAGE) or DEFAULT_KAFKA_IMAGE}"
     else:
@@ -340,12 +359,17 @@ def infrastructure_report(environ: Mapping[str, str] | None = None) -> list[str]
     if env.get(ENV_MONGODB_URL, "").strip():
         mongodb = f"the server at {_redact(env[ENV_MONGODB_URL].strip())} ({ENV_MONGODB_URL})"
     elif mongodb_choice == "ferretdb":
-        mongodb = f"FerretDB {ferretdb_version()} (SQLite backend)"
+        mongodb = _describe_offered("ferretdb")
     elif mongodb_choice == "docker":
         mongodb = f"Docker image {env.get(ENV_MONGODB_IMAGE) or DEFAULT_MONGODB_IMAGE}"
     else:
         mongodb = f"nx-27017 {_package_version('nx-27017')} (embedded)"
     return [f"infrastructure: Kafka = {kafka}; MongoDB = {mongodb}"]
+
+
+def _describe_offered(choice: str) -> str:
+    offered = _offered.get(choice)
+    return f"{choice} (not offered here)" if offered is None else offered.describe()
 
 
 def _package_version(distribution: str, attribute: str | None = None) -> str:
@@ -360,20 +384,22 @@ def _package_version(distribution: str, attribute: str | None = None) -> str:
         return "(not installed)"
 
 
-def _pid(server: EmbeddedKafka | EmbeddedMongo | JvmKafka | FerretDB) -> int:
+def _pid(server: Any) -> int:
     pid = server.pid
     assert pid is not None, "a started embedded server has a pid"
-    return pid
+    return int(pid)
 
 
-_Server = TypeVar("_Server", EmbeddedKafka, EmbeddedMongo, JvmKafka, FerretDB)
+_Server = TypeVar("_Server", bound=AbstractContextManager[Any])
 
 
 def _start_embedded(
     stack: ExitStack, server: _Server, what: str, *, option: str | None = None
 ) -> _Server:
     try:
-        return stack.enter_context(server)
+        # The embedded servers' __enter__ starts them and returns them.
+        stack.enter_context(server)
+        return server
     except Exception as exc:
         hint = (
             f"unset {ENV_INFRA} or drop {option!r} from it to use the embedded server, or set "

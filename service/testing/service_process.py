@@ -1,10 +1,14 @@
-"""The service as a child process (`payments run`), for black-box harnesses.
+"""The service as a child process (`payments run`): the one launcher of every harness.
 
 In-process harnesses share the test's event loop and imports; a child process is
 the service exactly as deployed: its own interpreter, configured only through
 `PAYMENTS_*` environment variables, ready when `GET /readyz` says so, stopped by
-SIGTERM like a container. The child dies with the test process even when that
-one is killed (the same parent-death signal the embedded servers use).
+SIGTERM like a container. The subprocess mode of `ServiceHarness` uses it, and so
+do suites that kill the service at any instruction (SIGKILL: no `finally` runs, no
+offset is committed, no buffered record is flushed) and start it again.
+
+The child dies with the test process even when that one is killed (the same
+parent-death signal the embedded servers use).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,13 +27,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from service.embedded import _death_signal_preexec, _spawner  # the die-with-parent launch
+from service.embedded import (  # the die-with-parent launch
+    LOOPBACK,
+    _death_signal_preexec,
+    _spawner,
+    free_port,
+)
 from service.settings import ENV_PREFIX
 
 DEFAULT_STARTUP_TIMEOUT_S = 90.0
 """Generous: a cold interpreter importing the service on a busy CI machine is slow."""
+
+DEFAULT_STOP_TIMEOUT_S = 30.0
+"""SIGTERM lets the service finish its batch and flush the outbox; SIGKILL after this."""
 
 
 class ServiceProcessError(RuntimeError):
@@ -36,20 +47,39 @@ class ServiceProcessError(RuntimeError):
 
 
 def settings_environment(settings: Mapping[str, Any]) -> dict[str, str]:
-    """`PAYMENTS_*` variables for settings given as keyword values (None = unset)."""
+    """`PAYMENTS_*` variables for settings given as keyword values (None = unset).
+
+    Lists are comma-separated (how `Settings` reads the providers list), dicts are
+    JSON, secrets are given in clear: the child must be able to read them.
+    """
     env: dict[str, str] = {}
     for name, value in settings.items():
         if value is None:
             continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
         if isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, list | tuple):
-            text = ",".join(str(v) for v in value)  # the providers list
+            text = ",".join(str(v) for v in value)
         elif isinstance(value, dict):
             text = json.dumps(value)
         else:
             text = str(value)
         env[f"{ENV_PREFIX}{name.upper()}"] = text
+    return env
+
+
+def service_environment(settings: Mapping[str, Any]) -> dict[str, str]:
+    """The whole environment of a child run with `settings`.
+
+    Inherited `PAYMENTS_*` variables are dropped so a developer's shell cannot point
+    the child at another broker or database; output is unbuffered so a log read
+    after a kill holds everything the child said.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(settings_environment(settings))
+    env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
@@ -62,60 +92,100 @@ def payments_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "service.entrypoints.cli"]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+async def http_status(port: int, path: str, timeout: float = 2.0) -> int | None:
+    """Status code of `GET path` on the loopback port, None when nothing answers."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), timeout)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: {LOOPBACK}\r\n\r\n".encode())
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        parts = line.split()
+        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+    except (OSError, TimeoutError, ValueError):
+        return None
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
 
 
 class ServiceProcess:
-    """`payments run` with the given settings; `start()` returns once it is ready."""
+    """`payments run` with the given settings, to start, stop, kill and start again.
+
+    `start()` returns once `/readyz` answers 200; `spawn()` does not wait (for a
+    service started while its broker is unreachable). Each start gets a fresh HTTP
+    port unless the settings fix one, and appends to one log file (`log_path`, else
+    one in a temporary directory), so a failing test can show what the service said
+    across restarts.
+    """
 
     def __init__(
         self,
         settings: Mapping[str, Any],
         *,
-        startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+        log_path: Path | None = None,
+        name: str = "service",
         run_args: Sequence[str] = ("--no-embedded",),
+        startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
     ) -> None:
+        self.settings = dict(settings)
+        self.settings.setdefault("http_host", LOOPBACK)
+        self.name = name
         self.run_args = tuple(run_args)
         """Options of `payments run`; `()` lets it start embedded servers when no
         addresses are configured, as `make run` does."""
-        self.settings = dict(settings)
-        if not self.settings.get("http_port"):
-            self.settings["http_port"] = free_port()
-        self.settings.setdefault("http_host", "127.0.0.1")
-        self.http_port = int(self.settings["http_port"])
         self.startup_timeout_s = startup_timeout_s
-        self.workdir = Path(tempfile.mkdtemp(prefix="payments-service-"))
-        self.log_path = self.workdir / "service.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        self._own_workdir = log_path is None
+        self.workdir = (
+            Path(tempfile.mkdtemp(prefix="payments-service-"))
+            if log_path is None
+            else log_path.parent
+        )
+        self.log_path = log_path if log_path is not None else self.workdir / "service.log"
+        self.http_port: int | None = None
+        self.starts = 0
+        self.kills = 0
+        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
+        return None if self._proc is None else self._proc.pid
 
-    def log_tail(self, limit: int = 4000) -> str:
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    def log_tail(self, limit: int = 6000) -> str:
         try:
             data = self.log_path.read_bytes()[-limit:]
         except OSError:
-            return "<no log>"
-        return data.decode("utf-8", "replace").strip() or "<empty log>"
+            return f"<no log at {self.log_path}>"
+        text = data.decode("utf-8", "replace").strip() or "<empty log>"
+        return f"--- {self.name} log tail ({self.log_path}) ---\n{text}"
 
-    def _launch(self) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-        env.update(settings_environment(self.settings))
+    def spawn(self) -> None:
+        """Start the process and return at once (see `wait_ready`)."""
+        if self.running:
+            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
+        fixed = self.settings.get("http_port")
+        self.http_port = int(fixed) if fixed else free_port()
+        env = service_environment({**self.settings, "http_port": self.http_port})
         command = [*payments_command(), "run", *self.run_args]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         parent_pid = os.getpid()
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== {self.name} start #{self.starts} =====\n".encode())
+            log.flush()
 
-        def launch() -> subprocess.Popen[bytes]:
-            with self.log_path.open("ab") as log:
+            def launch() -> subprocess.Popen[bytes]:
                 return subprocess.Popen(
                     command,
                     stdin=subprocess.DEVNULL,
@@ -127,49 +197,77 @@ class ServiceProcess:
                     preexec_fn=_death_signal_preexec(parent_pid),
                 )
 
-        return _spawner.spawn(launch)
+            # From the long-lived spawner thread: the parent-death signal fires when
+            # the *thread* that forked exits.
+            self._proc = _spawner.spawn(launch)
 
-    async def start(self) -> None:
-        self.proc = await asyncio.to_thread(self._launch)
-        deadline = time.monotonic() + self.startup_timeout_s
-        last = "no answer yet"
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            while True:
-                if self.proc.poll() is not None:
-                    raise ServiceProcessError(
-                        f"`payments run` exited with code {self.proc.returncode} during start-up. "
-                        f"Log tail ({self.log_path}):\n{self.log_tail()}"
-                    )
-                try:
-                    response = await client.get(f"{self.base_url}/readyz")
-                    if response.status_code == 200:
-                        return
-                    last = f"{response.status_code} {response.text[:300]}"
-                except httpx.HTTPError as exc:
-                    last = f"{type(exc).__name__}: {exc}"
-                if time.monotonic() > deadline:
-                    await self.stop()
-                    raise ServiceProcessError(
-                        f"`payments run` not ready after {self.startup_timeout_s:g}s "
-                        f"(/readyz: {last}). Log tail ({self.log_path}):\n{self.log_tail()}"
-                    )
-                await asyncio.sleep(0.3)
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Return once `/readyz` answers 200; raise with the log tail otherwise."""
+        timeout = self.startup_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        last: int | None = None
+        while True:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                code = None if proc is None else proc.returncode
+                raise ServiceProcessError(
+                    f"`payments run` ({self.name}) exited with code {code} during start-up.\n"
+                    f"{self.log_tail()}"
+                )
+            if self.http_port is not None:
+                last = await http_status(self.http_port, "/readyz")
+                if last == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise ServiceProcessError(
+                    f"`payments run` ({self.name}) not ready after {timeout:g}s "
+                    f"(/readyz: {last or 'no answer'}).\n{self.log_tail()}"
+                )
+            await asyncio.sleep(0.2)
 
-    async def stop(self, grace_s: float = 20.0) -> int | None:
-        """SIGTERM (graceful: finish the batch, flush the outbox), then SIGKILL."""
-        proc, self.proc = self.proc, None
+    async def start(self, timeout: float | None = None) -> None:
+        """Start the process and wait until it is ready; stop it if it never is."""
+        await asyncio.to_thread(self.spawn)
+        try:
+            await self.wait_ready(timeout)
+        except ServiceProcessError:
+            await self.stop()
+            raise
+
+    async def http_status(self, path: str) -> int | None:
+        """Status of `GET path` on the running instance (None: nothing answers)."""
+        if self.http_port is None or not self.running:
+            return None
+        return await http_status(self.http_port, path)
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to flush, commit or clean up."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            self.kills += 1
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    async def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM (graceful: finish the batch, flush the outbox), SIGKILL after
+        `timeout`; returns the exit code (None when it was not running)."""
+        proc, self._proc = self._proc, None
         if proc is None:
             return None
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
+                proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.to_thread(proc.wait, grace_s)
+                await asyncio.to_thread(proc.wait, timeout)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
-                await asyncio.to_thread(proc.wait)
-        return proc.returncode
+        return await asyncio.to_thread(proc.wait)
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        """Remove the temporary directory (and log) this launcher made, if any."""
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)

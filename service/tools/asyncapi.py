@@ -36,11 +36,14 @@ from schemas.topics import (
     PAYMENTS_DEAD_LETTER,
 )
 from service.admin_auth import SIGNATURE_HEADER
+from service.settings import Settings
 
 TITLE: Final = "payments-service"
 VERSION: Final = "1.0.0"
 DOCS_SERVER: Final = "kafka:9092"
 """A placeholder address: deployments name their own brokers."""
+DEFAULT_CONSUMER_GROUP: Final = str(Settings.model_fields["consumer_group"].default)
+"""The group a deployment uses unless `PAYMENTS_CONSUMER_GROUP` says otherwise."""
 
 DESCRIPTION: Final = (
     "Event-driven payments after Medusa's payment module: payment collections, "
@@ -107,7 +110,7 @@ def build_docs_broker() -> KafkaBroker:
     for topic in INBOUND_TOPICS:
         broker.subscriber(
             topic,
-            group_id="payments-service",
+            group_id=DEFAULT_CONSUMER_GROUP,
             title=topic,
             description=CHANNEL_DESCRIPTIONS[topic],
         )(_documented_handler(EVENT_MODELS[topic]))

@@ -20,7 +20,10 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
+from pydantic import BaseModel
 
+from schemas.inbound import CartUpdated, CheckoutCompleted
+from schemas.outbound_event import event_payload, event_value
 from schemas.topics import (
     CART_UPDATED,
     CHECKOUT_COMPLETED,
@@ -128,31 +131,26 @@ class DemoResult:
         return f"{ok} of {len(self.runs)} scenarios answered as expected"
 
 
-def _event(event_type: str, data: dict[str, Any]) -> bytes:
-    return orjson.dumps(
-        {
-            "specversion": "1.0",
-            "id": f"demo_{uuid.uuid4().hex}",
-            "source": "/payments-cli/demo",
-            "type": event_type,
-            "datacontenttype": "application/json",
-            "data": data,
-        }
+def _event(data: BaseModel) -> bytes:
+    # Like any storefront: no `time` or `subject`, which the contract leaves optional on input.
+    return event_value(
+        event_payload(
+            data, event_id=f"demo_{uuid.uuid4().hex}", source="/payments-cli/demo", time=None
+        )
     )
 
 
 def _checkout(run: ScenarioRun, amount: int, payment_data: dict[str, Any]) -> bytes:
     return _event(
-        CHECKOUT_COMPLETED,
-        {
-            "cart_id": run.cart_id,
-            "idempotency_key": run.idempotency_key,
-            "region_id": "demo",
-            "currency_code": "usd",
-            "amount": amount,
-            "provider_id": "sandbox",
-            "payment_data": payment_data,
-        },
+        CheckoutCompleted(
+            cart_id=run.cart_id,
+            idempotency_key=run.idempotency_key,
+            region_id="demo",
+            currency_code="usd",
+            amount=amount,
+            provider_id="sandbox",
+            payment_data=payment_data,
+        )
     )
 
 
@@ -226,8 +224,7 @@ async def _send_carts(
 ) -> None:
     for run in runs:
         cart = _event(
-            CART_UPDATED,
-            {"cart_id": run.cart_id, "region_id": "demo", "currency_code": "usd", "amount": amount},
+            CartUpdated(cart_id=run.cart_id, region_id="demo", currency_code="usd", amount=amount)
         )
         key = run.cart_id.encode()
         await producer.send_and_wait(connection.topic(CART_UPDATED), cart, key=key)

@@ -22,6 +22,7 @@ from pydantic_core import from_json
 
 from schemas.dead_letter import DeadLetter, DeadLetterKind
 from schemas.topics import DLQ_TOPIC, EVENT_MODELS, PAYMENTS_DEAD_LETTER
+from schemas.wire_time import wire_time
 from service.tools.connection import Connection, ToolError
 from service.tools.kafka_io import (
     OutgoingRecord,
@@ -79,7 +80,7 @@ class DeadLetterEntry:
             "kind": self.kind.value,
             "detail": self.letter.error.detail,
             "truncated": bool(self.letter.truncated),
-            "failed_at": self.letter.failed_at.isoformat().replace("+00:00", "Z"),
+            "failed_at": wire_time(self.letter.failed_at),
             "event": self.event,
         }
 

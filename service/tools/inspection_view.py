@@ -13,12 +13,13 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from schemas.wire_time import wire_time
 from service.domain.model import PaymentCollection
 from service.tools.inspection import Inspection
 
 
 def _time(value: datetime | None) -> str:
-    return "" if value is None else value.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return "" if value is None else wire_time(value, "seconds")
 
 
 def _money(amount: int | None, currency: str) -> str:

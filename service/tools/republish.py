@@ -17,6 +17,7 @@ import orjson
 from pymongo import AsyncMongoClient
 
 from schemas.envelope import CLOUDEVENTS_CONTENT_TYPE
+from schemas.wire_time import wire_time
 from service.adapters.mongo_store import COLLECTIONS, ORPHANS
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.tools.connection import Connection, ToolError
@@ -61,7 +62,7 @@ class RepublishResult:
                     "id": e.id,
                     "type": e.type,
                     "key": e.key,
-                    "created_at": e.created_at.isoformat().replace("+00:00", "Z"),
+                    "created_at": wire_time(e.created_at),
                 }
                 for e in self.events
             ],

@@ -2,8 +2,7 @@
 
 A scene is the test's own topic prefix and database on the given broker and
 MongoDB server, a harness that produces and observes (but runs no service in
-process), the service's ``PAYMENTS_*`` environment for `ServiceProcess`, and
-the audit at the end.
+process), a `ServiceProcess` per service instance, and the audit at the end.
 """
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from service.testing.audit import AuditReport, audit
-from service.testing.faults import ServiceProcess, service_environment
 from service.testing.harness import ServiceHarness
+from service.testing.service_process import ServiceProcess
+from tests.support.audit import AuditReport, audit
 
 FAULT_SETTINGS: dict[str, Any] = {
     "providers": "sandbox",
@@ -48,14 +47,13 @@ class Scene:
         self.log_dir = log_dir
         self.processes: list[ServiceProcess] = []
 
-    @property
-    def env(self) -> dict[str, str]:
-        return service_environment(self.harness.settings_overrides)
-
     def service(self, name: str = "service", **settings: Any) -> ServiceProcess:
         """A service process on this scene (not started); `settings` override."""
-        env = service_environment({**self.harness.settings_overrides, **settings})
-        process = ServiceProcess(env, self.log_dir / f"{name}.log", name=name)
+        process = ServiceProcess(
+            {**self.harness.settings_overrides, **settings},
+            log_path=self.log_dir / f"{name}.log",
+            name=name,
+        )
         self.processes.append(process)
         return process
 

@@ -25,8 +25,7 @@ from typing import Any
 
 import pytest
 
-from service.testing.faults import CheckoutWorkload, TcpProxy
-from service.testing.infrastructure import proxied_test_kafka
+from tests.support.faults import CheckoutWorkload, TcpProxy, proxied_test_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -68,9 +67,9 @@ async def test_broker_unreachable_at_startup_and_mid_stream(
         try:
             # 1. No broker at start-up.
             proxy.cut()
-            service.start()
+            service.spawn()
             impatient = scene.service("stopped-while-waiting")
-            impatient.start()
+            impatient.spawn()
             await asyncio.sleep(STARTUP_OUTAGE_S)
             assert service.running, "the service gave up while the broker was unreachable"
             # Alive, and honest about not being ready.

@@ -28,7 +28,7 @@ from schemas.examples import example_event
 from schemas.parse import MAX_VALUE_BYTES, Rejection, parse_event
 from schemas.topics import ADMIN_COMMAND_TYPES, INBOUND_DATA_MODELS, INBOUND_TOPICS, topic_for
 from service.testing import builders
-from service.testing.faults import CheckoutWorkload
+from tests.support.faults import CheckoutWorkload
 
 pytestmark = pytest.mark.integration
 
@@ -202,7 +202,7 @@ async def test_every_dead_letter_kind_interleaved_with_valid_traffic(
     async with scene_factory(kafka_bootstrap, mongodb_url) as scene:
         harness = scene.harness
         service = scene.service()
-        await service.start_ready()
+        await service.start()
         workload = CheckoutWorkload(
             kafka_bootstrap, harness.prefix, harness.received, carts=CARTS, seed=9
         )

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from service.embedded import EmbeddedMongo
-from service.testing.faults import CheckoutWorkload
+from tests.support.faults import CheckoutWorkload
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ async def test_mongodb_stopped_and_killed_mid_stream(
     try:
         async with scene_factory(kafka_bootstrap, mongo.url) as scene:
             service = scene.service()
-            await service.start_ready()
+            await service.start()
             workload = CheckoutWorkload(
                 kafka_bootstrap, scene.harness.prefix, scene.harness.received, carts=CARTS, seed=5
             )

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from service.testing.faults import CheckoutWorkload, eventually
+from tests.support.faults import CheckoutWorkload, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ async def test_lost_slow_and_failing_provider_answers(
     ) as scene:
         harness = scene.harness
         service = scene.service(provider_options=FLAKY)
-        await service.start_ready()
+        await service.start()
 
         # -- A: lost answers and transient errors -------------------------------------
         flaky = CheckoutWorkload(
@@ -115,7 +115,7 @@ async def test_lost_slow_and_failing_provider_answers(
         await eventually(sessions_initiated, "the slow carts' collections exist")
         await service.stop()
         slow_service = scene.service("slow-service", provider_options=SLOW)
-        await slow_service.start_ready()
+        await slow_service.start()
         try:
             await slow.publish_carts(chunk=50, pause_s=0.1, updates=False)
             await asyncio.sleep(8)
@@ -128,7 +128,7 @@ async def test_lost_slow_and_failing_provider_answers(
             )
             assert charged > 0, "the slow provider never acted: the test proves nothing"
             await slow_service.stop()
-            await service.start_ready()  # the provider answers in time again
+            await service.start()  # the provider answers in time again
             await slow.run_until_done(timeout=90, database=harness.database)
         except BaseException:
             show(scene.logs())

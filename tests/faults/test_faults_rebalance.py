@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from service.testing.faults import CheckoutWorkload
+from tests.support.faults import CheckoutWorkload
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ async def test_second_instance_joins_then_first_is_killed(
     async with scene_factory(kafka_bootstrap, mongodb_url) as scene:
         first = scene.service("first")
         second = scene.service("second")
-        await first.start_ready()
+        await first.start()
         workload = CheckoutWorkload(
             kafka_bootstrap, scene.harness.prefix, scene.harness.received, carts=CARTS, seed=8
         )
@@ -43,7 +43,7 @@ async def test_second_instance_joins_then_first_is_killed(
 
         async def rebalance(done: int) -> None:
             if done == 150:
-                second.start()
+                second.spawn()
                 steps.append(f"second started at {time.monotonic() - started:.0f}s")
             elif done == 450:
                 await second.wait_ready(timeout=60)

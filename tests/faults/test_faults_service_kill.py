@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from service.testing.faults import CheckoutWorkload, ServiceProcess
+from service.testing.service_process import ServiceProcess
+from tests.support.faults import CheckoutWorkload
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +39,7 @@ async def _kill_repeatedly(
         log.append(f"kill #{n} at {time.strftime('%X')}")
         # Sometimes straight back up, sometimes after a pause (a slow reschedule).
         await asyncio.sleep(rng.choice((0.0, 0.5, 1.5)))
-        await service.start_ready(timeout=60)
+        await service.start(timeout=60)
 
 
 @pytest.mark.timeout(180)
@@ -49,7 +50,7 @@ async def test_sigkill_during_checkout_capture_refund_stream(
     started = time.monotonic()
     async with scene_factory(kafka_bootstrap, mongodb_url) as scene:
         service = scene.service()
-        await service.start_ready()
+        await service.start()
         workload = CheckoutWorkload(
             kafka_bootstrap, scene.harness.prefix, scene.harness.received, carts=CARTS, seed=1
         )
@@ -71,7 +72,7 @@ async def test_sigkill_during_checkout_capture_refund_stream(
         finally:
             await workload.stop()
         if not service.running:
-            await service.start_ready()
+            await service.start()
         report = await scene.audit()
         show(
             f"[service kill] {CARTS} carts, {service.kills} SIGKILLs ({'; '.join(kills)}), "

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.testing.localstripe import LocalStripe
+from tests.support.localstripe import LocalStripe
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,13 @@
 """A crash between the store write and the publish loses nothing (contract promise 3).
 
-Two variants:
-* a real process kill: the service runs in a subprocess whose `after_store` hook
-  SIGKILLs the process right after the outcome is stored; a new in-process app
-  then publishes the stored event with its stored id;
-* in-process: the hook fails every batch after the store, and the app is then
-  torn down without its final outbox flush (as if the process had died).
+The service is stopped at that instruction by wrapping its store port
+(`tests.support.crashing_store`): the save that stores the outcome runs `crash`
+before it returns, so the batch never reaches its publish. Two variants:
+* a real process kill: the service runs in a subprocess whose `crash` SIGKILLs
+  it; a new in-process app then publishes the stored event with its stored id;
+* in-process: `crash` never returns, and the app is then torn down without its
+  final outbox flush (as if the process had died); the stuck batch is abandoned
+  uncommitted after the shutdown grace period.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from service.settings import load_settings
 from service.testing import builders
 from service.testing.builders import new_cart_id as _cart
 from service.testing.harness import ServiceHarness
+from tests.support.crashing_store import crash_after_store
 
 pytestmark = pytest.mark.integration
 
@@ -38,14 +41,15 @@ CRASHING_SERVICE = """
 import asyncio, json, os, signal, sys
 from service.entrypoints.app import PaymentsApp
 from service.settings import load_settings
+from tests.support.crashing_store import crash_after_store
 
 async def crash() -> None:
-    # Outcomes are stored, nothing is published yet: die without any cleanup.
+    # The outcome is stored, nothing is published yet: die without any cleanup.
     os.kill(os.getpid(), signal.SIGKILL)
 
 async def main() -> None:
-    app = PaymentsApp(load_settings(**json.loads(sys.argv[1])), after_store=crash,
-                      serve_http=False)
+    app = PaymentsApp(load_settings(**json.loads(sys.argv[1])), serve_http=False)
+    crash_after_store(app, crash)
     await app.start()
     print("started", flush=True)
     await asyncio.sleep(300)
@@ -156,23 +160,23 @@ async def test_sigkill_between_store_and_publish(harness: ServiceHarness) -> Non
     await _assert_published_after_restart(harness, cart, stored, checkout_id)
 
 
-class Crash(Exception):
-    """The process 'dies' right after the store."""
-
-
 async def test_in_process_crash_between_store_and_publish(harness: ServiceHarness) -> None:
     stored_once = asyncio.Event()
     attempts = 0
 
-    async def fail_after_store() -> None:
+    async def hang_after_store() -> None:
         nonlocal attempts
         attempts += 1
         stored_once.set()
-        raise Crash("crashed after storing")
+        await asyncio.Event().wait()  # until the app's stop abandons the batch
 
     # A long relay interval: the crashing app's relay must not publish behind our back.
-    settings = load_settings(**{**harness.settings_overrides, "relay_interval_s": 3600.0})
-    app = PaymentsApp(settings, after_store=fail_after_store, serve_http=False)
+    # A short grace: the stuck batch is abandoned (uncommitted) soon after the stop.
+    settings = load_settings(
+        **{**harness.settings_overrides, "relay_interval_s": 3600.0, "shutdown_grace_s": 1.0}
+    )
+    app = PaymentsApp(settings, serve_http=False)
+    crash_after_store(app, hang_after_store)
     await app.start()
     harness.app = app
     cart = _cart()

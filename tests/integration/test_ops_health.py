@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from service.embedded import free_port
 from service.entrypoints.app import PaymentsApp
 from service.settings import load_settings
-from service.testing.faults import free_port
 from service.testing.harness import ServiceHarness
 
 pytestmark = pytest.mark.integration

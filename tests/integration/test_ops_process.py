@@ -1,6 +1,6 @@
 """`payments run` as a real process: JSON logs with context, redaction, SIGTERM.
 
-The service runs as a child process (`service.testing.faults.ServiceProcess`)
+The service runs as a child process (`service.testing.service_process.ServiceProcess`)
 against the session's broker and MongoDB, with its own topic prefix and database
 (from a `ServiceHarness`, which also produces the input and observes the output).
 """
@@ -21,8 +21,8 @@ import pytest
 from service.entrypoints.app import shutdown_budget_s
 from service.settings import load_settings
 from service.testing import builders
-from service.testing.faults import ServiceProcess, service_environment
 from service.testing.harness import ServiceHarness
+from service.testing.service_process import ServiceProcess
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +50,9 @@ async def harness(kafka_bootstrap: str, mongodb_url: str) -> AsyncIterator[Servi
 
 
 def _service(harness: ServiceHarness, log_path: Path, **settings: Any) -> ServiceProcess:
-    env = service_environment({**harness.settings_overrides, **settings})
-    return ServiceProcess(env, log_path, name="payments")
+    return ServiceProcess(
+        {**harness.settings_overrides, **settings}, log_path=log_path, name="payments"
+    )
 
 
 def _json_lines(log_path: Path) -> list[dict[str, Any]]:
@@ -72,7 +73,7 @@ async def test_json_logs_carry_context_and_no_secret(
 ) -> None:
     log_path = tmp_path / "service.log"
     service = _service(harness, log_path)
-    await service.start_ready()
+    await service.start()
     try:
         cart = f"cart_{uuid.uuid4().hex[:12]}"
         checkout_id = await harness.publish(
@@ -147,7 +148,7 @@ async def test_sigterm_mid_stream_loses_nothing(harness: ServiceHarness, tmp_pat
     carts = [f"cart_{i:03d}_{uuid.uuid4().hex[:8]}" for i in range(120)]
     log_path = tmp_path / "service.log"
     service = _service(harness, log_path, log_level="INFO")
-    await service.start_ready()
+    await service.start()
 
     async def stream() -> None:
         for cart in carts:
@@ -167,7 +168,7 @@ async def test_sigterm_mid_stream_loses_nothing(harness: ServiceHarness, tmp_pat
         answered_before_restart = len(harness.events("payment.authorized"))
         assert answered_before_restart < len(carts), "the stream ended before SIGTERM"
         await streaming
-        await service.start_ready()
+        await service.start()
         await harness.await_event("payment.authorized", count=len(carts), timeout=120)
         await harness.settle(quiet_s=1.5)
     finally:

@@ -35,11 +35,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.embedded import _death_signal_preexec, _spawner
+from service.embedded import _death_signal_preexec, _spawner, free_port
 from service.testing import builders
-from service.testing.faults import free_port, service_environment
 from service.testing.harness import ServiceHarness
-from service.testing.localstripe import TEST_API_KEY, LocalStripe
+from service.testing.service_process import service_environment
+from tests.support.localstripe import TEST_API_KEY, LocalStripe
 
 pytestmark = pytest.mark.integration
 

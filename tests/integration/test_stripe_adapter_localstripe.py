@@ -15,7 +15,7 @@ import pytest
 from service.adapters.providers.stripe import StripeProvider
 from service.domain.calls import CallOperation, ProviderCall
 from service.domain.outcomes import OutcomeKind
-from service.testing.localstripe import TEST_API_KEY, LocalStripe
+from tests.support.localstripe import TEST_API_KEY, LocalStripe
 
 pytestmark = pytest.mark.integration
 

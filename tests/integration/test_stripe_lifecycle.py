@@ -24,8 +24,8 @@ from service.domain.model import PaymentCollection
 from service.domain.statuses import CollectionStatus, SessionStatus
 from service.testing import builders
 from service.testing.harness import ReceivedEvent, ServiceHarness
-from service.testing.localstripe import TEST_API_KEY, LocalStripe
 from tests.fixtures.stripe.kit import stripe_service
+from tests.support.localstripe import TEST_API_KEY, LocalStripe
 
 pytestmark = pytest.mark.integration
 

@@ -25,9 +25,9 @@ import pytest
 from service.domain.statuses import CollectionStatus
 from service.testing import builders
 from service.testing.harness import ServiceHarness
-from service.testing.localstripe import TEST_API_KEY, LocalStripe
 from service.tools.inspection import Inspection
 from tests.fixtures.stripe.kit import event, load, sign, stripe_service
+from tests.support.localstripe import TEST_API_KEY, LocalStripe
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,8 @@ import pytest
 
 from service.testing import builders
 from service.testing.harness import ServiceHarness
-from service.testing.localstripe import LocalStripe
 from tests.fixtures.stripe.kit import event, sign, stripe_service
+from tests.support.localstripe import LocalStripe
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ import pytest
 from service.domain.statuses import CollectionStatus
 from service.testing import builders
 from service.testing.harness import ReceivedEvent, ServiceHarness
-from service.testing.localstripe import LocalStripe
 from tests.fixtures.stripe.kit import event, load, sign, stripe_service
+from tests.support.localstripe import LocalStripe
 
 pytestmark = pytest.mark.integration
 

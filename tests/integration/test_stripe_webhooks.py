@@ -24,9 +24,9 @@ from schemas.topics import PAYMENT_PROVIDER_WEBHOOK, topic_for
 from service.domain.statuses import CollectionStatus
 from service.testing import builders
 from service.testing.harness import ServiceHarness
-from service.testing.localstripe import TEST_API_KEY, LocalStripe
 from service.tools.kafka_io import stop_consumer, topic_partitions
 from tests.fixtures.stripe.kit import event, load, sign
+from tests.support.localstripe import TEST_API_KEY, LocalStripe
 
 pytestmark = pytest.mark.integration
 

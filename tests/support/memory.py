@@ -5,11 +5,13 @@ same version check, ordering and reconcile/outbox queries as the Mongo adapter,
 so service-layer tests (and the stateful model test) exercise the real handlers
 without a database. Documents are kept as JSON, as the adapter stores them: a
 test can never share a mutable aggregate with the store by accident.
+`MemoryStoreBatch` is its consumer-batch view, answering loads from a prefetch
+and from the batch's own saves as the Mongo adapter's batch does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +36,10 @@ class MemoryCollectionStore:
         #: Called before each save; a test may raise ConcurrencyConflict from it or
         #: write a competing version (to play a concurrent writer).
         self.before_save: Any = None
+        #: The carts of each prefetch (one query each), and the loads by cart that
+        #: were queries (not answered by a batch's prefetch or its own saves).
+        self.prefetches: list[tuple[str, ...]] = []
+        self.cart_queries = 0
 
     # -- documents ---------------------------------------------------------------
 
@@ -46,6 +52,7 @@ class MemoryCollectionStore:
         return None if document is None else self._loaded(document)
 
     async def load_by_cart(self, cart_id: str) -> Loaded | None:
+        self.cart_queries += 1
         for document in self.documents.values():
             if document["cart_id"] == cart_id:
                 return self._loaded(document)
@@ -153,10 +160,78 @@ class MemoryCollectionStore:
         pending.sort(key=lambda o: min(e.created_at for e in o.events))
         return pending[:limit]
 
+    def batch(self) -> MemoryStoreBatch:
+        return MemoryStoreBatch(self)
+
     # -- for assertions ----------------------------------------------------------------
 
     def collections(self) -> list[PaymentCollection]:
         return [PaymentCollection.model_validate(d["state"]) for d in self.documents.values()]
+
+
+class MemoryStoreBatch:
+    """A consumer batch's view of a :class:`MemoryCollectionStore` (the port's
+    `StoreBatch`): the first load of a prefetched cart and the load after a save in
+    the batch are answered from what the batch holds, which may be stale exactly as
+    the Mongo adapter's batch may be; everything else is the store's."""
+
+    def __init__(self, store: MemoryCollectionStore) -> None:
+        self.store = store
+        #: cart id → stored document (None: no collection), taken once by a load.
+        self._documents: dict[str, dict[str, Any] | None] = {}
+
+    async def prefetch_by_cart(self, cart_ids: Iterable[str]) -> None:
+        wanted = [c for c in dict.fromkeys(cart_ids) if c not in self._documents]
+        if not wanted:
+            return
+        self.store.prefetches.append(tuple(wanted))
+        by_cart = {d["cart_id"]: d for d in self.store.documents.values()}
+        self._documents.update({cart_id: by_cart.get(cart_id) for cart_id in wanted})
+
+    async def load_by_cart(self, cart_id: str) -> Loaded | None:
+        if cart_id in self._documents:
+            document = self._documents.pop(cart_id)
+            return None if document is None else self.store._loaded(document)
+        return await self.store.load_by_cart(cart_id)
+
+    async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
+        version = await self.store.save(collection, expected_version)
+        # Stored documents are replaced, never changed in place: this one stays as saved.
+        self._documents[collection.cart_id] = self.store.documents[collection.id]
+        return version
+
+    def batch(self) -> MemoryStoreBatch:
+        return self.store.batch()
+
+    async def load(self, collection_id: str) -> Loaded | None:
+        return await self.store.load(collection_id)
+
+    async def load_by_payment(self, payment_id: str) -> Loaded | None:
+        return await self.store.load_by_payment(payment_id)
+
+    async def mark_sent(self, items: Sequence[tuple[PaymentCollection, int]]) -> None:
+        await self.store.mark_sent(items)
+
+    async def pending_outbox(self, limit: int) -> list[Loaded]:
+        return await self.store.pending_outbox(limit)
+
+    async def needing_reconcile(self, older_than: datetime, limit: int) -> list[Loaded]:
+        return await self.store.needing_reconcile(older_than, limit)
+
+    async def claim_command(self, command_id: str, fingerprint: str) -> str | None:
+        return await self.store.claim_command(command_id, fingerprint)
+
+    async def save_orphan(self, outcome: OrphanOutcome) -> OrphanOutcome:
+        return await self.store.save_orphan(outcome)
+
+    async def orphan(self, event_id: str) -> OrphanOutcome | None:
+        return await self.store.orphan(event_id)
+
+    async def mark_orphan_sent(self, event_id: str) -> None:
+        await self.store.mark_orphan_sent(event_id)
+
+    async def pending_orphans(self, limit: int) -> list[OrphanOutcome]:
+        return await self.store.pending_orphans(limit)
 
 
 class RecordingPublisher:

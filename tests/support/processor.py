@@ -29,7 +29,7 @@ from typing import Any
 
 from service.domain.calls import ProviderCall
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
-from service.ports.providers import SavedPaymentMethod, WebhookAction
+from service.ports.providers import PaymentProvider, SavedPaymentMethod, WebhookAction
 
 IDEMPOTENCY_KEY_REUSE = "idempotency_key_reuse"
 
@@ -63,7 +63,7 @@ class Record:
 
 
 @dataclass
-class Processor:
+class Processor(PaymentProvider):
     """One provider, registered under `id`. `clock` is shared with the service."""
 
     id: str = "fake"
@@ -299,10 +299,10 @@ class Registry:
     """The provider registry the service sees: these providers, enabled everywhere
     unless `regions` says otherwise."""
 
-    providers: dict[str, Any]
+    providers: Mapping[str, PaymentProvider]
     regions: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def get(self, provider_id: str) -> Any:
+    def get(self, provider_id: str) -> PaymentProvider | None:
         return self.providers.get(provider_id)
 
     def enabled_for_region(self, region_id: str) -> tuple[str, ...]:

@@ -31,7 +31,8 @@ from schemas.dead_letter import DeadLetterKind
 from schemas.topics import PAYMENTS_DEAD_LETTER, topic_for
 from service.adapters.providers.stripe import StripeProvider
 from service.admin_auth import AdminAuthenticator
-from service.consumer import BatchProcessor, Record
+from service.consumer import BatchProcessor, Record, letter_budget
+from service.domain.backoff import Backoff
 from service.observability.tracing import MessageTracer
 from service.webhooks import WebhookVerifier
 from tests.support.hostile import STRIPE_SECRET, HostileRecord, hostile_records
@@ -108,7 +109,10 @@ async def _process(records: list[Record], valid_cart: str) -> None:
         AdminAuthenticator(dict([ADMIN_KEY])),
         world.metrics,
         topic_prefix=PREFIX,
-        retry_base_delay_s=0.0,
+        max_concurrency=256,
+        max_attempts=3,
+        max_letter_bytes=letter_budget(1024 * 1024),
+        retry_backoff=Backoff(initial_s=0.0, max_s=0.0),
         clock=world.clock,
         tracer=TRACER,
     )

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import structlog
 
-from service.observability.logging import (
+from service.observability.logging import configure_logging
+from service.observability.redaction import (
     REDACTED,
     REDACTOR,
     Redactor,
-    configure_logging,
     register_secrets,
     secret_like_values,
 )

@@ -42,6 +42,9 @@ class Scripted:
         self.status_calls += 1
         return self.statuses[min(self.status_calls, len(self.statuses)) - 1]
 
+    # The other calls of the port: the caller looks methods up by operation.
+    initiate = update = update_data = delete = authorize = refund = cancel = capture
+
 
 CALLER = ProviderCaller(RetryPolicy(max_attempts=3, base_delay_s=0.0, max_delay_s=0.0))
 LOST = ProviderOutcome.unknown("lost")

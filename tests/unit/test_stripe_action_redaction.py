@@ -16,7 +16,8 @@ import pytest
 import structlog
 
 from service.adapters.providers.stripe_mapping import intent_outcome
-from service.observability.logging import REDACTOR, configure_logging
+from service.observability.logging import configure_logging
+from service.observability.redaction import REDACTOR
 from tests.fixtures.stripe.kit import load
 
 

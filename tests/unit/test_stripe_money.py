@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.adapters.money import (
+from service.adapters.providers.stripe_money import (
     AmountNotRepresentable,
     UnsupportedCurrency,
     from_stripe_amount,

@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 
 from service.adapters.providers import PROVIDER_FACTORIES, ProviderConfigError
-from service.adapters.providers.stripe import DEFAULT_API_BASE, StripeProvider
+from service.adapters.providers.stripe import DEFAULT_API_BASE, StripeOptions, StripeProvider
 from service.ports.providers import PaymentProvider, WebhookVerificationError
 from tests.fixtures.stripe.kit import event, load, sign
 
@@ -70,6 +70,27 @@ async def test_capture_option_means_capture_on_authorization() -> None:
 def test_bad_options_stop_start_up(options: dict[str, Any]) -> None:
     with pytest.raises(ProviderConfigError, match="PAYMENTS_PROVIDER_OPTIONS"):
         StripeProvider(options)
+
+
+def test_option_errors_name_the_option_but_never_repeat_a_secret() -> None:
+    with pytest.raises(ProviderConfigError) as error:
+        StripeProvider({"api_key": ["sk_test_pasted_as_a_list"], "webhook_secrets": "whsec_abcd"})
+
+    message = str(error.value)
+    assert "stripe.api_key" in message
+    assert "stripe.webhook_secrets" in message
+    assert "sk_test_pasted_as_a_list" not in message
+    assert "whsec_abcd" not in message
+
+
+def test_options_keep_their_defaults_and_clean_their_strings() -> None:
+    options = StripeOptions.parse({"api_key": " sk_test_x\n", "webhook_secret": "whsec_a "})
+
+    assert options.api_key == "sk_test_x"
+    assert options.all_webhook_secrets() == ("whsec_a",)
+    assert (options.capture, options.multicapture) == (False, False)
+    assert options.payment_method_types == ["card"]
+    assert options.timeout_s == 20.0
 
 
 def test_correct_signature_verifies(provider: StripeProvider) -> None:

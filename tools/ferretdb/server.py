@@ -4,7 +4,7 @@
     python tools/ferretdb/server.py version
     python tools/ferretdb/server.py run       # prints the MongoDB URL, stops on Ctrl-C
 
-The server logic lives in service/testing/real_servers.py (shared with the tests).
+The server logic lives in tests/support/real_servers.py (shared with the tests).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from service.testing.real_servers import FerretDB, ferretdb_binary, ferretdb_version
+from tests.support.real_servers import FerretDB, ferretdb_binary, ferretdb_version
 
 
 def main() -> int:

@@ -4,7 +4,7 @@
     python tools/kafka/broker.py version
     python tools/kafka/broker.py run       # prints the bootstrap address, stops on Ctrl-C
 
-The broker logic lives in service/testing/real_servers.py (shared with the tests).
+The broker logic lives in tests/support/real_servers.py (shared with the tests).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from service.testing.real_servers import JvmKafka, kafka_classpath, kafka_version
+from tests.support.real_servers import JvmKafka, kafka_classpath, kafka_version
 
 
 def main() -> int:

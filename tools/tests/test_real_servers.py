@@ -35,7 +35,6 @@ from service.testing.infrastructure import (
     provide_test_infrastructure,
     selected_infrastructure,
 )
-from service.testing.real_servers import FerretDB, JvmKafka, ferretdb_version, kafka_version
 from service.tools.kafka_io import (
     broker_is_tansu,
     read_ranges,
@@ -43,6 +42,15 @@ from service.tools.kafka_io import (
     throwaway_consumer,
     topic_partitions,
 )
+from tests.support.real_servers import (
+    FerretDB,
+    JvmKafka,
+    ferretdb_version,
+    kafka_version,
+    offer_real_servers,
+)
+
+offer_real_servers()  # PAYMENTS_TEST_INFRA=kafka-jvm,ferretdb below
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -230,7 +238,7 @@ def test_sigkilled_parent_takes_the_real_servers_along(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import time
-        from service.testing.real_servers import FerretDB, JvmKafka
+        from tests.support.real_servers import FerretDB, JvmKafka
 
         kafka, ferret = JvmKafka(), FerretDB()
         kafka.start()

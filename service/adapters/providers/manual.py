@@ -14,24 +14,34 @@ from typing import Any
 from service.domain.calls import ProviderCall
 from service.domain.outcomes import ProviderOutcome
 from service.ports.providers import (
+    PaymentProvider,
     SavedPaymentMethod,
     WebhookAction,
     WebhookVerificationError,
 )
 
-from .options import check_known, option_bool
+from .options import ProviderOptions
 
 MANUAL_PROVIDER_ID = "manual"
 
 
-class ManualProvider:
+class ManualOptions(ProviderOptions):
+    """``PAYMENTS_PROVIDER_OPTIONS["manual"]``."""
+
+    provider_id = MANUAL_PROVIDER_ID
+
+    capture: bool = False
+    """Report the capture with the authorization (the money is already in hand)."""
+
+
+class ManualProvider(PaymentProvider):
     """Authorizes at once; with option `capture: true` also reports the capture."""
 
-    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
-        options = options or {}
+    def __init__(self, options: ManualOptions | Mapping[str, Any] | None = None) -> None:
+        if not isinstance(options, ManualOptions):
+            options = ManualOptions.parse(options)
         self.id: str = MANUAL_PROVIDER_ID
-        check_known(self.id, options, {"capture"})
-        self.capture_on_authorize: bool = option_bool(self.id, options, "capture", False)
+        self.capture_on_authorize: bool = options.capture
 
     async def initiate(self, call: ProviderCall) -> ProviderOutcome:
         return ProviderOutcome.succeeded({})

@@ -29,8 +29,9 @@ import hashlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
+from pydantic import Field
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -39,12 +40,13 @@ from pymongo.errors import DuplicateKeyError
 from service.domain.calls import ProviderCall
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.ports.providers import (
+    PaymentProvider,
     SavedPaymentMethod,
     WebhookAction,
     WebhookVerificationError,
 )
 
-from .options import check_known, option_bool, option_float, option_int_or_none
+from .options import ProviderOptions
 
 SANDBOX_PROVIDER_ID: Final = "sandbox"
 LEDGER_COLLECTION: Final = "sandbox_ledger"
@@ -106,33 +108,47 @@ def three_ds_url(session_id: str) -> str:
     return f"https://sandbox.invalid/3ds/{session_id}"
 
 
-class SandboxProvider:
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class SandboxOptions(ProviderOptions):
+    """``PAYMENTS_PROVIDER_OPTIONS["sandbox"]``."""
+
+    provider_id = SANDBOX_PROVIDER_ID
+
+    capture: bool = False
+    """Capture on authorization."""
+    fail_rate: Rate = 0.0
+    """Chance of a transient error before acting."""
+    lose_rate: Rate = 0.0
+    """Chance that authorize/capture/refund acts but answers ``unknown``, as if the
+    response were lost."""
+    delay_s: Annotated[float, Field(ge=0.0)] = 0.0
+    """Latency added before every answer — after acting, so a caller's timeout leaves
+    an effect behind exactly like a slow real provider."""
+    seed: int | None = None
+    """Makes the fault draws reproducible."""
+
+
+class SandboxProvider(PaymentProvider):
     """Deterministic provider keyed on ``payment_data.payment_method`` (see module doc).
 
-    Options (``PAYMENTS_PROVIDER_OPTIONS["sandbox"]``):
-
-    * ``capture`` (bool): capture on authorization;
-    * ``fail_rate`` (0..1): chance of a transient error before acting;
-    * ``lose_rate`` (0..1): chance that authorize/capture/refund acts but answers
-      ``unknown``, as if the response were lost;
-    * ``delay_s`` (>= 0): latency added before every answer — after acting, so a
-      caller's timeout leaves an effect behind exactly like a slow real provider;
-    * ``seed`` (int): makes the fault draws reproducible.
+    Options: :class:`SandboxOptions`.
     """
 
     def __init__(
         self,
         database: AsyncDatabase[dict[str, Any]],
-        options: Mapping[str, Any] | None = None,
+        options: SandboxOptions | Mapping[str, Any] | None = None,
     ) -> None:
-        options = options or {}
+        if not isinstance(options, SandboxOptions):
+            options = SandboxOptions.parse(options)
         self.id: str = SANDBOX_PROVIDER_ID
-        check_known(self.id, options, {"capture", "fail_rate", "lose_rate", "delay_s", "seed"})
-        self.capture_on_authorize: bool = option_bool(self.id, options, "capture", False)
-        self.fail_rate = option_float(self.id, options, "fail_rate", 0.0, maximum=1.0)
-        self.lose_rate = option_float(self.id, options, "lose_rate", 0.0, maximum=1.0)
-        self.delay_s = option_float(self.id, options, "delay_s", 0.0)
-        self._random = random.Random(option_int_or_none(self.id, options, "seed"))
+        self.capture_on_authorize: bool = options.capture
+        self.fail_rate = options.fail_rate
+        self.lose_rate = options.lose_rate
+        self.delay_s = options.delay_s
+        self._random = random.Random(options.seed)
         self.ledger: AsyncCollection[dict[str, Any]] = database[LEDGER_COLLECTION]
         self.state: AsyncCollection[dict[str, Any]] = database[STATE_COLLECTION]
 

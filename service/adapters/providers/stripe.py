@@ -1,29 +1,6 @@
 """The `stripe` provider: Stripe PaymentIntents through the official SDK's async client.
 
-Options (``PAYMENTS_PROVIDER_OPTIONS["stripe"]``):
-
-* ``api_key`` (required): the secret key. It only ever goes into the SDK client;
-  session and payment data keep public PaymentIntent fields (id, client secret,
-  status…), never the key.
-* ``api_base``: defaults to Stripe's own; tests point it at localstripe.
-* ``webhook_secret``: the endpoint's signing secret (``whsec_…``). Without it every
-  webhook fails verification (400), which is the safe default.
-* ``webhook_secrets`` (list): more signing secrets accepted at the same time, for
-  rotation: Stripe signs with the new and the old secret while a rolled secret
-  expires, and events already on the topic were signed with the old one. A webhook
-  verifies when any configured secret matches.
-* ``capture`` (bool): capture on authorization (``capture_method: automatic``).
-* ``multicapture`` (bool, default false): request Stripe's multicapture on new
-  intents and send ``final_capture: false`` on captures that leave an amount
-  capturable, so several partial captures work. Stripe only offers it to some
-  accounts and card brands; without it a partial capture releases the rest and a
-  second capture is refused by Stripe (reported as a capture `provider_error`).
-* ``payment_method_types`` (list, default ``["card"]``): fixed types let the
-  server confirm without a ``return_url``; a ``return_url`` in the payment data
-  is passed on when given.
-* ``timeout_s`` (default 20): the SDK's own HTTP timeout. The service's
-  :class:`~service.provider_calls.ProviderCaller` bounds every call with its own,
-  normally shorter, timeout; this one only stops a connection from outliving it.
+Options (``PAYMENTS_PROVIDER_OPTIONS["stripe"]``): :class:`StripeOptions`.
 
 The SDK's own retries are off (``max_network_retries=0``): the service retries
 itself, with the status query in between (contract promises 6 and 7), and an SDK
@@ -37,8 +14,8 @@ localstripe ignore the header, so the adapter also reads the intent's state
 before acting where that is cheap (authorize never re-confirms an intent that
 is already past confirmation).
 
-Amounts cross the boundary through :mod:`service.adapters.money`: exact or
-refused, never rounded (KWD amounts must end in 0 at Stripe, for instance).
+Amounts cross the boundary through :mod:`.stripe_money`: exact or refused, never
+rounded (KWD amounts must end in 0 at Stripe, for instance).
 """
 
 from __future__ import annotations
@@ -48,9 +25,10 @@ import json
 from collections.abc import Awaitable, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Annotated, Any, Final, cast
 
 import stripe
+from pydantic import Field, StringConstraints
 
 if TYPE_CHECKING:
     from stripe.params import (
@@ -61,16 +39,16 @@ if TYPE_CHECKING:
         RefundCreateParams,
     )
 
-from service.adapters.money import AmountNotRepresentable, UnsupportedCurrency, to_stripe_amount
 from service.domain.calls import ProviderCall
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.ports.providers import (
+    PaymentProvider,
     SavedPaymentMethod,
     WebhookAction,
     WebhookVerificationError,
 )
 
-from .options import OPTIONS_VARIABLE, ProviderConfigError, check_known, option_bool, option_float
+from .options import ProviderOptions
 from .stripe_mapping import (
     CANCELABLE,
     CONFIRMABLE,
@@ -87,6 +65,7 @@ from .stripe_mapping import (
     public_intent_data,
     refund_reason,
 )
+from .stripe_money import AmountNotRepresentable, UnsupportedCurrency, to_stripe_amount
 
 STRIPE_PROVIDER_ID: Final = "stripe"
 DEFAULT_API_BASE: Final = "https://api.stripe.com"
@@ -96,18 +75,51 @@ REFUND_KEY_METADATA: Final = "payments_refund_key"
 """Refund metadata naming the Stripe idempotency key it was made under: the status
 query finds a refund by it when the answer to the refund call was lost."""
 
-_OPTIONS: Final = frozenset(
-    {
-        "api_key",
-        "api_base",
-        "webhook_secret",
-        "webhook_secrets",
-        "capture",
-        "multicapture",
-        "payment_method_types",
-        "timeout_s",
-    }
-)
+_Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+"""A non-empty string, surrounding whitespace (a pasted newline) removed."""
+
+
+class StripeOptions(ProviderOptions):
+    """``PAYMENTS_PROVIDER_OPTIONS["stripe"]``."""
+
+    provider_id = STRIPE_PROVIDER_ID
+    secret_options = frozenset({"api_key", "webhook_secret", "webhook_secrets"})
+
+    api_key: _Text
+    """The secret key. It only ever goes into the SDK client; session and payment
+    data keep public PaymentIntent fields (id, client secret, status…), never the key."""
+    api_base: _Text | None = None
+    """Defaults to Stripe's own; tests point it at localstripe."""
+    webhook_secret: _Text | None = None
+    """The endpoint's signing secret (``whsec_…``). Without it every webhook fails
+    verification (400), which is the safe default."""
+    webhook_secrets: list[_Text] | None = None
+    """More signing secrets accepted at the same time, for rotation: Stripe signs with
+    the new and the old secret while a rolled secret expires, and events already on
+    the topic were signed with the old one. A webhook verifies when any configured
+    secret matches."""
+    capture: bool = False
+    """Capture on authorization (``capture_method: automatic``)."""
+    multicapture: bool = False
+    """Request Stripe's multicapture on new intents and send ``final_capture: false``
+    on captures that leave an amount capturable, so several partial captures work.
+    Stripe only offers it to some accounts and card brands; without it a partial
+    capture releases the rest and a second capture is refused by Stripe (reported
+    as a capture `provider_error`)."""
+    payment_method_types: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)
+    ] = ["card"]
+    """Fixed types let the server confirm without a ``return_url``; a ``return_url``
+    in the payment data is passed on when given."""
+    timeout_s: Annotated[float, Field(ge=0.1)] = 20.0
+    """The SDK's own HTTP timeout. The service's
+    :class:`~service.provider_calls.ProviderCaller` bounds every call with its own,
+    normally shorter, timeout; this one only stops a connection from outliving it."""
+
+    def all_webhook_secrets(self) -> tuple[str, ...]:
+        """`webhook_secret` and `webhook_secrets`, in that order, without repeats."""
+        single = [self.webhook_secret] if self.webhook_secret is not None else []
+        return tuple(dict.fromkeys([*single, *(self.webhook_secrets or [])]))
 
 
 class _Answer(Exception):
@@ -116,34 +128,6 @@ class _Answer(Exception):
     def __init__(self, outcome: ProviderOutcome) -> None:
         super().__init__(outcome.message)
         self.outcome = outcome
-
-
-def _option_str(options: Mapping[str, Any], name: str, *, required: bool) -> str | None:
-    value = options.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ProviderConfigError(
-            f"{OPTIONS_VARIABLE}: stripe.{name} must be a non-empty string"
-            + (" (it is required)" if required else "")
-        )
-    return value.strip()
-
-
-def _webhook_secrets(options: Mapping[str, Any]) -> tuple[str, ...]:
-    """`webhook_secret` and `webhook_secrets`, in that order, without repeats."""
-    secrets: list[str] = []
-    single = _option_str(options, "webhook_secret", required=False)
-    if single is not None:
-        secrets.append(single)
-    many = options.get("webhook_secrets")
-    if many is not None:
-        if not isinstance(many, list) or not all(isinstance(v, str) and v.strip() for v in many):
-            raise ProviderConfigError(
-                f"{OPTIONS_VARIABLE}: stripe.webhook_secrets must be a list of non-empty strings"
-            )
-        secrets.extend(v.strip() for v in many)
-    return tuple(dict.fromkeys(secrets))
 
 
 def _fingerprint(params: Mapping[str, Any]) -> str:
@@ -167,42 +151,28 @@ def _signature_timestamp(header: str) -> int | None:
     return None
 
 
-class StripeProvider:
+class StripeProvider(PaymentProvider):
     """Stripe PaymentIntents: one intent per payment session (see module doc)."""
 
     def __init__(
         self,
-        options: Mapping[str, Any] | None = None,
+        options: StripeOptions | Mapping[str, Any] | None = None,
         *,
         http_client: stripe.HTTPClient | None = None,
     ) -> None:
-        options = options or {}
+        if not isinstance(options, StripeOptions):
+            options = StripeOptions.parse(options)
         self.id: str = STRIPE_PROVIDER_ID
-        check_known(self.id, options, _OPTIONS)
-        api_key = _option_str(options, "api_key", required=True)
-        assert api_key is not None
-        self.api_base: str = (
-            _option_str(options, "api_base", required=False) or DEFAULT_API_BASE
-        ).rstrip("/")
-        self._webhook_secrets = _webhook_secrets(options)
-        self.capture_on_authorize: bool = option_bool(self.id, options, "capture", False)
-        self.multicapture: bool = option_bool(self.id, options, "multicapture", False)
-        self.timeout_s: float = option_float(self.id, options, "timeout_s", 20.0, minimum=0.1)
-        types = options.get("payment_method_types", ["card"])
-        if (
-            not isinstance(types, list)
-            or not types
-            or not all(isinstance(t, str) and t for t in types)
-        ):
-            raise ProviderConfigError(
-                f"{OPTIONS_VARIABLE}: stripe.payment_method_types must be a non-empty list "
-                f"of strings, got {types!r}"
-            )
-        self.payment_method_types: list[str] = list(types)
+        self.api_base: str = (options.api_base or DEFAULT_API_BASE).rstrip("/")
+        self._webhook_secrets = options.all_webhook_secrets()
+        self.capture_on_authorize: bool = options.capture
+        self.multicapture: bool = options.multicapture
+        self.timeout_s: float = options.timeout_s
+        self.payment_method_types: list[str] = list(options.payment_method_types)
         # Built now but connects lazily: httpx opens nothing until the first request.
         self._http = http_client or stripe.HTTPXClient(timeout=self.timeout_s)
         self._client = stripe.StripeClient(
-            api_key,
+            options.api_key,
             base_addresses={"api": self.api_base},
             max_network_retries=0,
             http_client=self._http,
@@ -712,6 +682,12 @@ class StripeProvider:
         proves that Stripe wrote exactly these bytes.
         """
         self._verified_header(headers, body)
+
+    def verify_stored_webhook(
+        self, headers: Mapping[str, str], body: bytes, received_at: datetime
+    ) -> None:
+        # Its age proves nothing on the topic; a replay is stopped by de-duplication.
+        self.verify_webhook_signature(headers, body)
 
     def _verified_header(self, headers: Mapping[str, str], body: bytes) -> str:
         """The `Stripe-Signature` header once one configured secret verifies it.

@@ -21,13 +21,14 @@ from typing import Any, Final
 
 import stripe
 
-from service.adapters.money import (
+from service.domain.outcomes import ProviderOutcome
+from service.ports.providers import WebhookAction, WebhookMeaning
+
+from .stripe_money import (
     AmountNotRepresentable,
     UnsupportedCurrency,
     from_stripe_amount,
 )
-from service.domain.outcomes import ProviderOutcome
-from service.ports.providers import WebhookAction, WebhookMeaning
 
 MAX_IDEMPOTENCY_KEY: Final = 255
 """Stripe's limit on the `Idempotency-Key` header."""

@@ -1,4 +1,4 @@
-"""Amounts across a provider boundary: ISO 4217 minor units ↔ Stripe's minor units.
+"""Amounts across the Stripe boundary: ISO 4217 minor units ↔ Stripe's minor units.
 
 Our contract amounts are integers in the currency's ISO 4217 minor unit (section 2:
 5000 USD = $50.00, 5000 JPY = ¥5000, 5000 KWD = 5.000 KD). Stripe also takes

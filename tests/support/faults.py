@@ -1,8 +1,8 @@
 """Fault injection for the fault suite: what it takes to break the service honestly.
 
-* :class:`ServiceProcess` runs ``payments run`` as a child process with ``PAYMENTS_*``
-  variables, so a test can SIGKILL it at any instruction (no ``finally`` runs, no
-  offsets are committed, no buffered Kafka record is flushed) and start it again.
+The service itself runs as a child process that a test can SIGKILL at any
+instruction and start again: :class:`service.testing.service_process.ServiceProcess`.
+
 * :class:`TcpProxy` sits between the service and a broker and can cut every
   connection and refuse new ones: the broker becomes unreachable for the service
   while the test's own clients (in the test process) keep talking to it.
@@ -10,13 +10,11 @@
   address. Kafka clients only use the bootstrap address for the first metadata
   request and then connect to the advertised listener, so a proxy in front of a
   broker that advertises itself would be bypassed after the first round trip.
+  :func:`proxied_test_kafka` picks it, or Apache Kafka, by the session's choice.
 * :class:`CheckoutWorkload` plays the storefront and the back office: it checks
   carts out, captures and refunds (or cancels) their payments as the service
   answers, retries like a real client, and knows the amounts every cart must end
   with, which the test compares with the provider's ledger.
-
-The children die with the test process even on SIGKILL of the test runner
-(``PR_SET_PDEATHSIG``, as for the embedded servers).
 """
 
 from __future__ import annotations
@@ -25,9 +23,6 @@ import asyncio
 import contextlib
 import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -36,35 +31,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaProducer
 
 from schemas.topics import ADMIN_COMMAND_TYPES, topic_for
-from service.embedded import (
-    LOOPBACK,
-    EmbeddedKafka,
-    _death_signal_preexec,
-    _free_port,
-    _spawner,
-)
+from service.embedded import LOOPBACK, EmbeddedKafka
 from service.testing import builders
 from service.testing.harness import ReceivedEvent
+from service.testing.infrastructure import selected_infrastructure
+from tests.support.real_servers import JvmKafka
 
 __all__ = [
     "CartPlan",
     "CheckoutWorkload",
     "ProxiedKafka",
-    "ServiceProcess",
     "TcpProxy",
     "eventually",
-    "free_port",
-    "service_environment",
+    "proxied_test_kafka",
 ]
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    return _free_port()
 
 
 async def eventually(
@@ -80,173 +63,6 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:g}s: {what}")
         await asyncio.sleep(poll_s)
-
-
-# --------------------------------------------------------------------------------------
-# The service as a child process
-# --------------------------------------------------------------------------------------
-
-
-def service_environment(settings: Mapping[str, Any]) -> dict[str, str]:
-    """``PAYMENTS_*`` variables for `settings` (field name → value), over a clean env.
-
-    Inherited ``PAYMENTS_*`` variables are dropped so a developer's shell cannot
-    point the child at another broker or database. Non-string values are JSON,
-    which is how pydantic-settings reads dicts, lists, numbers and booleans.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYMENTS_")}
-    for name, value in settings.items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        text = value if isinstance(value, str) else orjson.dumps(value).decode()
-        env[f"PAYMENTS_{name.upper()}"] = text
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-async def _http_status(port: int, path: str, timeout: float = 2.0) -> int | None:
-    """Status code of ``GET path`` on the loopback port, None when nothing answers.
-
-    A raw HTTP/1.0 request keeps the fault helpers free of an HTTP client dependency.
-    """
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), timeout)
-    except (OSError, TimeoutError):
-        return None
-    try:
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: {LOOPBACK}\r\n\r\n".encode())
-        await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), timeout)
-        parts = line.split()
-        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
-    except (OSError, TimeoutError, ValueError):
-        return None
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
-
-
-class ServiceProcess:
-    """``payments run`` as a child process that a test can kill and restart.
-
-    Every start gets a fresh HTTP port (readiness is polled on it) and appends to
-    one log file, so a failing test can show what the service said across restarts.
-    """
-
-    def __init__(self, env: Mapping[str, str], log_path: Path, *, name: str = "service") -> None:
-        self.env = dict(env)
-        self.log_path = log_path
-        self.name = name
-        self.http_port: int | None = None
-        self.starts = 0
-        self.kills = 0
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self, **extra_env: str) -> None:
-        """Spawn the process (no wait); `extra_env` overrides variables for this run."""
-        if self.running:
-            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
-        self.http_port = free_port()
-        env = {**self.env, **extra_env, "PAYMENTS_HTTP_PORT": str(self.http_port)}
-        command = [
-            sys.executable,
-            "-c",
-            "from service.entrypoints.cli import main; main()",
-            "run",
-            "--no-embedded",
-        ]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        parent_pid = os.getpid()
-        self.starts += 1
-        with self.log_path.open("ab") as log:
-            log.write(f"\n===== {self.name} start #{self.starts} =====\n".encode())
-            log.flush()
-
-            def launch() -> subprocess.Popen[bytes]:
-                return subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                    preexec_fn=_death_signal_preexec(parent_pid),
-                )
-
-            # Spawned from the long-lived spawner thread: the parent-death signal
-            # fires when the *thread* that forked exits.
-            self._proc = _spawner.spawn(launch)
-
-    async def wait_ready(self, timeout: float = 60.0) -> None:
-        """Return once ``/readyz`` answers 200; fail with the log tail otherwise."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._proc is None or self._proc.poll() is not None:
-                code = None if self._proc is None else self._proc.returncode
-                raise AssertionError(
-                    f"{self.name} exited (code {code}) before it was ready.\n{self.log_tail()}"
-                )
-            if self.http_port is not None and await _http_status(self.http_port, "/readyz") == 200:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{self.name} not ready within {timeout:g}s.\n{self.log_tail()}"
-                )
-            await asyncio.sleep(0.2)
-
-    async def http_status(self, path: str) -> int | None:
-        """Status of ``GET path`` on the running instance (None: nothing answers)."""
-        if self.http_port is None or not self.running:
-            return None
-        return await _http_status(self.http_port, path)
-
-    async def start_ready(self, timeout: float = 60.0, **extra_env: str) -> None:
-        self.start(**extra_env)
-        await self.wait_ready(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL: the process gets no chance to flush, commit or clean up."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            self.kills += 1
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGKILL)
-        proc.wait()
-
-    async def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM (graceful shutdown), SIGKILL after `timeout`; returns the exit code."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(proc.wait, timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-        return proc.wait()
-
-    def log_tail(self, limit: int = 6000) -> str:
-        try:
-            data = self.log_path.read_bytes()[-limit:]
-        except OSError:
-            return f"<no log at {self.log_path}>"
-        return f"--- {self.name} log tail ({self.log_path}) ---\n" + data.decode("utf-8", "replace")
 
 
 # --------------------------------------------------------------------------------------
@@ -482,6 +298,19 @@ class ProxiedKafka(EmbeddedKafka):
         index = command.index("--advertised-listener-url")
         command[index + 1] = f"tcp://{LOOPBACK}:{self.advertised_port}"
         return command
+
+
+def proxied_test_kafka(
+    advertised_port: int, environ: Mapping[str, str] | None = None
+) -> EmbeddedKafka | JvmKafka:
+    """A broker of the session's kind (not started) that advertises ``advertised_port``.
+
+    For fault tests that put a cuttable proxy in front of their own broker: Apache
+    Kafka when ``PAYMENTS_TEST_INFRA`` names ``kafka-jvm``, else Tansu.
+    """
+    if selected_infrastructure(environ)[0] == "kafka-jvm":
+        return JvmKafka(advertised_port=advertised_port)
+    return ProxiedKafka(advertised_port=advertised_port)
 
 
 # --------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ import sys
 from aiohttp import web
 from localstripe import resources, server
 
-# In memory only: see service.testing.localstripe.
+# In memory only: see tests.support.localstripe.
 resources.Store.dump_to_disk = lambda self: None
 web.run_app(server.app, host=sys.argv[1], port=int(sys.argv[2]), access_log=None, print=None)
 """

@@ -1,5 +1,9 @@
 """Apache Kafka (the JVM broker) and FerretDB as test infrastructure, beside the embedded pair.
 
+Only this repository's suites use them (they build from its ``tools/``), so they live
+with the tests; :func:`offer_real_servers` makes them the ``kafka-jvm`` and
+``ferretdb`` choices of ``PAYMENTS_TEST_INFRA`` (:mod:`service.testing.infrastructure`).
+
 Tansu and nx-27017 (:mod:`service.embedded`) are substitutes; these two are what
 production-like clusters run:
 
@@ -36,10 +40,11 @@ from service.embedded import (
     LOOPBACK,
     EmbeddedServerError,
     _EmbeddedServer,
-    _free_port,
+    free_port,
     kafka_ping,
     mongodb_ping,
 )
+from service.testing.infrastructure import ServerChoice, offer_server
 
 __all__ = [
     "FerretDB",
@@ -50,6 +55,7 @@ __all__ = [
     "ferretdb_version",
     "kafka_classpath",
     "kafka_version",
+    "offer_real_servers",
 ]
 
 ENV_CACHE_DIR = "PAYMENTS_CACHE_DIR"
@@ -172,7 +178,7 @@ class JvmKafka(_EmbeddedServer):
     Unlike Tansu it has the idempotent and transactional producers, reports exact
     end offsets, and takes ~0.1 s instead of ~5 s to form a consumer group.
     ``advertised_port`` makes the broker name another port (a proxy's) in its
-    metadata, as :class:`service.testing.faults.ProxiedKafka` does for Tansu.
+    metadata, as :class:`tests.support.faults.ProxiedKafka` does for Tansu.
     """
 
     _label = "Kafka (JVM)"
@@ -196,9 +202,9 @@ class JvmKafka(_EmbeddedServer):
 
     def _command(self, port: int, workdir: Path) -> list[str]:
         classpath = kafka_classpath()
-        controller_port = _free_port()
+        controller_port = free_port()
         while controller_port == port:
-            controller_port = _free_port()
+            controller_port = free_port()
         advertised = self.advertised_port if self.advertised_port is not None else port
         config = workdir / "server.properties"
         config.write_text(
@@ -354,3 +360,17 @@ class FerretDB(_EmbeddedServer):
 
     def _probe(self, port: int) -> None:
         mongodb_ping(f"mongodb://{LOOPBACK}:{port}", timeout=1.0)
+
+
+def offer_real_servers() -> None:
+    """Make ``kafka-jvm`` and ``ferretdb`` selectable with ``PAYMENTS_TEST_INFRA``."""
+    offer_server(
+        "kafka-jvm",
+        ServerChoice(
+            JvmKafka, lambda: f"Apache Kafka {kafka_version()} (JVM, KRaft, from Maven Central)"
+        ),
+    )
+    offer_server(
+        "ferretdb",
+        ServerChoice(FerretDB, lambda: f"FerretDB {ferretdb_version()} (SQLite backend)"),
+    )
