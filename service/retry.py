@@ -35,10 +35,21 @@ from tenacity import (
 )
 
 from service.domain.backoff import Backoff
+from service.settings import Settings
 
-OUTAGE_BACKOFF = Backoff(initial_s=0.5, max_s=5.0)
-"""The broker or MongoDB unreachable (at start-up, or failing a whole batch): the
-waits grow to a few seconds, so the service resumes soon after the outage ends."""
+
+def outage_backoff(initial_s: float, max_delay_s: float) -> Backoff:
+    """The broker or MongoDB unreachable (at start-up, or failing a whole batch):
+    `PAYMENTS_OUTAGE_RETRY_INITIAL_S`, `PAYMENTS_OUTAGE_RETRY_MAX_DELAY_S`; the waits
+    grow to a few seconds, so the service resumes soon after the outage ends."""
+    return Backoff(initial_s=initial_s, max_s=max_delay_s)
+
+
+OUTAGE_BACKOFF = outage_backoff(
+    Settings.model_fields["outage_retry_initial_s"].default,
+    Settings.model_fields["outage_retry_max_delay_s"].default,
+)
+"""The outage back-off at the default settings."""
 
 
 def call_backoff(base_delay_s: float, max_delay_s: float) -> Backoff:

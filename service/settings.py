@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     """The backoff of provider calls and processing retries (`service/retry.py`): the
     first retry waits the base plus up to the base at random, each next one twice
     as long, at most the max."""
+    outage_retry_initial_s: float = Field(default=0.5, gt=0)
+    outage_retry_max_delay_s: float = Field(default=5.0, gt=0)
+    """The broker or MongoDB unreachable (at start-up, or failing a whole batch): the
+    first wait, doubling up to the max, so the service resumes soon after the outage."""
     processing_max_attempts: int = Field(default=3, ge=1, le=20)
     """Attempts for an unexpected exception before the message is dead-lettered."""
 

@@ -43,7 +43,7 @@ from service.observability.redaction import register_secrets
 from service.observability.tracing import MessageTracer, build_tracer_provider
 from service.provider_calls import ProviderCaller, RetryPolicy
 from service.relay import OutboxRelay, Reconciler
-from service.retry import OUTAGE_BACKOFF, call_backoff, pause, retry_on_types, retrying
+from service.retry import call_backoff, outage_backoff, pause, retry_on_types, retrying
 from service.settings import Settings
 from service.webhooks import WebhookIntake, WebhookVerifier
 
@@ -151,6 +151,9 @@ class PaymentsApp:
             webhook_verifier=WebhookVerifier(self.providers),
         )
         self.stalls = StallMonitor(settings.stall_threshold, self.metrics)
+        self.outage_backoff = outage_backoff(
+            settings.outage_retry_initial_s, settings.outage_retry_max_delay_s
+        )
         self.relay = OutboxRelay(self.store, self.publisher, self.metrics)
         self.reconciler = Reconciler(self.service, self.relay, self.metrics)
         self.webhooks = WebhookIntake(self.providers, self.broker, settings.topic_prefix)
@@ -193,7 +196,7 @@ class PaymentsApp:
                 failures,
                 exc_info=True,
             )
-            await pause(OUTAGE_BACKOFF, failures)
+            await pause(self.outage_backoff, failures)
             await message.nack()
             return
         self.stalls.succeeded()
@@ -212,7 +215,7 @@ class PaymentsApp:
         if self.serve_http:
             await self._start_http()
         async for attempt in retrying(
-            OUTAGE_BACKOFF,
+            self.outage_backoff,
             retry_on_types(*STARTUP_UNAVAILABLE),
             attempts=None,
             before_sleep=_log_unreachable,

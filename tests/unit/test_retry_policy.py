@@ -198,7 +198,7 @@ def test_no_module_under_service_computes_a_backoff_by_hand() -> None:
         ("provider_calls.py", "retrying("),
         ("consumer.py", "retrying("),
         ("entrypoints/app.py", "retrying("),
-        ("entrypoints/app.py", "pause(OUTAGE_BACKOFF"),
+        ("entrypoints/app.py", "pause(self.outage_backoff"),
         ("domain/reconcile.py", "RECONCILE_BACKOFF.delay_s("),
     ],
 )

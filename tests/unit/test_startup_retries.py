@@ -92,3 +92,21 @@ async def test_a_start_up_error_that_is_not_an_outage_stops_the_start(
     assert not app.started
     assert tries == [1]
     assert waits == []
+
+
+async def test_the_outage_waits_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(
+        kafka_bootstrap_servers="127.0.0.1:9",
+        mongodb_url="mongodb://127.0.0.1:9",
+        outage_retry_initial_s=0.1,
+        outage_retry_max_delay_s=0.3,
+    )
+    app = PaymentsApp(settings, serve_http=False)
+    monkeypatch.setattr(app, "_start_background_tasks", lambda: None)
+    try:
+        _script(app, monkeypatch, [OSError("connection refused")] * 4)
+        waits = _record_sleeps(monkeypatch)
+        await app.start()
+        assert waits == pytest.approx([0.1, 0.2, 0.3, 0.3])
+    finally:
+        await app.mongo.close()
