@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test prove test-real fuzz test-unit test-integration lint format schemas bench faults asyncapi clean
+.PHONY: install run test prove test-real fuzz test-unit test-integration lint format schemas bench bench-report faults asyncapi clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -92,9 +92,15 @@ prove: $(STAMP)
 		$(BIN)/python -m pytest tests/unit/model $(ARGS)
 
 ## Throughput benchmark against the broker's and the store's own limits.
-## `make bench ARGS=--quick` finishes in under a minute.
+## `make bench ARGS=--quick` finishes in under a minute; `make bench ARGS="--flow full"`
+## drives the whole flow (checkout, signed capture, signed refund) and reports CPU ms
+## and MongoDB commands per cart; `--rate` paces it (README, "Performance").
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(ARGS)
+
+## The newest bench/results/*.json drawn as bench/report.png, plus a Markdown table.
+bench-report: $(STAMP)
+	$(BIN)/python bench/report.py $(ARGS)
 
 ## The fault-injection suite (also part of `make test`).
 faults: $(STAMP)

@@ -1,4 +1,8 @@
-"""The benchmark's workload: N carts, each `cart.updated` then `checkout.completed`.
+"""The benchmark's workload: N carts, each `cart.updated` then `checkout.completed`;
+in the full flow (`--flow full`) also a signed `admin.payment.capture` of the whole
+amount once the cart's `payment.authorized` is read and a signed
+`admin.payment.refund` of part of it once its `payment.captured` is read, as a shop
+runs them (`FollowUps`).
 
 Messages are built and encoded before any timer starts, so the producer only
 sends bytes. Cart ids are chosen per partition for the warm-up (one cart on every
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -21,6 +25,13 @@ from service.testing import builders
 
 CART_UPDATED = "cart.updated"
 CHECKOUT_COMPLETED = "checkout.completed"
+ADMIN_CAPTURE = "admin.payment.capture"
+ADMIN_REFUND = "admin.payment.refund"
+AUTHORIZED = "payment.authorized"
+CAPTURED = "payment.captured"
+REFUNDED = "payment.refunded"
+#: The bench's admin signing key (the service under test is started with it).
+ADMIN_KEY = ("bench", "bench-admin-secret")
 
 
 @dataclass(slots=True)
@@ -28,15 +39,23 @@ class Cart:
     cart_id: str
     updated: bytes
     checkout: bytes
+    amount: int = 0
+
+    @property
+    def refund_amount(self) -> int:
+        """The part the full flow refunds: a third, at least one unit."""
+        return max(1, self.amount // 3)
 
 
 def partition_of(key: str, partitions: int) -> int:
     """The partition aiokafka's default partitioner picks for `key` (Java's murmur2)."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return int((murmur2(key.encode()) & 0x7FFFFFFF) % partitions)
 
 
-def build_cart(cart_id: str, index: int) -> Cart:
+def build_cart(cart_id: str, index: int, provider: str = "sandbox") -> Cart:
     amount = 1000 + (index * 37) % 90_000
+    # The sandbox authorizes by test card; the manual provider takes no payment data.
+    payment_method = "pm_card_visa" if provider == "sandbox" else None
     updated = builders.envelope(
         CART_UPDATED,
         builders.cart_updated(
@@ -44,7 +63,7 @@ def build_cart(cart_id: str, index: int) -> Cart:
             amount,
             region_id="eu",
             email=f"shopper{index}@example.com",
-            provider_id="sandbox",
+            provider_id=provider,
             context={"ip": "203.0.113.7", "locale": "en-US"},
         ),
         source="/bench-storefront",
@@ -55,21 +74,21 @@ def build_cart(cart_id: str, index: int) -> Cart:
             cart_id,
             amount,
             idempotency_key=f"idem-{cart_id}",
-            provider_id="sandbox",
-            payment_method="pm_card_visa",
+            provider_id=provider,
+            payment_method=payment_method,
             region_id="eu",
             context={"ip": "203.0.113.7"},
         ),
         source="/bench-storefront",
     )
-    return Cart(cart_id, orjson.dumps(updated), orjson.dumps(checkout))
+    return Cart(cart_id, orjson.dumps(updated), orjson.dumps(checkout), amount)
 
 
-def build_carts(run_id: str, n: int, *, tag: str = "c") -> list[Cart]:
-    return [build_cart(f"{run_id}-{tag}{i:06d}", i) for i in range(n)]
+def build_carts(run_id: str, n: int, *, tag: str = "c", provider: str = "sandbox") -> list[Cart]:
+    return [build_cart(f"{run_id}-{tag}{i:06d}", i, provider) for i in range(n)]
 
 
-def warmup_carts(run_id: str, partitions: int) -> list[Cart]:
+def warmup_carts(run_id: str, partitions: int, provider: str = "sandbox") -> list[Cart]:
     """One cart per partition."""
     found: dict[int, Cart] = {}
     i = 0
@@ -77,7 +96,7 @@ def warmup_carts(run_id: str, partitions: int) -> list[Cart]:
         cart_id = f"{run_id}-w{i:05d}"
         p = partition_of(cart_id, partitions)
         if p not in found:
-            found[p] = build_cart(cart_id, i)
+            found[p] = build_cart(cart_id, i, provider)
         i += 1
     return list(found.values())
 
@@ -142,6 +161,8 @@ class Observer:
     arrivals: dict[str, dict[str, float]] = field(default_factory=dict)
     duplicates: int = 0
     sizes: dict[str, list[int]] = field(default_factory=dict)
+    #: Called with (topic, key, value, read at) for each first arrival.
+    on_record: Callable[[str, str, bytes, float], None] | None = None
     _consumer: AIOKafkaConsumer | None = None
     _task: asyncio.Task[None] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -175,6 +196,8 @@ class Observer:
                     topic_arrivals[key] = now
                     sizes[0] += 1
                     sizes[1] += len(record.value or b"")
+                    if self.on_record is not None:
+                        self.on_record(tp.topic, key, record.value or b"", now)
             if batches:
                 self._changed.set()
 
@@ -210,7 +233,7 @@ class Observer:
             if now > deadline or now - last_change > stall_timeout:
                 return False
             if progress and now >= next_report:
-                print(f"  … {done}/{len(wanted)} authorized", flush=True)
+                print(f"  … {done}/{len(wanted)} {topic.rsplit('.', 1)[-1]}", flush=True)
                 next_report = now + 5
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
@@ -224,3 +247,74 @@ class Observer:
                 await self._task
         if self._consumer is not None:
             await self._consumer.stop()
+
+
+@dataclass
+class FollowUps:
+    """The shop's side of the full flow: capture what is authorized, refund part of it.
+
+    The observer hands it every first `payment.authorized` and `payment.captured`
+    it reads (`on_record`, in the observer's task: only a queue put there); a sender
+    task produces the signed command, keyed by payment id, and notes when, so the
+    latency of `payment.captured` and `payment.refunded` runs from the produce of
+    the command that causes it to the read, like that of `payment.authorized` from
+    the produce of the checkout.
+    """
+
+    producer: AIOKafkaProducer
+    prefix: str
+    carts: dict[str, Cart]
+    key: tuple[str, str] = ADMIN_KEY
+    #: When the cause of each outbound event was produced: event type → cart → time.
+    sent_at: dict[str, dict[str, float]] = field(
+        default_factory=lambda: {CAPTURED: {}, REFUNDED: {}}
+    )
+    #: What was asked per cart: (captured amount, refunded amount).
+    asked: dict[str, list[int]] = field(default_factory=dict)
+    _queue: asyncio.Queue[tuple[str, str, str, int]] = field(default_factory=asyncio.Queue)
+    _task: asyncio.Task[None] | None = None
+    _futures: list[asyncio.Future[object]] = field(default_factory=list)
+
+    def on_record(self, topic: str, key: str, value: bytes, read_at: float) -> None:
+        kind = topic[len(self.prefix) :]
+        cart = self.carts.get(key)
+        if cart is None or kind not in (AUTHORIZED, CAPTURED):
+            return
+        data = orjson.loads(value)["data"]
+        if kind == AUTHORIZED:
+            self._queue.put_nowait((ADMIN_CAPTURE, key, data["payment_id"], cart.amount))
+        else:
+            self._queue.put_nowait((ADMIN_REFUND, key, data["payment_id"], cart.refund_amount))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            command, cart_id, payment_id, amount = await self._queue.get()
+            event = builders.envelope(
+                command,
+                builders.capture(payment_id, amount, requested_by="bench@shop.example"),
+                event_id=f"{command.rsplit('.', 1)[-1]}-{cart_id}",
+                source="/bench-backoffice",
+            )
+            value = orjson.dumps(event)
+            caused = CAPTURED if command == ADMIN_CAPTURE else REFUNDED
+            self.sent_at[caused][cart_id] = time.perf_counter()
+            self.asked.setdefault(cart_id, [0, 0])[int(caused == REFUNDED)] += amount
+            self._futures.append(
+                await self.producer.send(
+                    self.prefix + command,
+                    value,
+                    key=payment_id.encode(),
+                    headers=[builders.sign(value, *self.key)],
+                )
+            )
+
+    async def stop(self) -> None:
+        """Stop sending; raise if a command was not acknowledged by the broker."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.gather(*self._futures)

@@ -19,34 +19,27 @@ RESOURCE_ID_PATTERN: Final[str] = r"^[A-Za-z0-9_.:-]+$"
 PROVIDER_ID_PATTERN: Final[str] = r"^[a-z0-9_-]+$"
 """Charset of provider ids (`sandbox`, `manual`, `system`, `pp_stripe_stripe`)."""
 
-CartId = Annotated[
+_ResourceId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=RESOURCE_ID_PATTERN)
 ]
+"""The cart id and the service's resource ids below: one rule, each name says which id."""
+
+CartId = _ResourceId
 """The storefront's cart id: 1-128 chars of `[A-Za-z0-9_.:-]`; the Kafka key of cart events."""
 
-PaymentId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=RESOURCE_ID_PATTERN)
-]
+PaymentId = _ResourceId
 """Id of a payment (an authorized session); the Kafka key of admin commands."""
 
-CollectionId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=RESOURCE_ID_PATTERN)
-]
+CollectionId = _ResourceId
 """Id of a payment collection (one per cart)."""
 
-SessionId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=RESOURCE_ID_PATTERN)
-]
+SessionId = _ResourceId
 """Id of a payment session (one per provider in a collection)."""
 
-CaptureId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=RESOURCE_ID_PATTERN)
-]
+CaptureId = _ResourceId
 """Id of one capture on a payment."""
 
-RefundId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=RESOURCE_ID_PATTERN)
-]
+RefundId = _ResourceId
 """Id of one refund on a payment."""
 
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]

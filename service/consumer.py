@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -413,24 +413,51 @@ class BatchProcessor:
 
     @staticmethod
     async def _prefetch(batch: StoreBatch, groups: dict[str, list[_Job]]) -> None:
-        """One query for the collections of every cart in the batch.
+        """A few queries for the whole batch instead of a few per event.
 
-        Each handler still loads its aggregate through the batch's store, which
-        answers the first load of a cart from this prefetch instead of a round trip
+        The collections of every cart (cart events) and of every payment (admin
+        commands) in one query each; the admin commands' idempotency claims in one
+        insert (plus one read of the fingerprints of those claimed before) and
+        their orphan answers in one read. Each handler still loads and claims
+        through the batch's store, which answers from these instead of a round trip
         per event.
         """
+        jobs = [job for group in groups.values() for job in group]
         cart_ids = [
-            jobs[0].event.data.cart_id
-            for jobs in groups.values()
-            if isinstance(jobs[0].event.data, CartUpdated | CheckoutCompleted)
+            job.event.data.cart_id
+            for job in jobs
+            if isinstance(job.event.data, CartUpdated | CheckoutCompleted)
         ]
-        if not cart_ids:
-            return
-        try:
-            await batch.prefetch_by_cart(cart_ids)
-        except Exception as exc:
-            # Only an optimization: the handlers load (and retry) one by one.
-            log.warning("prefetching %d carts failed: %s", len(cart_ids), exc)
+        # In record order (per partition): the first claim of a command id wins,
+        # as it would handled one by one.
+        commands = sorted(
+            (
+                job
+                for job in jobs
+                if isinstance(job.event.data, AdminCapture | AdminRefund | AdminCancel)
+            ),
+            key=lambda job: (job.record.topic, job.record.partition, job.record.offset),
+        )
+        payment_ids = [job.event.data.payment_id for job in commands]
+        claims = [PaymentService.command_claim(job.event.id, job.event.data) for job in commands]
+
+        async def prefetch(what: str, count: int, query: Awaitable[None]) -> None:
+            try:
+                await query
+            except Exception as exc:
+                # Only an optimization: the handlers load, claim (and retry) one by one.
+                log.warning("prefetching %d %s failed: %s", count, what, exc)
+
+        queries = []
+        if cart_ids:
+            queries.append(prefetch("carts", len(cart_ids), batch.prefetch_by_cart(cart_ids)))
+        if payment_ids:
+            queries.append(
+                prefetch("payments", len(payment_ids), batch.prefetch_by_payment(payment_ids))
+            )
+            queries.append(prefetch("commands", len(claims), batch.prefetch_commands(claims)))
+        if queries:
+            await asyncio.gather(*queries)
 
     async def _publish_dead_letters(
         self, letters: list[OutboxEvent], records: dict[str, Record]

@@ -17,6 +17,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from structlog.contextvars import bound_contextvars
 
@@ -89,6 +90,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# No deep copy of the aggregate per decision (issue 15). Every decision here runs on
+# what `UnitOfWork.run` just loaded: a fresh object (the stores validate a new
+# aggregate from the stored document on every load, the batch's prefetch
+# included), private to that attempt; a lost race loads a new one. So the
+# decisions change it in place (`owned=True`, no copy) on one condition: a
+# decision that stores nothing (a duplicate, an ignored event) must not have
+# changed it first, since `UnitOfWork.run` hands a duplicate's loaded aggregate
+# on to republish and mark sent. The domain's duplicate and ignore checks come
+# before any change, and what a handler reads of the loaded state it reads
+# before the decision (`resumed` in `admin_command`). A copy stays where an
+# aggregate is changed before the decision that may still refuse it
+# (`_settle_unknown_authorizations`).
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -140,13 +154,31 @@ class PaymentService:
 
     async def _call(self, call: ProviderCall, answers: Answers | None = None) -> ProviderOutcome:
         """Make a call (timeout, retries, status query on an unknown outcome)."""
+        return await self._answer(call, answers, "call")
+
+    async def _ask(self, call: ProviderCall, answers: Answers | None = None) -> ProviderOutcome:
+        """One status query: what became of `call`?"""
+        return await self._answer(call, answers, "status")
+
+    async def _answer(
+        self, call: ProviderCall, answers: Answers | None, method: Literal["call", "status"]
+    ) -> ProviderOutcome:
+        """The provider's answer to a call or a status query, asked once per decision:
+        a retried unit of work reuses what `answers` already holds (the money moved
+        or not; asking again must not move it twice)."""
         if answers is not None:
-            known = answers.get(call, "call")
+            known = answers.get(call, method)
             if known is not None:
                 return known
         provider = self._provider(call.provider_id)
-        if provider is None:
-            outcome = ProviderOutcome.failed(f"provider {call.provider_id!r} is not installed")
+        missing = f"provider {call.provider_id!r} is not installed"
+        if provider is None and method == "call":
+            outcome = ProviderOutcome.failed(missing)
+        elif provider is None:
+            # Nobody to ask: unknown, so it is asked again once the provider is back.
+            outcome = ProviderOutcome.unknown(missing)
+        elif method == "status":
+            outcome = await self.caller.ask_status(provider, call)
         else:
             # Log lines of the call (retries, adapter errors) say which provider and payment.
             with bound_contextvars(
@@ -156,23 +188,7 @@ class PaymentService:
             ):
                 outcome = await self.caller.call(provider, call)
         if answers is not None:
-            answers.put(call, "call", outcome)
-        return outcome
-
-    async def _ask(self, call: ProviderCall, answers: Answers | None = None) -> ProviderOutcome:
-        """One status query: what became of `call`?"""
-        if answers is not None:
-            known = answers.get(call, "status")
-            if known is not None:
-                return known
-        provider = self._provider(call.provider_id)
-        if provider is None:
-            # Nobody to ask: unknown, so it is asked again once the provider is back.
-            outcome = ProviderOutcome.unknown(f"provider {call.provider_id!r} is not installed")
-        else:
-            outcome = await self.caller.ask_status(provider, call)
-        if answers is not None:
-            answers.put(call, "status", outcome)
+            answers.put(call, method, outcome)
         return outcome
 
     def _lease(self, now: datetime, command_id: str) -> Lease:
@@ -202,7 +218,8 @@ class PaymentService:
                 payment_data=data.payment_data,
                 context=dict(data.context or {}),
             )
-            decision = decide_cart_update(loaded.collection if loaded else None, cmd)
+            # Owned: the loaded aggregate is private to this attempt (module note).
+            decision = decide_cart_update(loaded.collection if loaded else None, cmd, owned=True)
             if decision.kind == "duplicate":
                 return _duplicate()
             if decision.kind == "ignored":
@@ -244,7 +261,7 @@ class PaymentService:
             current = loaded.collection if loaded else None
             if current is not None and not current.has_processed(event_id):
                 current = await self._settle_unknown_authorizations(current, answers, now)
-            decision = begin_checkout(current, cmd, lease_until)
+            decision = begin_checkout(current, cmd, lease_until, owned=True)
             if decision.kind == "duplicate":
                 return _duplicate()
             collection = decision.collection
@@ -265,7 +282,7 @@ class PaymentService:
         async def finish(loaded: Loaded | None) -> Step:
             if loaded is None:  # pragma: no cover - collections are never deleted
                 raise TooManyConflicts(data.cart_id)
-            collection = finish_checkout(loaded.collection.model_copy(deep=True), cmd, outcomes)
+            collection = finish_checkout(loaded.collection, cmd, outcomes)
             self._record_lost_authorizations(collection, answers, now)
             return Step("applied", collection)
 
@@ -351,6 +368,17 @@ class PaymentService:
             key_id=key_id,
         )
 
+    @classmethod
+    def command_claim(
+        cls, command_id: str, data: AdminCapture | AdminRefund | AdminCancel
+    ) -> tuple[str, str]:
+        """The (command id, fingerprint) `admin_command` claims: the consumer claims a
+        batch's commands together (`StoreBatch.prefetch_commands`)."""
+        # The fingerprint depends on neither the clock nor the signing key.
+        return command_id, command_fingerprint(
+            cls.payment_command(command_id, data, utcnow(), None)
+        )
+
     async def admin_command(
         self,
         command_id: str,
@@ -373,6 +401,9 @@ class PaymentService:
                 orphan = await self._orphan_answer(cmd, conflict)
                 return Step("rejected", orphans=[orphan], note="payment_not_found")
             now = self.clock()
+            # Read before the decision, which changes the (owned) aggregate in place.
+            payment = loaded.collection.payment
+            resumed = payment is not None and payment.pending_for(command_id) is not None
             if conflict is not None and not loaded.collection.has_processed(command_id):
                 decision = reject_payment_command(
                     loaded.collection,
@@ -382,14 +413,12 @@ class PaymentService:
                 )
             else:
                 decision = begin_payment_command(
-                    loaded.collection, cmd, self._lease(now, command_id)
+                    loaded.collection, cmd, self._lease(now, command_id), owned=True
                 )
             if decision.kind == "duplicate":
                 return _duplicate()
             if decision.kind == "settled":
                 return Step(_settled_status(decision), decision.collection, note=decision.note)
-            payment = loaded.collection.payment
-            resumed = payment is not None and payment.pending_for(command_id) is not None
             planned.append((decision, resumed))
             return Step("applied", decision.collection if decision.reserve else None)
 
@@ -406,9 +435,7 @@ class PaymentService:
         async def finish(loaded: Loaded | None) -> Step:
             if loaded is None:  # pragma: no cover - collections are never deleted
                 raise TooManyConflicts(cmd.payment_id)
-            finished = finish_payment_command(
-                loaded.collection.model_copy(deep=True), cmd, answer, call
-            )
+            finished = finish_payment_command(loaded.collection, cmd, answer, call)
             status: HandleStatus = "applied" if answer.kind == OutcomeKind.SUCCEEDED else "rejected"
             return Step(status, finished, note=answer.kind.value)
 
@@ -489,7 +516,7 @@ class PaymentService:
         async def apply(fresh: Loaded | None) -> Step:
             if fresh is None:  # pragma: no cover - collections are never deleted
                 return Step("ignored")
-            collection = fresh.collection.model_copy(deep=True)
+            collection = fresh.collection
             if not apply_reconcile(collection, answers, now):
                 return Step("ignored")
             return Step("applied", collection)
@@ -528,7 +555,7 @@ class PaymentService:
         async def decide(loaded: Loaded | None) -> Step:
             if loaded is None:
                 return Step("ignored", note=f"no collection for cart {cart_id!r}")
-            collection = loaded.collection.model_copy(deep=True)
+            collection = loaded.collection
             if collection.has_processed(event_id):
                 return _duplicate()
             changed = apply_notification(

@@ -219,8 +219,10 @@ class MongoCollectionStore:
 class MongoStoreBatch(MongoCollectionStore):
     """The store for one consumer batch (:class:`~service.ports.store.StoreBatch`).
 
-    `prefetch_by_cart` and the batch's own saves feed `load_by_cart`, and the
-    version-checked saves of the batch's concurrent handlers are written together.
+    `prefetch_by_cart`, `prefetch_by_payment` and the batch's own saves feed
+    `load_by_cart` and `load_by_payment`, `prefetch_commands` answers the admin
+    commands' claims and orphan look-ups, and the version-checked saves of the
+    batch's concurrent handlers are written together.
     Everything else is the store's. Made by :meth:`MongoCollectionStore.batch`.
     """
 
@@ -228,24 +230,119 @@ class MongoStoreBatch(MongoCollectionStore):
         super().__init__(store.database)
         #: cart id → document (None: no collection yet), from the prefetch or our own writes.
         self._documents: dict[str, dict[str, Any] | None] = {}
+        #: payment id → document (None: no such payment), the same for admin commands.
+        self._by_payment: dict[str, dict[str, Any] | None] = {}
+        #: (command id, fingerprint) → what `claim_command` answers, from `prefetch_commands`.
+        self._claims: dict[tuple[str, str], str | None] = {}
+        #: command id → stored orphan answer (None: none), taken once.
+        self._orphans: dict[str, dict[str, Any] | None] = {}
         self._pending: list[_PendingWrite] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def prefetch_by_cart(self, cart_ids: Iterable[str]) -> None:
-        wanted = [c for c in dict.fromkeys(cart_ids) if c not in self._documents]
-        if not wanted:
-            return
-        found: dict[str, dict[str, Any] | None] = dict.fromkeys(wanted)
-        async for document in self.collections.find({"cart_id": {"$in": wanted}}):
-            found[document["cart_id"]] = document
-        self._documents.update(found)
+        await self._prefetch("cart_id", cart_ids, self._documents)
 
     async def load_by_cart(self, cart_id: str) -> Loaded | None:
         if cart_id in self._documents:
-            # Taken once: a retry after a ConcurrencyConflict reads the database.
-            document = self._documents.pop(cart_id)
-            return None if document is None else self.from_document(document)
+            return self._take(self._documents, cart_id)
         return await super().load_by_cart(cart_id)
+
+    async def _prefetch(
+        self, field: str, ids: Iterable[str], held: dict[str, dict[str, Any] | None]
+    ) -> None:
+        """One `find` with `$in` on a top-level field (a plain query everywhere) for
+        the ids not held yet; an id without a document is held as None."""
+        wanted = [i for i in dict.fromkeys(ids) if i not in held]
+        if not wanted:
+            return
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(wanted)
+        async for document in self.collections.find({field: {"$in": wanted}}):
+            found[document[field]] = document
+        held.update(found)
+
+    def _take(self, held: dict[str, dict[str, Any] | None], key: str) -> Loaded | None:
+        """Taken once: a retry after a ConcurrencyConflict reads the database."""
+        document = held.pop(key)
+        return None if document is None else self.from_document(self._taken(document))
+
+    def _taken(self, document: dict[str, Any]) -> dict[str, Any]:
+        """A document the batch saved is held by cart and by payment: taken by one,
+        it is gone from both (a retry after a conflict reads the store)."""
+        for held, key in (
+            (self._documents, document["cart_id"]),
+            (self._by_payment, document["payment_id"]),
+        ):
+            if key is not None and held.get(key) is document:
+                del held[key]
+        return document
+
+    async def prefetch_by_payment(self, payment_ids: Iterable[str]) -> None:
+        await self._prefetch("payment_id", payment_ids, self._by_payment)
+
+    async def load_by_payment(self, payment_id: str) -> Loaded | None:
+        if payment_id in self._by_payment:
+            return self._take(self._by_payment, payment_id)
+        return await super().load_by_payment(payment_id)
+
+    async def prefetch_commands(self, claims: Sequence[tuple[str, str]]) -> None:
+        """One `insert_many` claims every command of the batch, one `find` reads the
+        fingerprints of those claimed before and one reads their orphan answers.
+
+        The claims are inserted unordered, in the batch's order: for a command id
+        seen twice in the batch the first is stored and the second fails with a
+        duplicate key, exactly as two `claim_command` calls in that order would.
+        A claim that failed otherwise is left to `claim_command`.
+        """
+        wanted = [c for c in dict.fromkeys(claims) if c not in self._claims]
+        command_ids = list(dict.fromkeys(c for c, _ in wanted))
+        if not wanted:
+            return
+
+        async def read_orphans() -> dict[str, dict[str, Any] | None]:
+            found: dict[str, dict[str, Any] | None] = dict.fromkeys(command_ids)
+            async for document in self.orphans.find({"_id": {"$in": command_ids}}):
+                found[str(document["_id"])] = document
+            return found
+
+        async def claim() -> dict[tuple[str, str], str | None]:
+            failed: dict[int, dict[str, Any]] = {}
+            try:
+                await self.claims.insert_many(
+                    [{"_id": c, "fingerprint": f} for c, f in wanted], ordered=False
+                )
+            except BulkWriteError as exc:
+                failed = {e["index"]: e for e in exc.details.get("writeErrors", [])}
+            answers: dict[tuple[str, str], str | None] = {
+                pair: None for index, pair in enumerate(wanted) if index not in failed
+            }
+            taken = [wanted[index] for index, e in failed.items() if e.get("code") == DUPLICATE_KEY]
+            if taken:
+                stored = {
+                    str(d["_id"]): str(d["fingerprint"])
+                    async for d in self.claims.find({"_id": {"$in": [c for c, _ in taken]}})
+                }
+                for command_id, fingerprint in taken:
+                    first = stored.get(command_id, fingerprint)
+                    answers[(command_id, fingerprint)] = None if first == fingerprint else first
+            return answers
+
+        orphans, answers = await asyncio.gather(read_orphans(), claim())
+        self._orphans.update(orphans)
+        self._claims.update(answers)
+
+    async def claim_command(self, command_id: str, fingerprint: str) -> str | None:
+        key = (command_id, fingerprint)
+        if key in self._claims:
+            # Not taken once: a stored claim never changes, so neither does its answer.
+            return self._claims[key]
+        return await super().claim_command(command_id, fingerprint)
+
+    async def orphan(self, event_id: str) -> OrphanOutcome | None:
+        if event_id in self._orphans:
+            # Taken once: the batch's own `save_orphan` may answer the next delivery.
+            document = self._orphans.pop(event_id)
+            return None if document is None else self._orphan(document)
+        return await super().orphan(event_id)
 
     async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
         """`save`, written together with the saves of the batch's other handlers.
@@ -265,8 +362,11 @@ class MongoStoreBatch(MongoCollectionStore):
             self._writer = asyncio.create_task(self._write_groups())
         if not await done:
             raise ConcurrencyConflict(collection.id)
-        # The next event of this cart in the batch starts from what we just wrote.
+        # The next event of this cart (or payment) in the batch starts from what we
+        # just wrote.
         self._documents[collection.cart_id] = document
+        if document["payment_id"] is not None:
+            self._by_payment[document["payment_id"]] = document
         return version
 
     async def _write_groups(self) -> None:

@@ -65,19 +65,26 @@ def is_frozen(collection: PaymentCollection) -> bool:
     )
 
 
-def decide_cart_update(collection: PaymentCollection | None, cmd: UpdateCart) -> Decision:
+def decide_cart_update(
+    collection: PaymentCollection | None, cmd: UpdateCart, *, owned: bool = False
+) -> Decision:
     """Plan the session changes a `cart.updated` asks for.
 
     Returns `duplicate`, `ignored` (stale version, or the collection is frozen),
     or `call` with the initiate/update/update-data/delete calls to make; hand
     their outcomes to :func:`finish_cart_update`.
+
+    `owned=True`: the caller hands the aggregate over (freshly loaded, private to
+    this decision, never used again if the decision is not stored), so it is
+    changed in place instead of deep-copied first.
     """
     if collection is None:
         collection = new_collection(
             cmd.cart_id, cmd.region_id, cmd.currency_code, cmd.amount, cmd.now
         )
     else:
-        collection = collection.model_copy(deep=True)
+        if not owned:
+            collection = collection.model_copy(deep=True)
         skipped = _skipped(collection, cmd)
         if skipped is not None:
             return skipped

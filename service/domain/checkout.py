@@ -82,6 +82,8 @@ def begin_checkout(
     collection: PaymentCollection | None,
     cmd: CompleteCheckout,
     lease_until: datetime | None = None,
+    *,
+    owned: bool = False,
 ) -> Decision:
     """Validate a checkout and plan its authorization.
 
@@ -94,6 +96,8 @@ def begin_checkout(
     flight (`needs_reconcile`, leased until `lease_until`) and must be stored before
     the calls, so that a crash after the provider acted leaves a trace the
     reconciler settles, and `cart.updated` cannot change the session meanwhile.
+
+    `owned=True`: changed in place, not copied (as in :func:`decide_cart_update`).
     """
     if collection is None:
         # The matching cart.updated may not have been processed yet: the two
@@ -104,7 +108,8 @@ def begin_checkout(
         )
         created = True
     else:
-        collection = collection.model_copy(deep=True)
+        if not owned:
+            collection = collection.model_copy(deep=True)
         created = False
         if collection.has_processed(cmd.event_id):
             return Decision("duplicate", collection)

@@ -130,7 +130,11 @@ def pending_call(
 
 
 def begin_payment_command(
-    collection: PaymentCollection, cmd: PaymentCommand, lease: Lease | None = None
+    collection: PaymentCollection,
+    cmd: PaymentCommand,
+    lease: Lease | None = None,
+    *,
+    owned: bool = False,
 ) -> Decision:
     """Validate an admin command against the payment and reserve its amount.
 
@@ -141,8 +145,13 @@ def begin_payment_command(
 
     `lease` names who makes the call and until when: the reconciler leaves the
     reservation alone until then, so it never repeats a call still in progress.
+
+    `owned=True`: the caller hands the aggregate over (freshly loaded, private to
+    this decision, never used again if the decision is not stored), so it is
+    changed in place instead of deep-copied first.
     """
-    collection = collection.model_copy(deep=True)
+    if not owned:
+        collection = collection.model_copy(deep=True)
     payment = collection.payment
     if payment is None or payment.id != cmd.payment_id:
         return _reject(collection, cmd, "payment_not_found", f"no payment {cmd.payment_id!r}")
@@ -243,11 +252,9 @@ def _decide_capture(
             collection, cmd, "payment_canceled", "the payment is canceled", amount=cmd.amount
         )
     remaining = payment.amount - payment.captured_total - payment.pending_capture
-    amount = cmd.amount if cmd.amount is not None else remaining
-    problem = _amount_problem("capture", amount, remaining, "authorized and not yet captured")
-    if problem is not None:
-        return _reject(collection, cmd, "amount_exceeds_authorized", problem, amount=amount)
-    return _reservation(collection, cmd, amount)
+    return _reserve_within(
+        collection, cmd, remaining, "authorized and not yet captured", "amount_exceeds_authorized"
+    )
 
 
 def _decide_refund(
@@ -259,11 +266,14 @@ def _decide_refund(
             collection, cmd, "nothing_captured", "nothing is captured", amount=cmd.amount
         )
     refundable = payment.captured_total - payment.refunded_total - payment.pending_refund
-    amount = cmd.amount if cmd.amount is not None else refundable
-    problem = _amount_problem("refund", amount, refundable, "captured and not yet refunded")
-    if problem is not None:
-        return _reject(collection, cmd, "amount_exceeds_captured", problem, amount=amount)
-    return _reservation(collection, cmd, amount, reason=cmd.reason)
+    return _reserve_within(
+        collection,
+        cmd,
+        refundable,
+        "captured and not yet refunded",
+        "amount_exceeds_captured",
+        reason=cmd.reason,
+    )
 
 
 def _decide_cancel(
@@ -284,6 +294,23 @@ def _decide_cancel(
             "the payment has captures and cannot be canceled",
         )
     return _reservation(collection, cmd, payment.amount)
+
+
+def _reserve_within(
+    collection: PaymentCollection,
+    cmd: CapturePayment | RefundPayment,
+    available: int,
+    available_as: str,
+    refusal: str,
+    reason: str | None = None,
+) -> Decision | PendingOperation:
+    """Reserve the amount asked for (all that is `available` when none is named), or
+    refuse it with `refusal` when it is not a positive part of `available`."""
+    amount = cmd.amount if cmd.amount is not None else available
+    problem = _amount_problem(cmd.operation, amount, available, available_as)
+    if problem is not None:
+        return _reject(collection, cmd, refusal, problem, amount=amount)
+    return _reservation(collection, cmd, amount, reason=reason)
 
 
 def _amount_problem(operation: str, amount: int, available: int, available_as: str) -> str | None:

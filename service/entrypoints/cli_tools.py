@@ -6,8 +6,9 @@ the result; see the README section "Operating it" for examples.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Protocol
 
 import orjson
 import typer
@@ -113,6 +114,22 @@ def _warn_unreadable(scan: dlq_tool.DeadLetterScan) -> None:
         )
 
 
+class _ToolResult(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+    def summary(self) -> str: ...
+
+
+def _print_result(result: _ToolResult, as_json: bool, lines: Iterable[str]) -> None:
+    """`--json`: the result's JSON document; otherwise its lines, then its summary."""
+    if as_json:
+        print_json(result.to_json())
+        return
+    console = stdout()
+    for line in lines:
+        console.print(line)
+    console.print(result.summary())
+
+
 @dlq_app.command("list")
 def dlq_list(
     source_topic: SourceTopicOption = None,
@@ -210,15 +227,13 @@ def dlq_redrive(
     entries = guarded(lambda: dlq_tool.find_entries(scan, ids)) if ids else scan.entries
     with progress_bar("re-driving") as progress:
         result = run_tool(dlq_tool.redrive(conn, entries, dry_run=dry_run, progress=progress))
-    if as_json:
-        print_json(result.to_json())
-        return
-    console = stdout()
-    for item in result.items:
-        verdict = f"[yellow]skipped[/]: {item.skipped}" if item.skipped else "→"
-        target = "" if item.skipped else f"{item.target_topic}[{item.target_partition}]"
-        console.print(f"{item.entry.id} ({item.entry.kind.value}) {verdict} {target}")
-    console.print(result.summary())
+    _print_result(result, as_json, map(_redriven_line, result.items))
+
+
+def _redriven_line(item: dlq_tool.RedriveItem) -> str:
+    verdict = f"[yellow]skipped[/]: {item.skipped}" if item.skipped else "→"
+    target = "" if item.skipped else f"{item.target_topic}[{item.target_partition}]"
+    return f"{item.entry.id} ({item.entry.kind.value}) {verdict} {target}"
 
 
 # -- replay / republish ------------------------------------------------------------------
@@ -264,14 +279,15 @@ def replay(
     conn = connection(bootstrap, prefix=prefix)
     with progress_bar(f"replaying {topic}") as progress:
         result = run_tool(replay_records(conn, selection, dry_run=dry_run, progress=progress))
-    if as_json:
-        print_json(result.to_json())
-        return
-    console = stdout()
-    for r in result.ranges:
-        if r.size:
-            console.print(f"partition {r.partition}: offsets {r.start}..{r.end - 1}")
-    console.print(result.summary())
+    _print_result(
+        result,
+        as_json,
+        (
+            f"partition {r.partition}: offsets {r.start}..{r.end - 1}"
+            for r in result.ranges
+            if r.size
+        ),
+    )
 
 
 def republish(
@@ -295,13 +311,9 @@ def republish(
     conn = connection(bootstrap, mongodb_url, database, prefix)
     with progress_bar("republishing") as progress:
         result = run_tool(republish_events(conn, selection, dry_run=dry_run, progress=progress))
-    if as_json:
-        print_json(result.to_json())
-        return
-    console = stdout()
-    for event in result.events:
-        console.print(f"{event.id} {event.type} key={event.key}")
-    console.print(result.summary())
+    _print_result(
+        result, as_json, (f"{event.id} {event.type} key={event.key}" for event in result.events)
+    )
 
 
 # -- inspect -----------------------------------------------------------------------------

@@ -87,8 +87,10 @@ class CollectionStore(Protocol):
 class StoreBatch(CollectionStore, Protocol):
     """The store as one consumer batch sees it; the batch's handlers all use it.
 
-    The consumer calls :meth:`prefetch_by_cart` with every cart of the batch, so
-    the batch costs one query for its aggregates instead of one per event: the
+    The consumer calls :meth:`prefetch_by_cart` with every cart of the batch (and
+    :meth:`prefetch_by_payment`, :meth:`prefetch_commands` with its admin
+    commands), so the batch costs one query for its aggregates instead of one per
+    event: the
     first :meth:`load_by_cart` of each prefetched cart is answered from it, a
     collection saved in the batch answers the next event of its cart, and a
     second load of the same cart (a retry after a :class:`ConcurrencyConflict`)
@@ -102,4 +104,21 @@ class StoreBatch(CollectionStore, Protocol):
 
     async def prefetch_by_cart(self, cart_ids: Iterable[str]) -> None:
         """Load the collections of many carts with one query, for this batch's loads."""
+        ...
+
+    async def prefetch_by_payment(self, payment_ids: Iterable[str]) -> None:
+        """Load the collections of many payments with one query, for this batch's
+        :meth:`load_by_payment` (taken once, as :meth:`prefetch_by_cart`)."""
+        ...
+
+    async def prefetch_commands(self, claims: Sequence[tuple[str, str]]) -> None:
+        """Claim the batch's admin commands together and read their orphan answers.
+
+        `claims` are (command id, fingerprint) pairs in the batch's order; each is
+        claimed exactly as :meth:`claim_command` would, the first of a command id
+        winning, and :meth:`claim_command` then answers them without a round trip.
+        A claim's answer never changes (a claim is stored once, never altered), so
+        it is kept for the whole batch; the orphan answers are taken once, as the
+        prefetched collections are.
+        """
         ...

@@ -254,45 +254,12 @@ def provide_test_infrastructure(
 
     with ExitStack() as stack:
         pids: list[int] = []
-        if kafka_from_env:
-            kafka_bootstrap, kafka_source = kafka_from_env, "env"
-        elif mode == "docker":
-            kafka_bootstrap = _start_kafka_container(stack, env)
-            kafka_source = "docker"
-            check_kafka_reachable(
-                kafka_bootstrap, origin="the Kafka container", timeout=connect_timeout
-            )
-        elif kafka_choice == "kafka-jvm":
-            offered = _offered_server("kafka-jvm")
-            jvm_kafka = _start_embedded(
-                stack, offered.build(), offered.describe(), option="kafka-jvm"
-            )
-            kafka_bootstrap, kafka_source = str(jvm_kafka.bootstrap_servers), "kafka-jvm"
-            pids.append(_pid(jvm_kafka))
-        else:
-            kafka = _start_embedded(stack, EmbeddedKafka(), "Kafka (Tansu)")
-            kafka_bootstrap, kafka_source = kafka.bootstrap_servers, "embedded"
-            pids.append(_pid(kafka))
-
-        if mongodb_from_env:
-            mongodb_url, mongodb_source = mongodb_from_env, "env"
-        elif mode == "docker":
-            mongodb_url = _start_mongodb_container(stack, env)
-            mongodb_source = "docker"
-            check_mongodb_reachable(
-                mongodb_url, origin="the MongoDB container", timeout=connect_timeout
-            )
-        elif mongodb_choice == "ferretdb":
-            offered = _offered_server("ferretdb")
-            ferretdb = _start_embedded(
-                stack, offered.build(), offered.describe(), option="ferretdb"
-            )
-            mongodb_url, mongodb_source = str(ferretdb.url), "ferretdb"
-            pids.append(_pid(ferretdb))
-        else:
-            mongo = _start_embedded(stack, EmbeddedMongo(), "MongoDB (nx-27017)")
-            mongodb_url, mongodb_source = mongo.url, "embedded"
-            pids.append(_pid(mongo))
+        kafka_bootstrap, kafka_source = _provide_server(
+            stack, _KAFKA, kafka_choice, kafka_from_env, env, pids, connect_timeout
+        )
+        mongodb_url, mongodb_source = _provide_server(
+            stack, _MONGODB, mongodb_choice, mongodb_from_env, env, pids, connect_timeout
+        )
 
         source = (
             kafka_source
@@ -468,6 +435,70 @@ def _start_mongodb_container(stack: ExitStack, env: Mapping[str, str]) -> str:
     url = str(container.get_connection_url())
     _initiate_replica_set(url, member=f"localhost:{container.port}")
     return url
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """One of the two servers a session needs, and how each source provides it."""
+
+    name: str
+    """"Kafka" or "MongoDB", as the messages say it."""
+    offered: str
+    """The ``PAYMENTS_TEST_INFRA`` choice of a real server instead of the embedded one."""
+    start_container: Callable[[ExitStack, Mapping[str, str]], str]
+    check_reachable: Callable[..., None]
+    embedded: Callable[[], AbstractContextManager[Any]]
+    embedded_name: str
+    address: Callable[[Any], str]
+    """The address of a started embedded or offered server."""
+
+
+_KAFKA = _Slot(
+    name="Kafka",
+    offered="kafka-jvm",
+    start_container=_start_kafka_container,
+    check_reachable=check_kafka_reachable,
+    embedded=EmbeddedKafka,
+    embedded_name="Kafka (Tansu)",
+    address=lambda server: str(server.bootstrap_servers),
+)
+_MONGODB = _Slot(
+    name="MongoDB",
+    offered="ferretdb",
+    start_container=_start_mongodb_container,
+    check_reachable=check_mongodb_reachable,
+    embedded=EmbeddedMongo,
+    embedded_name="MongoDB (nx-27017)",
+    address=lambda server: str(server.url),
+)
+
+
+def _provide_server(
+    stack: ExitStack,
+    slot: _Slot,
+    choice: str,
+    from_env: str,
+    env: Mapping[str, str],
+    pids: list[int],
+    connect_timeout: float,
+) -> tuple[str, str]:
+    """One server's address and its source: the variable's (checked already), a
+    container, an offered real server or the embedded one (whose pid joins `pids`)."""
+    if from_env:
+        return from_env, "env"
+    if choice == "docker":
+        address = slot.start_container(stack, env)
+        slot.check_reachable(address, origin=f"the {slot.name} container", timeout=connect_timeout)
+        return address, "docker"
+    if choice == slot.offered:
+        offered = _offered_server(slot.offered)
+        server = _start_embedded(stack, offered.build(), offered.describe(), option=slot.offered)
+        source = slot.offered
+    else:
+        server = _start_embedded(stack, slot.embedded(), slot.embedded_name)
+        source = "embedded"
+    pids.append(_pid(server))
+    return slot.address(server), source
 
 
 def _initiate_replica_set(url: str, *, member: str, timeout: float = 30.0) -> None:

@@ -100,6 +100,14 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
             raise
 
 
+async def _start(client: AIOKafkaConsumer | AIOKafkaProducer, bootstrap: str) -> None:
+    """Start a tool's client; a broker that does not answer is the operator's to fix."""
+    try:
+        await client.start()
+    except KafkaError as exc:
+        raise ToolError(f"cannot reach Kafka at {bootstrap!r}: {exc}") from exc
+
+
 @asynccontextmanager
 async def throwaway_consumer(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer without a group: it commits nothing and joins no rebalance."""
@@ -111,10 +119,7 @@ async def throwaway_consumer(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
         client_id="payments-cli",
         max_partition_fetch_bytes=MAX_REQUEST_BYTES,
     )
-    try:
-        await consumer.start()
-    except KafkaError as exc:
-        raise ToolError(f"cannot reach Kafka at {bootstrap!r}: {exc}") from exc
+    await _start(consumer, bootstrap)
     try:
         _lagging_end_offsets[consumer] = await broker_is_tansu(bootstrap)
         yield consumer
@@ -151,10 +156,7 @@ async def tool_producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
         linger_ms=5,
         max_request_size=MAX_REQUEST_BYTES,
     )
-    try:
-        await producer.start()
-    except KafkaError as exc:
-        raise ToolError(f"cannot reach Kafka at {bootstrap!r}: {exc}") from exc
+    await _start(producer, bootstrap)
     try:
         yield producer
     finally:

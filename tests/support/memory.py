@@ -40,6 +40,14 @@ class MemoryCollectionStore:
         #: were queries (not answered by a batch's prefetch or its own saves).
         self.prefetches: list[tuple[str, ...]] = []
         self.cart_queries = 0
+        #: The same for admin commands: payments of each prefetch, loads by payment
+        #: that were queries, claims made one by one and orphan look-ups that were
+        #: queries (a batch's `prefetch_commands` is counted in `command_prefetches`).
+        self.payment_prefetches: list[tuple[str, ...]] = []
+        self.payment_queries = 0
+        self.command_prefetches: list[tuple[tuple[str, str], ...]] = []
+        self.claim_queries = 0
+        self.orphan_queries = 0
 
     # -- documents ---------------------------------------------------------------
 
@@ -59,6 +67,7 @@ class MemoryCollectionStore:
         return None
 
     async def load_by_payment(self, payment_id: str) -> Loaded | None:
+        self.payment_queries += 1
         for document in self.documents.values():
             if document["payment_id"] == payment_id:
                 return self._loaded(document)
@@ -127,6 +136,10 @@ class MemoryCollectionStore:
     # -- claims and orphan answers ---------------------------------------------------
 
     async def claim_command(self, command_id: str, fingerprint: str) -> str | None:
+        self.claim_queries += 1
+        return self._claim(command_id, fingerprint)
+
+    def _claim(self, command_id: str, fingerprint: str) -> str | None:
         stored = self.claims.setdefault(command_id, fingerprint)
         return None if stored == fingerprint else stored
 
@@ -136,11 +149,15 @@ class MemoryCollectionStore:
                 [e.model_dump(mode="json") for e in outcome.events],
                 True,
             )
-        stored = await self.orphan(outcome.event_id)
+        stored = self._orphan(outcome.event_id)
         assert stored is not None
         return stored
 
     async def orphan(self, event_id: str) -> OrphanOutcome | None:
+        self.orphan_queries += 1
+        return self._orphan(event_id)
+
+    def _orphan(self, event_id: str) -> OrphanOutcome | None:
         stored = self.orphans.get(event_id)
         if stored is None:
             return None
@@ -179,6 +196,12 @@ class MemoryStoreBatch:
         self.store = store
         #: cart id → stored document (None: no collection), taken once by a load.
         self._documents: dict[str, dict[str, Any] | None] = {}
+        #: payment id → stored document (None: no such payment), taken once by a load.
+        self._by_payment: dict[str, dict[str, Any] | None] = {}
+        #: (command id, fingerprint) → the claim's answer, kept (a claim never changes).
+        self._claims: dict[tuple[str, str], str | None] = {}
+        #: command id → stored orphan answer (None: none), taken once.
+        self._orphans: dict[str, OrphanOutcome | None] = {}
 
     async def prefetch_by_cart(self, cart_ids: Iterable[str]) -> None:
         wanted = [c for c in dict.fromkeys(cart_ids) if c not in self._documents]
@@ -191,13 +214,63 @@ class MemoryStoreBatch:
     async def load_by_cart(self, cart_id: str) -> Loaded | None:
         if cart_id in self._documents:
             document = self._documents.pop(cart_id)
-            return None if document is None else self.store._loaded(document)
+            return None if document is None else self.store._loaded(self._taken(document))
         return await self.store.load_by_cart(cart_id)
+
+    def _taken(self, document: dict[str, Any]) -> dict[str, Any]:
+        """A document the batch saved is held by cart and by payment: taken by one,
+        it is gone from both (a retry after a conflict reads the store)."""
+        for held, key in (
+            (self._documents, document["cart_id"]),
+            (self._by_payment, document["payment_id"]),
+        ):
+            if key is not None and held.get(key) is document:
+                del held[key]
+        return document
+
+    async def prefetch_by_payment(self, payment_ids: Iterable[str]) -> None:
+        wanted = [p for p in dict.fromkeys(payment_ids) if p not in self._by_payment]
+        if not wanted:
+            return
+        self.store.payment_prefetches.append(tuple(wanted))
+        by_payment = {d["payment_id"]: d for d in self.store.documents.values() if d["payment_id"]}
+        self._by_payment.update({p: by_payment.get(p) for p in wanted})
+
+    async def load_by_payment(self, payment_id: str) -> Loaded | None:
+        if payment_id in self._by_payment:
+            document = self._by_payment.pop(payment_id)
+            return None if document is None else self.store._loaded(self._taken(document))
+        return await self.store.load_by_payment(payment_id)
+
+    async def prefetch_commands(self, claims: Sequence[tuple[str, str]]) -> None:
+        # As the adapter: claimed in the batch's order, the first of a command id wins.
+        wanted = [c for c in dict.fromkeys(claims) if c not in self._claims]
+        if not wanted:
+            return
+        self.store.command_prefetches.append(tuple(wanted))
+        for command_id, _ in wanted:
+            self._orphans[command_id] = self.store._orphan(command_id)
+        for command_id, fingerprint in wanted:
+            self._claims[(command_id, fingerprint)] = self.store._claim(command_id, fingerprint)
+
+    async def claim_command(self, command_id: str, fingerprint: str) -> str | None:
+        key = (command_id, fingerprint)
+        if key in self._claims:
+            return self._claims[key]
+        return await self.store.claim_command(command_id, fingerprint)
+
+    async def orphan(self, event_id: str) -> OrphanOutcome | None:
+        if event_id in self._orphans:
+            return self._orphans.pop(event_id)
+        return await self.store.orphan(event_id)
 
     async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
         version = await self.store.save(collection, expected_version)
         # Stored documents are replaced, never changed in place: this one stays as saved.
-        self._documents[collection.cart_id] = self.store.documents[collection.id]
+        document = self.store.documents[collection.id]
+        self._documents[collection.cart_id] = document
+        if document["payment_id"] is not None:
+            self._by_payment[document["payment_id"]] = document
         return version
 
     def batch(self) -> MemoryStoreBatch:
@@ -205,9 +278,6 @@ class MemoryStoreBatch:
 
     async def load(self, collection_id: str) -> Loaded | None:
         return await self.store.load(collection_id)
-
-    async def load_by_payment(self, payment_id: str) -> Loaded | None:
-        return await self.store.load_by_payment(payment_id)
 
     async def mark_sent(self, items: Sequence[tuple[PaymentCollection, int]]) -> None:
         await self.store.mark_sent(items)
@@ -218,14 +288,8 @@ class MemoryStoreBatch:
     async def needing_reconcile(self, older_than: datetime, limit: int) -> list[Loaded]:
         return await self.store.needing_reconcile(older_than, limit)
 
-    async def claim_command(self, command_id: str, fingerprint: str) -> str | None:
-        return await self.store.claim_command(command_id, fingerprint)
-
     async def save_orphan(self, outcome: OrphanOutcome) -> OrphanOutcome:
         return await self.store.save_orphan(outcome)
-
-    async def orphan(self, event_id: str) -> OrphanOutcome | None:
-        return await self.store.orphan(event_id)
 
     async def mark_orphan_sent(self, event_id: str) -> None:
         await self.store.mark_orphan_sent(event_id)

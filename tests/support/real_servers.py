@@ -279,10 +279,11 @@ class JvmKafka(_EmbeddedServer):
                 check=False,
             )
         if formatted.returncode != 0:
+            # Read before the workdir (which holds the log) is removed.
+            said = format_log.read_text(errors="replace")[-3000:]
             shutil.rmtree(workdir, ignore_errors=True)
             raise EmbeddedServerError(
-                f"formatting the KRaft storage failed ({formatted.returncode}): "
-                f"{format_log.read_text(errors='replace')[-3000:]}"
+                f"formatting the KRaft storage failed ({formatted.returncode}): {said}"
             )
         return [*java, "kafka.Kafka", str(config)]
 

@@ -13,9 +13,16 @@ Storage, in the service's database:
   nothing was charged twice. It is only ever written with ``insert_one``: the
   unique ``_id`` makes concurrent duplicates collapse into one document without
   upserts or transactions, which the embedded nx-27017 server does not all support.
-* ``sandbox_state``: everything that is not a charge — idempotency-key claims,
-  `pm_card_flaky` call counters, pending 3-D Secure challenges. Kept apart so that
-  counting ledger documents stays a count of charges.
+* ``sandbox_state``: everything that is not a charge — idempotency-key claims of
+  authorizations, `pm_card_flaky` call counters, pending 3-D Secure challenges.
+  Kept apart so that counting ledger documents stays a count of charges.
+
+One command per operation in the common case (issue 15): a capture, refund or
+cancel is one ``insert_one`` of its ledger entry, read back only on a duplicate
+key (a repeated call); its entry carries the request's parameters, so it is its
+own idempotency-key claim. An authorization is its key's claim, then its ledger
+entry; what an earlier use of the key left (an entry, an open challenge) is read
+only when the claim says the key was used before.
 
 Money is integers, ids are strings and booleans are only written by inserts:
 nx-27017 rejects Decimal128 and turns booleans written by ``$set`` into 0/1.
@@ -230,18 +237,21 @@ class SandboxProvider(PaymentProvider):
 
     async def _authorize(self, call: ProviderCall) -> ProviderOutcome:
         key = call.idempotency_key
-        recorded = await self.ledger.find_one({"_id": _ledger_id("authorize", key)})
-        if recorded is not None:
-            return await self._replay_authorization(call, recorded)
-        conflict = await self._claim_key("authorize", call)
+        first_use, conflict = await self._claim_key("authorize", call)
         if conflict is not None:
+            # A ledger entry would say the same: it was written under this claim.
             return conflict
-
-        pending = await self.state.find_one({"_id": self._three_ds_id(key)})
-        if pending is not None:
-            # The method was fixed by the first attempt; the re-try may carry only
-            # the challenge's result.
-            return await self._authorize_three_ds(call, pending)
+        if not first_use:
+            # Only a key used before can have left an entry or an open challenge
+            # (both are written after the claim).
+            recorded = await self.ledger.find_one({"_id": _ledger_id("authorize", key)})
+            if recorded is not None:
+                return await self._replay_authorization(call, recorded)
+            pending = await self.state.find_one({"_id": self._three_ds_id(key)})
+            if pending is not None:
+                # The method was fixed by the first attempt; the re-try may carry
+                # only the challenge's result.
+                return await self._authorize_three_ds(call, pending)
 
         payment_method = call.payment_data.get("payment_method", call.data.get("payment_method"))
         if payment_method is None or payment_method == PM_VISA:
@@ -420,24 +430,22 @@ class SandboxProvider(PaymentProvider):
         outcome: Literal["captured", "refunded", "canceled"],
     ) -> ProviderOutcome:
         # The payment method is not known here (as with Stripe, it belongs to the
-        # authorization), so these always succeed; only idempotency matters.
-        recorded = await self.ledger.find_one({"_id": _ledger_id(operation, call.idempotency_key)})
-        if recorded is None:
-            conflict = await self._claim_key(operation, call)
-            if conflict is not None:
-                return conflict
-            prefix = {"capture": "sbx_ch", "refund": "sbx_re", "cancel": "sbx_cn"}[operation]
-            recorded, _ = await self._insert_ledger(
-                operation,
-                call,
-                outcome,
-                data={
-                    "id": _reference(prefix, call.idempotency_key),
-                    "status": outcome,
-                    "amount": call.amount,
-                },
-                extra={"reason": call.reason} if call.reason is not None else {},
-            )
+        # authorization), so these always succeed; only idempotency matters. One
+        # insert: nothing is written under such a key before its entry, so the
+        # entry is the key's claim, and a repeated call reads it back and is
+        # answered (or refused, other parameters) from it.
+        prefix = {"capture": "sbx_ch", "refund": "sbx_re", "cancel": "sbx_cn"}[operation]
+        recorded, _ = await self._insert_ledger(
+            operation,
+            call,
+            outcome,
+            data={
+                "id": _reference(prefix, call.idempotency_key),
+                "status": outcome,
+                "amount": call.amount,
+            },
+            extra={"reason": call.reason} if call.reason is not None else {},
+        )
         return self._ledger_outcome(operation, call, recorded)
 
     # -- status ----------------------------------------------------------------------
@@ -551,11 +559,15 @@ class SandboxProvider(PaymentProvider):
             return existing, False
         return document, True
 
-    async def _claim_key(self, operation: str, call: ProviderCall) -> ProviderOutcome | None:
+    async def _claim_key(
+        self, operation: str, call: ProviderCall
+    ) -> tuple[bool, ProviderOutcome | None]:
         """Remember the first request made under a key; refuse a different one later.
 
-        Needed besides the ledger because a key can be used before anything is
-        recorded (transient errors, open 3-D Secure challenges).
+        Returns whether this is the key's first use, and the refusal if the key
+        was first used with other parameters. Needed besides the ledger for
+        authorizations: their key can be used before anything is recorded
+        (transient errors, open 3-D Secure challenges).
         """
         claim = {
             "_id": f"key:{operation}:{call.idempotency_key}",
@@ -573,8 +585,9 @@ class SandboxProvider(PaymentProvider):
         except DuplicateKeyError:
             existing = await self.state.find_one({"_id": claim["_id"]})
             if existing is not None:
-                return self._mismatch(operation, call, existing)
-        return None
+                return False, self._mismatch(operation, call, existing)
+            return False, None  # pragma: no cover - claims are never deleted
+        return True, None
 
     @staticmethod
     def _mismatch(

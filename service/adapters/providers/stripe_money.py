@@ -111,19 +111,25 @@ def _granularity(currency: str) -> int:
     return 1
 
 
+def _conversion(amount: int, currency: str) -> tuple[str, int, int]:
+    """Check an amount to convert; its currency's code, ISO exponent and Stripe exponent."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+        raise ValueError(f"amount must be a non-negative integer, got {amount!r}")
+    code = currency.lower()
+    iso = iso_exponent(code)
+    stripe = stripe_exponent(code)
+    if iso is None:  # pragma: no cover - stripe_exponent refused it already
+        raise UnsupportedCurrency(f"currency {code!r} has no minor unit")
+    return code, iso, stripe
+
+
 def to_stripe_amount(amount: int, currency: str) -> int:
     """Convert an ISO minor-unit amount to Stripe's unit; exact or an exception.
 
     >>> to_stripe_amount(5000, "usd"), to_stripe_amount(5000, "jpy"), to_stripe_amount(5120, "kwd")
     (5000, 5000, 5120)
     """
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
-        raise ValueError(f"amount must be a non-negative integer, got {amount!r}")
-    code = currency.lower()
-    iso = iso_exponent(code)
-    target = stripe_exponent(code)
-    if iso is None:  # pragma: no cover - stripe_exponent refused it already
-        raise UnsupportedCurrency(f"currency {code!r} has no minor unit")
+    code, iso, target = _conversion(amount, currency)
     if target >= iso:
         converted = amount * _pow10(target - iso)
     else:
@@ -145,13 +151,7 @@ def to_stripe_amount(amount: int, currency: str) -> int:
 
 def from_stripe_amount(amount: int, currency: str) -> int:
     """Convert a Stripe amount back to ISO minor units; exact or an exception."""
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
-        raise ValueError(f"amount must be a non-negative integer, got {amount!r}")
-    code = currency.lower()
-    iso = iso_exponent(code)
-    source = stripe_exponent(code)
-    if iso is None:  # pragma: no cover - stripe_exponent refused it already
-        raise UnsupportedCurrency(f"currency {code!r} has no minor unit")
+    code, iso, source = _conversion(amount, currency)
     if iso >= source:
         return amount * _pow10(iso - source)
     factor = _pow10(source - iso)
