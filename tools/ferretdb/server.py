@@ -4,49 +4,27 @@
     python tools/ferretdb/server.py version
     python tools/ferretdb/server.py run       # prints the MongoDB URL, stops on Ctrl-C
 
-The server logic lives in tests/support/real_servers.py (shared with the tests).
+The server logic lives in tests/support/real_servers.py (shared with the tests), the
+command line in tools/server_cli.py (shared with tools/kafka/broker.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import signal
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.support.real_servers import FerretDB, ferretdb_binary, ferretdb_version
+from tools.server_cli import ServerKind, serve
 
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("install", "version", "run"))
-    parser.add_argument("--port", type=int, default=None, help="server port (default: free)")
-    args = parser.parse_args()
-    if args.command == "version":
-        print(f"FerretDB {ferretdb_version()} (SQLite backend)")
-        return 0
-    started = time.monotonic()
-    binary = ferretdb_binary()
-    if args.command == "install":
-        print(f"FerretDB {ferretdb_version()}: {binary} ({time.monotonic() - started:.1f} s)")
-        return 0
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with FerretDB(port=args.port) as server:
-        print(
-            f"FerretDB {ferretdb_version()} at {server.url} "
-            f"(pid {server.pid}, log {server.log_path}); Ctrl-C stops it",
-            flush=True,
-        )
-        try:
-            while server.running:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-    return 0
-
+FERRETDB = ServerKind(
+    name="FerretDB",
+    version=lambda: f"{ferretdb_version()} (SQLite backend)",
+    install=lambda: str(ferretdb_binary()),
+    start=lambda port: FerretDB(port=port),
+    address=lambda server: server.url,
+)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(FERRETDB, __doc__.splitlines()[0]))
