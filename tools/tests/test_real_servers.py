@@ -286,3 +286,26 @@ def test_env_addresses_still_win_over_the_choice(kafka: JvmKafka, ferretdb: Ferr
     with provide_test_infrastructure(env) as infra:
         assert (infra.kafka_bootstrap, infra.mongodb_url) == (kafka.bootstrap_servers, ferretdb.url)
         assert infra.server_pids == ()
+
+
+def test_a_failed_storage_format_says_what_kafka_said(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Found in a loaded run: when formatting the KRaft storage failed, the work
+    directory (and the log in it) was removed before the log was read, and a
+    FileNotFoundError hid what Kafka said."""
+    from tests.support import real_servers
+
+    def failing_format(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+        log = kwargs["stdout"]
+        log.write(b"Exception in thread main: could not reserve enough space\n")  # type: ignore[attr-defined]
+        return subprocess.CompletedProcess(command, 1)
+
+    monkeypatch.setattr(real_servers.subprocess, "run", failing_format)
+    workdir = tmp_path / "kafka"
+    workdir.mkdir()
+    with pytest.raises(real_servers.EmbeddedServerError) as failed:
+        real_servers.JvmKafka()._command(9092, workdir)
+    assert "formatting the KRaft storage failed (1)" in str(failed.value)
+    assert "could not reserve enough space" in str(failed.value)
+    assert not workdir.exists()
