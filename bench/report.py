@@ -55,6 +55,7 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
         "ratio": result.get("ratio"),
         "ledger_ok": result.get("ledger_ok"),
         "machine": result.get("machine") or {},
+        "breakdown": result.get("latency_breakdown_ms") or {},
     }
 
 
@@ -102,6 +103,36 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{machine.get('platform', '')}, Python {machine.get('python', '')}; "
             f"other processes used {machine.get('other_processes_cpu_pct', '?')} % "
             "of it during the newest run."
+        )
+    return "\n".join(lines)
+
+
+#: The breakdown's columns: a record's wait, then a batch's stages in their order.
+BREAKDOWN_COLUMNS = ("record_wait", "prefetch", "handle", "publish", "mark_sent", "commit")
+
+
+def breakdown_markdown(rows: list[dict[str, Any]]) -> str:
+    """Where the time goes, per run that has a breakdown: mean ms of a record's wait
+    (produce → its batch starts) and of each batch stage; records per batch."""
+    measured = [r for r in rows if r["breakdown"].get("handle")]
+    if not measured:
+        return ""
+    lines = [
+        "| run | paced | records per batch | "
+        + " | ".join(f"{c} ms" for c in BREAKDOWN_COLUMNS)
+        + " | provider call ms |",
+        "|---|---|---|" + "---|" * (len(BREAKDOWN_COLUMNS) + 1),
+    ]
+    for row in measured:
+        b = row["breakdown"]
+        wait, handle = b.get("record_wait") or {}, b["handle"]
+        per_batch = wait.get("n", 0) / handle["n"] if handle.get("n") else None
+        cells = [_num((b.get(c) or {}).get("mean_ms")) for c in BREAKDOWN_COLUMNS]
+        lines.append(
+            f"| {row['run']} ({row['flow']} / {row['provider']}) "
+            f"| {_num(row['rate'], 0) if row['rate'] else '—'} | {_num(per_batch)} | "
+            + " | ".join(cells)
+            + f" | {_num((b.get('provider_call') or {}).get('mean_ms'))} |"
         )
     return "\n".join(lines)
 
@@ -166,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     draw(rows, args.out)
     print(markdown(rows))
+    breakdown = breakdown_markdown(rows)
+    if breakdown:
+        print("\nWhere the time goes (means, ms):\n")
+        print(breakdown)
     print(f"\nchart written to {args.out}")
     return 0
 

@@ -69,6 +69,8 @@ from bench.stats import (  # noqa: E402
     counts_delta,
     cpu_ms_per_cart,
     group_cpu,
+    histogram_totals,
+    latency_breakdown,
     latency_summary,
     percentile,
     read_cpu_seconds,
@@ -325,14 +327,26 @@ class Window:
     machine: dict[str, Any] | None = None
     ops_before: list[dict[str, list[int]]] | None = None
     ops_after: list[dict[str, list[int]]] | None = None
+    #: Each service process's `/metrics`, read at both ends for the latency breakdown.
+    metrics_urls: list[str] = field(default_factory=list)
+    stages_before: dict[str, list[float]] | None = None
+    stages_after: dict[str, list[float]] | None = None
 
     async def open(self) -> None:
         self.ops_before = await mark_ops(self.procs, self.ops_files, 1)
+        self.stages_before = await scrape_stages(self.metrics_urls)
         self.sampler.start()
 
     async def close(self) -> None:
         self.machine = await self.sampler.stop()
+        self.stages_after = await scrape_stages(self.metrics_urls)
         self.ops_after = await mark_ops(self.procs, self.ops_files, 2)
+
+    def breakdown(self) -> dict[str, dict[str, float | int]] | None:
+        """Where a record's time went in the window (see `bench.stats.latency_breakdown`)."""
+        if self.stages_before is None or self.stages_after is None:
+            return None
+        return latency_breakdown(self.stages_before, self.stages_after)
 
     def ops(self) -> dict[str, list[int]] | None:
         """The MongoDB commands the service processes issued in the window."""
@@ -345,6 +359,27 @@ class Window:
                 entry[0] += c
                 entry[1] += st
         return total
+
+
+async def scrape_stages(urls: list[str]) -> dict[str, list[float]] | None:
+    """The breakdown histograms' totals over all service processes; None if one of
+    them does not answer."""
+
+    def read(url: str) -> str:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    totals: dict[str, list[float]] = {}
+    for url in urls:
+        try:
+            text = await asyncio.to_thread(read, url)
+        except OSError:
+            return None
+        for key, (count, seconds) in histogram_totals(text).items():
+            entry = totals.setdefault(key, [0.0, 0.0])
+            entry[0] += count
+            entry[1] += seconds
+    return totals
 
 
 async def mark_ops(
@@ -462,6 +497,7 @@ async def measure_service(
     await observer.start()
     procs: list[subprocess.Popen[bytes]] = []
     ops_files: list[Path] = []
+    metrics_urls: list[str] = []
     logs, profiles = [], []
     window: Window | None = None
     try:
@@ -489,12 +525,13 @@ async def measure_service(
                 profiles.append(str(profile))
             log = workdir / f"service-{i}.log"
             procs.append(spawn([sys.executable, "bench/service_proc.py"], env, log))
+            metrics_urls.append(f"http://127.0.0.1:{port}/metrics")
             ops_files.append(Path(env["BENCH_OPS_FILE"]))
             logs.append(log)
             await wait_ready(port, procs[-1], log, 60)
         stable = await wait_group_stable(bootstrap, group, args.processes)
         sampler = Sampler([psutil.Process(p.pid) for p in procs], infra_procs)
-        window = Window(sampler, procs, ops_files)
+        window = Window(sampler, procs, ops_files, metrics_urls=metrics_urls)
         try:
             flow = await drive(
                 bootstrap, prefix, observer, warm, carts, args, "service", full=full, window=window
@@ -546,6 +583,7 @@ async def measure_service(
         if window_ops is not None
         else None,
         "mongo_ops_per_cart": per_checkout(window_ops, len(carts)) if window_ops else None,
+        "latency_breakdown_ms": window.breakdown() if window is not None else None,
         "peak_rss_mb": round(sampler.peak_total / 2**20, 1),
         "peak_rss_mb_per_process": [round(x / 2**20, 1) for x in sampler.peak_each],
         "group_stable_before_timing": stable,
@@ -958,6 +996,10 @@ def table(results: dict[str, Any]) -> str:
             for event_type, q in results["latency_ms"].items()
         ),
         *(
+            (f"  {stage} (mean, n)", f"{fmt(float(b['mean_ms']))} ms, {b['n']}")
+            for stage, b in (results["latency_breakdown_ms"] or {}).items()
+        ),
+        *(
             (f"CPU ms per cart: {name}", fmt(value) if value is None else f"{value:.2f}")
             for name, value in results["cpu_ms_per_cart"].items()
         ),
@@ -1021,6 +1063,7 @@ def results_document(
         # Batched writes carry many statements (documents, updates) in one command.
         "mongo_statements_per_cart": service.pop("mongo_statements_per_cart"),
         "latency_ms": {t: latency_summary(v) for t, v in flow.latency_by_type.items()},
+        "latency_breakdown_ms": service.pop("latency_breakdown_ms"),
         "service_checkouts_per_s": summary["checkouts_per_s"],
         "broker_limit_per_s": round(broker_limit, 1) if broker_limit else None,
         "store_limit_per_s": store_limit,

@@ -36,6 +36,7 @@ RESULT_KEYS: tuple[str, ...] = (
     "cpu_ms_per_cart",
     "mongo_commands_per_cart",
     "latency_ms",
+    "latency_breakdown_ms",
 )
 FLOWS: tuple[str, ...] = ("checkout", "full")
 CPU_PROCESSES: tuple[str, ...] = ("service", "broker", "store")
@@ -157,3 +158,61 @@ def shape_problems(results: Mapping[str, Any]) -> list[str]:
     if not isinstance(results.get("ledger_ok"), bool):
         problems.append("ledger_ok must be a boolean")
     return problems
+
+
+#: The service's histograms that make up the latency breakdown, as (name, label) →
+#: the breakdown's key. Batch stages are wall time per batch; the record wait and a
+#: provider call are per record and per call.
+BREAKDOWN_SERIES: dict[tuple[str, str], str] = {
+    ("payments_record_wait_seconds", ""): "record_wait",
+    ("payments_batch_stage_seconds", "prefetch"): "prefetch",
+    ("payments_batch_stage_seconds", "handle"): "handle",
+    ("payments_batch_stage_seconds", "publish"): "publish",
+    ("payments_batch_stage_seconds", "mark_sent"): "mark_sent",
+    ("payments_batch_stage_seconds", "commit"): "commit",
+    ("payments_provider_call_seconds", ""): "provider_call",
+}
+
+
+def histogram_totals(metrics_text: str) -> dict[str, list[float]]:
+    """`[count, sum]` of each breakdown series in a Prometheus text page (summed over
+    processes' pages by the caller, over other labels here)."""
+    totals: dict[str, list[float]] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        name_part, _, value = line.rpartition(" ")
+        name, _, labels = name_part.partition("{")
+        if name.endswith("_count"):
+            slot, base = 0, name[: -len("_count")]
+        elif name.endswith("_sum"):
+            slot, base = 1, name[: -len("_sum")]
+        else:
+            continue
+        stage = ""
+        if 'stage="' in labels:
+            stage = labels.split('stage="', 1)[1].split('"', 1)[0]
+        key = BREAKDOWN_SERIES.get((base, stage))
+        if key is None:
+            continue
+        entry = totals.setdefault(key, [0.0, 0.0])
+        entry[slot] += float(value)
+    return totals
+
+
+def latency_breakdown(
+    before: Mapping[str, list[float]], after: Mapping[str, list[float]]
+) -> dict[str, dict[str, float | int]]:
+    """Per breakdown series between two scrapes: how many, and the mean in ms.
+
+    `batches` of the `handle` stage is the number of batches; `record_wait` is per
+    record: the time from the producer to the start of its batch's handling (broker,
+    fetch, and waiting behind the batch before it).
+    """
+    out: dict[str, dict[str, float | int]] = {}
+    for key, (count, total) in after.items():
+        c0, s0 = before.get(key, [0.0, 0.0])
+        n = round(count - c0)
+        if n > 0:
+            out[key] = {"n": n, "mean_ms": round((total - s0) * 1000 / n, 2)}
+    return out

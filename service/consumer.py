@@ -64,6 +64,10 @@ from service.retry import retry_on_types, retrying
 
 log = logging.getLogger(__name__)
 
+#: aiokafka's `timestamp_type` of a record stamped by its producer (1 is the broker's
+#: LogAppendTime, which says nothing about how long the record waited).
+CREATE_TIME = 0
+
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionFailure,
     ServerSelectionTimeoutError,
@@ -80,6 +84,9 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes | None]]
+    #: When the producer created it (Kafka CreateTime, ms since the epoch); None when
+    #: the broker stamped it (LogAppendTime) or it is unknown.
+    created_ms: int | None = None
 
     @classmethod
     def from_consumer_record(cls, record: Any) -> Record:
@@ -90,6 +97,7 @@ class Record:
             key=record.key,
             value=record.value,
             headers=tuple(record.headers or ()),
+            created_ms=record.timestamp if record.timestamp_type == CREATE_TIME else None,
         )
 
 
@@ -486,12 +494,21 @@ class BatchProcessor:
 
     # -- the batch -----------------------------------------------------------------
 
-    async def process(self, records: Sequence[Record]) -> None:
-        """Handle a batch; returns once every outcome is stored and published.
+    async def process(
+        self, records: Sequence[Record], commit: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Handle a batch; returns once every outcome is stored and published, and
+        `commit` (the consumer's offset commit, if given) has returned.
 
         Raises when dead letters could not be published: the caller must then
         not commit, and re-deliver the batch (handled events de-duplicate).
+
+        The commit runs together with marking the published events sent: both
+        only follow the publish, and neither needs the other (an event published
+        but not yet marked is at worst sent again by the relay, with its id).
         """
+        clock = self.metrics.batch_clock()
+        self.metrics.observe_record_waits(r.created_ms for r in records)
         dead_letters: list[OutboxEvent] = []
         groups: dict[str, list[_Job]] = defaultdict(list)
         trace_contexts: dict[str, Any] = {}
@@ -509,9 +526,11 @@ class BatchProcessor:
         batch = self.store.batch()
         service = self.service.using(batch)
         await self._prefetch(batch, groups)
+        clock.lap("prefetch")
         results = await asyncio.gather(
             *(self._handle_in_order(g, service) for g in groups.values())
         )
+        clock.lap("handle")
         saved: dict[str, tuple[PaymentCollection, int]] = {}
         orphans: list[OrphanOutcome] = []
         for group in results:
@@ -544,10 +563,23 @@ class BatchProcessor:
                 log.warning(
                     "publishing %d events failed; left to the relay", len(events), exc_info=True
                 )
+                if commit is not None:
+                    await clock.timed("commit", commit())
                 return
+        clock.lap("publish")
         self.metrics.observe_published(events, "direct")
         # Only collections that had events to send: the others are stored as they are.
         sent = [item for item in saved.values() if item[0].unsent_events]
+        finishing = [clock.timed("mark_sent", self._mark_sent(sent, orphans))]
+        if commit is not None:
+            finishing.append(clock.timed("commit", commit()))
+        for outcome in await asyncio.gather(*finishing, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _mark_sent(
+        self, sent: list[tuple[PaymentCollection, int]], orphans: list[OrphanOutcome]
+    ) -> None:
         if sent:
             await self.store.mark_sent(sent)
         for orphan in orphans:

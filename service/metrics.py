@@ -6,7 +6,8 @@ share counters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -47,6 +48,20 @@ class Metrics:
             "payments_handler_seconds",
             "Time to handle one inbound message",
             ["topic"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.record_wait = Histogram(
+            "payments_record_wait_seconds",
+            "Time from a record's produce (its CreateTime) to the start of its batch's handling",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_stage = Histogram(
+            "payments_batch_stage_seconds",
+            "Wall time of each stage of a consumer batch (prefetch, handle, publish, "
+            "mark_sent, commit)",
+            ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -128,6 +143,19 @@ class Metrics:
             registry=r,
         )
 
+    def batch_clock(self) -> StageClock:
+        """Times the stages of one consumer batch into `payments_batch_stage_seconds`."""
+        return StageClock(self.batch_stage)
+
+    def observe_record_waits(self, created_ms: Iterable[int | None]) -> None:
+        """How long each record of a batch waited, from its producer to its handling:
+        in the broker, in the fetch, and behind the batch before it. A clock behind
+        the producer's counts as no wait."""
+        now_ms = time.time() * 1000
+        for created in created_ms:
+            if created is not None:
+                self.record_wait.observe(max(0.0, now_ms - created) / 1000)
+
     def observe_provider_call(
         self, call: ProviderCall, outcome: ProviderOutcome, seconds: float, method: str = ""
     ) -> None:
@@ -166,3 +194,26 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class StageClock:
+    """Wall time between laps, each observed under the lap's stage name."""
+
+    __slots__ = ("_histogram", "_last")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._last = time.perf_counter()
+
+    async def timed(self, stage: str, step: Awaitable[None]) -> None:
+        """Await `step`, observing its own wall time (steps awaited together overlap)."""
+        start = time.perf_counter()
+        try:
+            await step
+        finally:
+            self._histogram.labels(stage).observe(time.perf_counter() - start)
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self._histogram.labels(stage).observe(now - self._last)
+        self._last = now

@@ -124,7 +124,7 @@ class PaymentsApp:
             logger=_framework_logger(),
             log_level=logging.DEBUG,  # no per-message INFO lines on the hot path
             graceful_timeout=settings.shutdown_grace_s,
-            linger_ms=5,
+            linger_ms=settings.kafka_linger_ms,
             # Explicit, because dead letters are cut to fit below it.
             max_request_size=settings.kafka_max_request_size,
             enable_idempotence=settings.kafka_idempotence,
@@ -163,6 +163,7 @@ class PaymentsApp:
             batch=True,
             max_records=settings.batch_max_records,
             batch_timeout_ms=settings.batch_timeout_ms,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             ack_policy=AckPolicy.MANUAL,
             parser=parse_batch,
             decoder=decode_nothing,
@@ -182,7 +183,7 @@ class PaymentsApp:
             Record.from_consumer_record(r) for r in (raw if isinstance(raw, tuple) else (raw,))
         ]
         try:
-            await self.processor.process(records)
+            await self.processor.process(records, commit=message.ack)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -200,7 +201,6 @@ class PaymentsApp:
             await message.nack()
             return
         self.stalls.succeeded()
-        await message.ack()
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -34,10 +34,12 @@ class Commands(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.filters: list[Any] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name in DATA_COMMANDS:
             self.names.append(event.command_name)
+            self.filters.append(event.command.get("filter"))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         return None
@@ -84,6 +86,26 @@ async def test_a_batch_of_carts_costs_one_find(
     again = await batch.load_by_cart(carts[0])
     assert again is not None and again.version == 1
     assert commands.names == ["find", "find"]
+
+
+async def test_a_batch_of_one_cart_asks_with_an_equality(
+    counted: tuple[MongoCollectionStore, Commands],
+) -> None:
+    """Issue 15: nx-27017 answers `$in` on a field by scanning the collection (tens of
+    ms at a few thousand carts, the largest stage of a quiet moment's batch); an
+    equality comes from the index there as everywhere. Still one `find`."""
+    store, commands = counted
+    await store.save(new_collection("cart_one", "eu", "usd", 1000, T0), None)
+    batch = store.batch()
+    commands.filters.clear()
+
+    await batch.prefetch_by_cart(["cart_one", "cart_one"])
+    loaded = await batch.load_by_cart("cart_one")
+
+    assert commands.filters == [{"cart_id": "cart_one"}]
+    assert loaded is not None and loaded.collection.cart_id == "cart_one"
+    await batch.prefetch_by_cart(["cart_two", "cart_three"])
+    assert commands.filters[1] == {"cart_id": {"$in": ["cart_two", "cart_three"]}}
 
 
 async def test_the_concurrent_saves_of_a_batch_are_written_together(

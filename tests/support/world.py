@@ -11,6 +11,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.inbound import AdminCancel, AdminCapture, AdminRefund, CartUpdated, CheckoutCompleted
+from service.admin_auth import AdminAuthenticator
+from service.consumer import BatchProcessor, letter_budget
+from service.domain.backoff import Backoff
 from service.domain.model import PaymentCollection
 from service.handlers import HandleResult, PaymentService
 from service.metrics import Metrics
@@ -43,6 +46,30 @@ class World:
 
     def clock(self) -> datetime:
         return self.now
+
+    def batch_processor(
+        self,
+        publisher: RecordingPublisher,
+        topic_prefix: str,
+        authenticator: AdminAuthenticator | None = None,
+        **options: Any,
+    ) -> BatchProcessor:
+        """The consumer's batch processor over this world (no retry waits, 1 MiB
+        requests); admin signatures are not required unless `authenticator` says so."""
+        return BatchProcessor(
+            self.service,
+            self.store,
+            publisher,
+            authenticator or AdminAuthenticator({}, required=False),
+            self.metrics,
+            topic_prefix=topic_prefix,
+            max_concurrency=256,
+            max_attempts=3,
+            max_letter_bytes=letter_budget(1024 * 1024),
+            retry_backoff=Backoff(initial_s=0.0, max_s=0.0),
+            clock=self.clock,
+            **options,
+        )
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)

@@ -9,16 +9,19 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from bench.report import figures, markdown
+from bench.report import breakdown_markdown, figures, markdown
 from bench.run import Flow, parse_args, results_document
 from bench.stats import (
     CPU_PROCESSES,
     counts_delta,
     cpu_ms_per_cart,
     group_cpu,
+    histogram_totals,
+    latency_breakdown,
     latency_summary,
     percentile,
     read_cpu_seconds,
@@ -111,6 +114,7 @@ def full_flow_document() -> dict[str, object]:
         "peak_rss_mb": 90.0,
         "ledger_ok": True,
         "ledger": {"carts": 4},
+        "latency_breakdown_ms": {"handle": {"n": 2, "mean_ms": 3.5}},
     }
     return results_document(args, "20261203120000", flow, service, None, None, 1.0)
 
@@ -134,6 +138,7 @@ def test_a_full_flow_run_writes_every_key_issue_15_names() -> None:
     assert (document["p50_ms"], document["p99_ms"]) == (6.0, 8.0)
     # The broker and store limits model the checkout flow: not measured here.
     assert document["ratio"] is None
+    assert document["latency_breakdown_ms"] == {"handle": {"n": 2, "mean_ms": 3.5}}
 
 
 def test_shape_problems_names_what_is_missing_or_wrong() -> None:
@@ -162,3 +167,61 @@ def test_the_report_reads_new_and_pre_issue_15_results() -> None:
     table = markdown([old, new]).splitlines()
     assert table[2].startswith("| 20261203100812 | checkout / sandbox | 2,000 |")
     assert "| 1.50 / 0.50 / — |" in table[3]
+
+
+def test_the_latency_breakdown_reads_the_services_own_metrics_page() -> None:
+    """The names the bench parses are the ones the service serves on /metrics."""
+    from service.metrics import Metrics
+
+    metrics = Metrics()
+    before = histogram_totals(metrics.render().decode())
+    now_ms = time.time() * 1000
+    metrics.observe_record_waits([now_ms - 40, now_ms - 20, None])
+    metrics.batch_stage.labels("handle").observe(0.003)
+    metrics.batch_stage.labels("handle").observe(0.005)
+    metrics.batch_stage.labels("commit").observe(0.002)
+    after = histogram_totals(metrics.render().decode())
+    breakdown = latency_breakdown(before, after)
+    assert set(breakdown) == {"record_wait", "handle", "commit"}
+    assert breakdown["handle"] == {"n": 2, "mean_ms": 4.0}
+    assert breakdown["commit"] == {"n": 1, "mean_ms": 2.0}
+    # Two records had a producer's timestamp; the one without is not counted.
+    assert breakdown["record_wait"]["n"] == 2
+    assert 25 <= breakdown["record_wait"]["mean_ms"] < 1000
+
+
+def test_a_stage_clock_times_laps_and_steps_awaited_together() -> None:
+    import asyncio
+
+    from service.metrics import Metrics
+
+    metrics = Metrics()
+    clock = metrics.batch_clock()
+    clock.lap("prefetch")
+
+    async def finish() -> None:
+        await asyncio.gather(
+            clock.timed("mark_sent", asyncio.sleep(0)), clock.timed("commit", asyncio.sleep(0))
+        )
+
+    asyncio.run(finish())
+    totals = histogram_totals(metrics.render().decode())
+    counted = {k: v[0] for k, v in totals.items() if v[0]}
+    assert counted == {"prefetch": 1, "mark_sent": 1, "commit": 1}
+
+
+def test_the_report_tables_the_breakdown_of_runs_that_have_one() -> None:
+    document = full_flow_document()
+    document["latency_breakdown_ms"] = {
+        "record_wait": {"n": 8, "mean_ms": 30.0},
+        "handle": {"n": 2, "mean_ms": 3.5},
+        "commit": {"n": 2, "mean_ms": 1.25},
+    }
+    table = breakdown_markdown([figures(document)]).splitlines()
+    assert table[0].startswith("| run | paced | records per batch | record_wait ms |")
+    # 8 records in 2 batches; stages not measured are shown as such.
+    assert table[2] == (
+        "| 20261203120000 (full / manual) | 50 | 4.0 | 30.0 | — | 3.5 | — | — | 1.2 | — |"
+    )
+    old = {"run": "20261203100812", "n": 2000, "service_checkouts_per_s": 159.0}
+    assert breakdown_markdown([figures(old)]) == ""

@@ -31,8 +31,7 @@ from schemas.dead_letter import DeadLetterKind
 from schemas.topics import PAYMENTS_DEAD_LETTER, topic_for
 from service.adapters.providers.stripe import StripeProvider
 from service.admin_auth import AdminAuthenticator
-from service.consumer import BatchProcessor, Record, letter_budget
-from service.domain.backoff import Backoff
+from service.consumer import BatchProcessor, Record
 from service.observability.tracing import MessageTracer
 from service.webhooks import WebhookVerifier
 from tests.support.hostile import STRIPE_SECRET, HostileRecord, hostile_records
@@ -102,19 +101,8 @@ def _contained(processor: BatchProcessor) -> float:
 async def _process(records: list[Record], valid_cart: str) -> None:
     world = World("fake")
     publisher = RecordingPublisher()
-    processor = BatchProcessor(
-        world.service,
-        world.store,
-        publisher,
-        AdminAuthenticator(dict([ADMIN_KEY])),
-        world.metrics,
-        topic_prefix=PREFIX,
-        max_concurrency=256,
-        max_attempts=3,
-        max_letter_bytes=letter_budget(1024 * 1024),
-        retry_backoff=Backoff(initial_s=0.0, max_s=0.0),
-        clock=world.clock,
-        tracer=TRACER,
+    processor = world.batch_processor(
+        publisher, PREFIX, AdminAuthenticator(dict([ADMIN_KEY])), tracer=TRACER
     )
     processor.webhook_verifier = WebhookVerifier({**world.processors, "stripe": STRIPE})
     await asyncio.wait_for(processor.process(records), 60)

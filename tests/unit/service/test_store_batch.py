@@ -15,8 +15,7 @@ import orjson
 from schemas.inbound import CartUpdated
 from schemas.topics import topic_for
 from service.admin_auth import AdminAuthenticator
-from service.consumer import BatchProcessor, Record, letter_budget
-from service.domain.backoff import Backoff
+from service.consumer import BatchProcessor, Record
 from tests.support.memory import MemoryCollectionStore, RecordingPublisher
 from tests.support.world import World
 
@@ -41,19 +40,7 @@ def _cart_updated(cart_id: str, amount: int, offset: int) -> Record:
 
 
 def _processor(world: World) -> BatchProcessor:
-    return BatchProcessor(
-        world.service,
-        world.store,
-        RecordingPublisher(),
-        AdminAuthenticator({}),
-        world.metrics,
-        topic_prefix=PREFIX,
-        max_concurrency=256,
-        max_attempts=3,
-        max_letter_bytes=letter_budget(1024 * 1024),
-        retry_backoff=Backoff(initial_s=0.0, max_s=0.0),
-        clock=world.clock,
-    )
+    return world.batch_processor(RecordingPublisher(), PREFIX, AdminAuthenticator({}))
 
 
 async def test_a_batch_loads_all_its_carts_with_one_query() -> None:

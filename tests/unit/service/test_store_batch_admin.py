@@ -16,9 +16,7 @@ from typing import Any
 import orjson
 
 from schemas.topics import PAYMENT_CAPTURED, PAYMENT_FAILED, PAYMENT_REFUNDED, topic_for
-from service.admin_auth import AdminAuthenticator
-from service.consumer import BatchProcessor, Record, letter_budget
-from service.domain.backoff import Backoff
+from service.consumer import BatchProcessor, Record
 from tests.support.memory import MemoryCollectionStore, RecordingPublisher
 from tests.support.world import World
 
@@ -44,19 +42,7 @@ def _command(
 
 
 def _processor(world: World, publisher: RecordingPublisher) -> BatchProcessor:
-    return BatchProcessor(
-        world.service,
-        world.store,
-        publisher,
-        AdminAuthenticator({}, required=False),
-        world.metrics,
-        topic_prefix=PREFIX,
-        max_concurrency=256,
-        max_attempts=3,
-        max_letter_bytes=letter_budget(1024 * 1024),
-        retry_backoff=Backoff(initial_s=0.0, max_s=0.0),
-        clock=world.clock,
-    )
+    return world.batch_processor(publisher, PREFIX)
 
 
 async def _authorized(world: World, cart_id: str, amount: int = 1000) -> str:
