@@ -177,26 +177,17 @@ BREAKDOWN_SERIES: dict[tuple[str, str], str] = {
 def histogram_totals(metrics_text: str) -> dict[str, list[float]]:
     """`[count, sum]` of each breakdown series in a Prometheus text page (summed over
     processes' pages by the caller, over other labels here)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     totals: dict[str, list[float]] = {}
-    for line in metrics_text.splitlines():
-        if line.startswith("#") or not line:
-            continue
-        name_part, _, value = line.rpartition(" ")
-        name, _, labels = name_part.partition("{")
-        if name.endswith("_count"):
-            slot, base = 0, name[: -len("_count")]
-        elif name.endswith("_sum"):
-            slot, base = 1, name[: -len("_sum")]
-        else:
-            continue
-        stage = ""
-        if 'stage="' in labels:
-            stage = labels.split('stage="', 1)[1].split('"', 1)[0]
-        key = BREAKDOWN_SERIES.get((base, stage))
-        if key is None:
-            continue
-        entry = totals.setdefault(key, [0.0, 0.0])
-        entry[slot] += float(value)
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            for suffix, slot in (("_count", 0), ("_sum", 1)):
+                if sample.name == family.name + suffix:
+                    key = BREAKDOWN_SERIES.get((family.name, sample.labels.get("stage", "")))
+                    if key is not None:
+                        entry = totals.setdefault(key, [0.0, 0.0])
+                        entry[slot] += sample.value
     return totals
 
 

@@ -150,10 +150,10 @@ class Metrics:
     def observe_record_waits(self, created_ms: Iterable[int | None]) -> None:
         """How long each record of a batch waited, from its producer to its handling:
         in the broker, in the fetch, and behind the batch before it. A clock behind
-        the producer's counts as no wait."""
+        the producer's counts as no wait; a negative time (Kafka's -1: none) is none."""
         now_ms = time.time() * 1000
         for created in created_ms:
-            if created is not None:
+            if created is not None and created >= 0:
                 self.record_wait.observe(max(0.0, now_ms - created) / 1000)
 
     def observe_provider_call(

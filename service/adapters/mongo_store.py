@@ -216,6 +216,19 @@ class MongoCollectionStore:
         return [self._orphan(d) async for d in cursor]
 
 
+def release_held(
+    document: dict[str, Any],
+    by_cart: dict[str, dict[str, Any] | None],
+    by_payment: dict[str, dict[str, Any] | None],
+) -> dict[str, Any]:
+    """A document a batch holds by cart and by payment: taken by one, it is gone from
+    both (a retry after a conflict reads the store). Shared with the in-memory fake."""
+    for held, key in ((by_cart, document["cart_id"]), (by_payment, document["payment_id"])):
+        if key is not None and held.get(key) is document:
+            del held[key]
+    return document
+
+
 class MongoStoreBatch(MongoCollectionStore):
     """The store for one consumer batch (:class:`~service.ports.store.StoreBatch`).
 
@@ -270,15 +283,7 @@ class MongoStoreBatch(MongoCollectionStore):
         return None if document is None else self.from_document(self._taken(document))
 
     def _taken(self, document: dict[str, Any]) -> dict[str, Any]:
-        """A document the batch saved is held by cart and by payment: taken by one,
-        it is gone from both (a retry after a conflict reads the store)."""
-        for held, key in (
-            (self._documents, document["cart_id"]),
-            (self._by_payment, document["payment_id"]),
-        ):
-            if key is not None and held.get(key) is document:
-                del held[key]
-        return document
+        return release_held(document, self._documents, self._by_payment)
 
     async def prefetch_by_payment(self, payment_ids: Iterable[str]) -> None:
         await self._prefetch("payment_id", payment_ids, self._by_payment)

@@ -263,12 +263,18 @@ class ServiceHarness:
         *,
         key: str | bytes | None = None,
         headers: Sequence[tuple[str, bytes | None]] = (),
+        timestamp_ms: int | None = None,
     ) -> tuple[int, int]:
-        """Send one record as given, byte for byte; return its (partition, offset)."""
+        """Send one record as given, byte for byte (with `timestamp_ms` as its
+        CreateTime, if given); return its (partition, offset)."""
         assert self._producer is not None
         raw_key = key.encode() if isinstance(key, str) else key
         metadata = await self._producer.send_and_wait(
-            topic_for(topic_type, self.prefix), value, key=raw_key, headers=list(headers)
+            topic_for(topic_type, self.prefix),
+            value,
+            key=raw_key,
+            headers=list(headers),
+            timestamp_ms=timestamp_ms,
         )
         return metadata.partition, metadata.offset
 

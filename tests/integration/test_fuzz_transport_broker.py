@@ -47,7 +47,7 @@ def _draw(count: int, admin_key: tuple[str, str]) -> list[HostileRecord]:
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
-    @given(hostile_records(admin_key))
+    @given(hostile_records(admin_key, broker=True))
     def collect(record: HostileRecord) -> None:
         drawn.append(record)
 
@@ -86,7 +86,11 @@ async def test_hostile_records_are_contained_and_the_lag_returns_to_zero(
         # A Kafka client needs a key or a value; a keyless tombstone gets an empty key.
         key = b"" if record.key is None and record.value is None else record.key
         partition, offset = await harness.publish_raw(
-            record.event_type, record.value, key=key, headers=record.headers
+            record.event_type,
+            record.value,
+            key=key,
+            headers=record.headers,
+            timestamp_ms=record.timestamp_ms,
         )
         topic = topic_for(record.event_type, harness.prefix)
         sent[(topic, partition, offset)] = record

@@ -32,6 +32,7 @@ from service.domain.calls import CallOperation, ProviderCall
 from service.domain.outcomes import OutcomeKind
 from service.ports.providers import PaymentProvider
 from service.settings import Settings
+from tests.support.call_builders import provider_call
 
 pytestmark = pytest.mark.integration
 
@@ -302,16 +303,7 @@ async def test_payment_method_from_session_data_applies(
     updated = await sandbox.update_data(
         call("update_data", payment_method="pm_card_chargeDeclined")
     )
-    checkout = ProviderCall(
-        operation="authorize",
-        provider_id="sandbox",
-        idempotency_key="k1",
-        session_id="ps_1",
-        amount=5000,
-        currency_code="usd",
-        cart_id="cart_1",
-        data=updated.data,
-    )
+    checkout = provider_call("authorize", "sandbox", "k1", data=updated.data)
 
     assert (await sandbox.authorize(checkout)).kind is OutcomeKind.DECLINED
 

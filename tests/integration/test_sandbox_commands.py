@@ -20,6 +20,7 @@ from service.domain.calls import CallOperation, ProviderCall
 from service.domain.outcomes import OutcomeKind
 from service.testing.builders import new_id
 from tests.integration.test_store_batch_commands import Commands
+from tests.support.call_builders import provider_call
 
 pytestmark = pytest.mark.integration
 
@@ -40,16 +41,7 @@ async def counted(mongodb_url: str) -> AsyncIterator[tuple[SandboxProvider, Comm
 
 
 def _call(operation: CallOperation, key: str, amount: int = 2000) -> ProviderCall:
-    return ProviderCall(
-        operation=operation,
-        provider_id="sandbox",
-        idempotency_key=key,
-        session_id="ps_1",
-        amount=amount,
-        currency_code="usd",
-        cart_id="cart_1",
-        payment_id="pay_1",
-    )
+    return provider_call(operation, "sandbox", key, amount, payment_id="pay_1")
 
 
 @pytest.mark.parametrize("operation", ["capture", "refund", "cancel"])

@@ -22,6 +22,7 @@ from service.domain.calls import CallOperation, ProviderCall
 from service.domain.outcomes import OutcomeKind
 from service.provider_calls import ProviderCaller, RetryPolicy
 from tests.fixtures.stripe.kit import Recorded, Reply, ScriptedStripe, load
+from tests.support.call_builders import provider_call
 
 pytestmark = pytest.mark.integration
 
@@ -37,17 +38,7 @@ def fixture(name: str, **changes: Any) -> dict[str, Any]:
 
 def call(operation: CallOperation, key: str, amount: int, **values: Any) -> ProviderCall:
     values.setdefault("data", {"id": PI})
-    return ProviderCall(
-        operation=operation,
-        provider_id="stripe",
-        idempotency_key=key,
-        session_id="ps_1",
-        amount=amount,
-        currency_code="usd",
-        cart_id="cart_1",
-        payment_id="pay_1",
-        **values,
-    )
+    return provider_call(operation, "stripe", key, amount, payment_id="pay_1", **values)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from service.domain.calls import CallOperation, ProviderCall
 from service.domain.outcomes import OutcomeKind
 from service.provider_calls import ProviderCaller, RetryPolicy
 from tests.fixtures.stripe.kit import Recorded, Reply, ScriptedStripe, load
+from tests.support.call_builders import provider_call
 
 pytestmark = pytest.mark.integration
 
@@ -60,14 +61,12 @@ def call(
     data: dict[str, Any] | None = None,
     **values: Any,
 ) -> ProviderCall:
-    return ProviderCall(
-        operation=operation,
-        provider_id="stripe",
-        idempotency_key=key,
-        session_id="ps_1",
-        amount=amount,
+    return provider_call(
+        operation,
+        "stripe",
+        key,
+        amount,
         currency_code=currency,
-        cart_id="cart_1",
         payment_id="pay_1",
         data={"id": PI} if data is None else data,
         **values,

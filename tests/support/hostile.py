@@ -1,4 +1,5 @@
-"""Hypothesis strategies for whole hostile Kafka records: key, headers, value, size.
+"""Hypothesis strategies for whole hostile Kafka records: key, headers, value, size,
+timestamp.
 
 Used twice: by the fast fuzzer that drives the real `BatchProcessor` over in-memory
 fakes (tests/unit/test_fuzz_transport.py), and by the one that sends records to the
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,8 @@ class HostileRecord:
     headers: Headers
     label: str
     """What the strategy meant to build (shown when an example fails)."""
+    timestamp_ms: int | None = None
+    """The record's CreateTime (None: the producer stamps it when sending)."""
 
 
 # -- keys -----------------------------------------------------------------------------
@@ -245,12 +249,39 @@ def headers_for(
     return headers
 
 
+# -- timestamps -----------------------------------------------------------------------
+
+
+_STARTED_MS = int(time.time() * 1000)
+
+
+def timestamps(*, broker: bool) -> st.SearchStrategy[int | None]:
+    """A producer's CreateTime: none (stamped when sent), the epoch, long ago, now, an
+    hour ahead of our clock (skewed producers). `broker=False` adds what only a
+    consumer record built in-process can carry (Kafka's -1 for "none", the largest
+    long); Apache Kafka refuses records more than an hour in the future
+    (`log.message.timestamp.after.max.ms`)."""
+    now_ms = _STARTED_MS  # fixed per run: Hypothesis needs the same strategy each time
+    choices = [
+        st.none(),
+        st.just(0),
+        st.integers(min_value=0, max_value=now_ms),
+        st.just(now_ms + 50 * 60 * 1000),
+    ]
+    if not broker:
+        choices += [st.just(-1), st.just(2**63 - 1), st.integers(min_value=now_ms)]
+    return st.one_of(choices)
+
+
 # -- whole records --------------------------------------------------------------------
 
 
 @st.composite
-def hostile_records(draw: st.DrawFn, admin_key: tuple[str, str]) -> HostileRecord:
-    """Any record a producer could write to one of our inbound topics."""
+def hostile_records(
+    draw: st.DrawFn, admin_key: tuple[str, str], *, broker: bool = False
+) -> HostileRecord:
+    """Any record a producer could write to one of our inbound topics (`broker`: one
+    a real broker accepts, see `timestamps`)."""
     event_type = draw(st.sampled_from(INBOUND_TOPICS))
     value, label = draw(values(event_type))
     return HostileRecord(
@@ -259,4 +290,5 @@ def hostile_records(draw: st.DrawFn, admin_key: tuple[str, str]) -> HostileRecor
         value=value,
         headers=draw(headers_for(event_type, value, admin_key)),
         label=label,
+        timestamp_ms=draw(timestamps(broker=broker)),
     )

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from service.adapters.mongo_store import release_held
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.ports.store import ConcurrencyConflict, Loaded, OrphanOutcome
 
@@ -218,15 +219,7 @@ class MemoryStoreBatch:
         return await self.store.load_by_cart(cart_id)
 
     def _taken(self, document: dict[str, Any]) -> dict[str, Any]:
-        """A document the batch saved is held by cart and by payment: taken by one,
-        it is gone from both (a retry after a conflict reads the store)."""
-        for held, key in (
-            (self._documents, document["cart_id"]),
-            (self._by_payment, document["payment_id"]),
-        ):
-            if key is not None and held.get(key) is document:
-                del held[key]
-        return document
+        return release_held(document, self._documents, self._by_payment)
 
     async def prefetch_by_payment(self, payment_ids: Iterable[str]) -> None:
         wanted = [p for p in dict.fromkeys(payment_ids) if p not in self._by_payment]

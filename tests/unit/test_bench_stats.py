@@ -225,3 +225,17 @@ def test_the_report_tables_the_breakdown_of_runs_that_have_one() -> None:
     )
     old = {"run": "20261203100812", "n": 2000, "service_checkouts_per_s": 159.0}
     assert breakdown_markdown([figures(old)]) == ""
+
+
+def test_record_waits_from_hostile_timestamps_stay_finite_and_never_negative() -> None:
+    """A producer's CreateTime is input: far future (a skewed clock), the largest
+    long, Kafka's -1 for none, the epoch. None of them may break the histogram."""
+    from service.metrics import Metrics
+
+    metrics = Metrics()
+    now_ms = int(time.time() * 1000)
+    metrics.observe_record_waits([now_ms + 3_600_000, 2**63 - 1, -1, None, 0])
+    count, total = histogram_totals(metrics.render().decode())["record_wait"]
+    # The future ones count as no wait, -1 and None are not counted, the epoch is old.
+    assert count == 3
+    assert math.isfinite(total) and total >= now_ms / 1000 - 5

@@ -55,7 +55,15 @@ def _records(batch: list[HostileRecord], partitions: list[int]) -> list[Record]:
         offset = offsets.get((topic, partition), 0)
         offsets[(topic, partition)] = offset + 1
         records.append(
-            Record(topic, partition, offset, hostile.key, hostile.value, tuple(hostile.headers))
+            Record(
+                topic,
+                partition,
+                offset,
+                hostile.key,
+                hostile.value,
+                tuple(hostile.headers),
+                created_ms=hostile.timestamp_ms,
+            )
         )
     return records
 

@@ -18,17 +18,9 @@ import pytest
 from service.domain.calls import ProviderCall
 from service.domain.outcomes import ProviderOutcome
 from service.provider_calls import ProviderCaller, RetryPolicy
+from tests.support.call_builders import provider_call
 
-CAPTURE = ProviderCall(
-    operation="capture",
-    provider_id="scripted",
-    idempotency_key="cmd-1",
-    session_id="ps_1",
-    amount=5000,
-    currency_code="usd",
-    cart_id="cart_1",
-    payment_id="pay_1",
-)
+CAPTURE = provider_call("capture", "scripted", "cmd-1", payment_id="pay_1")
 LOST = ProviderOutcome.unknown("lost")
 BUSY = ProviderOutcome.transient("busy")
 POLICY = RetryPolicy(timeout_s=2.0, max_attempts=4, base_delay_s=0.05, max_delay_s=0.3)

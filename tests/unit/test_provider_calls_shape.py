@@ -18,21 +18,13 @@ from service.domain.calls import CallOperation, ProviderCall
 from service.domain.outcomes import OutcomeKind
 from service.ports.providers import PaymentProvider, WebhookVerificationError
 from service.settings import Settings
+from tests.support.call_builders import provider_call
 
 NO_DATABASE = cast(Any, None)
 
 
 def call(operation: CallOperation, **values: Any) -> ProviderCall:
-    return ProviderCall(
-        operation=operation,
-        provider_id="manual",
-        idempotency_key="k1",
-        session_id="ps_1",
-        amount=5000,
-        currency_code="usd",
-        cart_id="cart_1",
-        **values,
-    )
+    return provider_call(operation, "manual", "k1", **values)
 
 
 def test_providers_satisfy_the_port() -> None:

@@ -12,17 +12,9 @@ from __future__ import annotations
 from service.domain.calls import ProviderCall
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.provider_calls import ProviderCaller, RetryPolicy
+from tests.support.call_builders import provider_call
 
-CALL = ProviderCall(
-    operation="capture",
-    provider_id="scripted",
-    idempotency_key="cmd-1",
-    session_id="ps_1",
-    amount=5000,
-    currency_code="usd",
-    cart_id="cart_1",
-    payment_id="pay_1",
-)
+CALL = provider_call("capture", "scripted", "cmd-1", payment_id="pay_1")
 
 
 class Scripted:

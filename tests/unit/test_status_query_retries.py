@@ -15,16 +15,9 @@ from __future__ import annotations
 from service.domain.calls import ProviderCall
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.provider_calls import ProviderCaller, RetryPolicy
+from tests.support.call_builders import provider_call
 
-QUERY = ProviderCall(
-    operation="authorize",
-    provider_id="scripted",
-    idempotency_key="idem-1",
-    session_id="ps_1",
-    amount=5000,
-    currency_code="usd",
-    cart_id="cart_1",
-)
+QUERY = provider_call("authorize", "scripted", "idem-1")
 BUSY = ProviderOutcome.transient("busy")
 NO_RECORD = ProviderOutcome.not_found("no record of this operation")
 LOST = ProviderOutcome.unknown("timed out")

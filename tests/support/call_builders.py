@@ -1,0 +1,30 @@
+"""Provider calls as the tests build them: cart_1's session ps_1, in usd."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.domain.calls import CallOperation, ProviderCall
+
+
+def provider_call(
+    operation: CallOperation,
+    provider_id: str,
+    idempotency_key: str,
+    amount: int = 5000,
+    **values: Any,
+) -> ProviderCall:
+    """A call of cart_1's session ps_1 in usd; `values` add fields or replace those."""
+    fields: dict[str, Any] = {
+        "session_id": "ps_1",
+        "currency_code": "usd",
+        "cart_id": "cart_1",
+        **values,
+    }
+    return ProviderCall(
+        operation=operation,
+        provider_id=provider_id,
+        idempotency_key=idempotency_key,
+        amount=amount,
+        **fields,
+    )
