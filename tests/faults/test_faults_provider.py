@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -34,22 +33,6 @@ FLAKY = {"sandbox": {"fail_rate": 0.25, "lose_rate": 0.25, "seed": 11}}
 SLOW = {"sandbox": {"delay_s": 0.6, "seed": 12}}
 CARTS_FLAKY = 300
 CARTS_SLOW = 100
-
-
-def _failures(workload: CheckoutWorkload) -> list[tuple[str, str, str, bool]]:
-    return [
-        (f["cart_id"], f["operation"], f["reason"], bool(f["retryable"]))
-        for plan in workload.plans.values()
-        for f in plan.failures
-    ]
-
-
-def _failure_kinds(workload: CheckoutWorkload) -> Counter[str]:
-    return Counter(
-        f"{f['operation']}: {f['message'][:60]}"
-        for plan in workload.plans.values()
-        for f in plan.failures
-    )
 
 
 @pytest.mark.timeout(240)
@@ -83,7 +66,7 @@ async def test_lost_slow_and_failing_provider_answers(
         finally:
             await flaky.stop()
         part_a = time.monotonic() - started
-        flaky_failures = _failures(flaky)
+        flaky_failures = flaky.failures()
         # Only "retry later" answers; never a claim that a money movement failed for good.
         assert all(
             retryable and reason == "provider_unavailable"
@@ -122,7 +105,7 @@ async def test_lost_slow_and_failing_provider_answers(
             await slow.react()
             # Every call timed out after the provider acted: nothing is known yet.
             assert slow.progress()["authorized"] == 0, slow.progress()
-            assert _failures(slow) == [], _failures(slow)[:10]
+            assert slow.failures() == [], slow.failures()[:10]
             charged = await harness.database["sandbox_ledger"].count_documents(
                 {"operation": "authorize", "cart_id": {"$in": list(slow.plans)}}
             )
@@ -135,7 +118,7 @@ async def test_lost_slow_and_failing_provider_answers(
             raise
         finally:
             await slow.stop()
-        slow_failures = _failures(slow)
+        slow_failures = slow.failures()
         assert all(
             retryable and reason == "provider_unavailable"
             for _, _, reason, retryable in slow_failures
@@ -148,8 +131,8 @@ async def test_lost_slow_and_failing_provider_answers(
             f"{len(flaky_failures)} retryable failures, done at {part_a:.0f}s; "
             f"{CARTS_SLOW} carts with answers after the timeout then recovery: "
             f"{len(slow_failures)} retryable failures; total {time.monotonic() - started:.0f}s\n"
-            f"  failures A: {dict(_failure_kinds(flaky))}\n"
-            f"  failures B: {dict(_failure_kinds(slow))}\n" + report.render("provider faults")
+            f"  failures A: {dict(flaky.failure_kinds())}\n"
+            f"  failures B: {dict(slow.failure_kinds())}\n" + report.render("provider faults")
         )
         report.assert_clean()
         assert report.carts == CARTS_FLAKY + CARTS_SLOW

@@ -25,6 +25,7 @@ import os
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -751,6 +752,22 @@ class CheckoutWorkload:
                     f"= {got}, expected {want}"
                 )
         return problems
+
+    def failures(self) -> list[tuple[str, str, str, bool]]:
+        """Every `payment.failed` the workload saw: (cart, operation, reason, retryable)."""
+        return [
+            (f["cart_id"], f["operation"], f["reason"], bool(f["retryable"]))
+            for plan in self.plans.values()
+            for f in plan.failures
+        ]
+
+    def failure_kinds(self) -> Counter[str]:
+        """The failures counted by operation and the start of their message, for a report."""
+        return Counter(
+            f"{f['operation']}: {f['message'][:60]}"
+            for plan in self.plans.values()
+            for f in plan.failures
+        )
 
     def progress(self) -> dict[str, int]:
         plans = self.plans.values()
