@@ -110,7 +110,7 @@ async def test_broker_unreachable_at_startup_and_mid_stream(
         report.assert_clean()
         assert refused_at_start > 0 and proxy.aborted > 0, "the outages did not happen"
         assert report.dead_letters == 0, report.dead_letter_kinds
-        failures = [f for p in workload.plans.values() for f in p.failures]
+        failures = workload.failures()
         assert not failures, failures[:5]
         assert await workload.ledger_mismatches(scene.harness.database) == []
         assert report.carts == CARTS

@@ -273,7 +273,7 @@ async def test_every_dead_letter_kind_interleaved_with_valid_traffic(
             "too_large": TOO_LARGE,
             "processing_failed": CORRUPT_CARTS,
         }
-        failures = [f for p in workload.plans.values() for f in p.failures]
+        failures = workload.failures()
         assert not failures, failures[:5]
         assert await workload.ledger_mismatches(harness.database) == []
         assert report.carts == CARTS

@@ -68,7 +68,7 @@ async def test_second_instance_joins_then_first_is_killed(
         report.assert_clean()
         assert len(steps) == 2
         assert report.dead_letters == 0, report.dead_letter_kinds
-        failures = [f for p in workload.plans.values() for f in p.failures]
+        failures = workload.failures()
         assert not failures, failures[:5]
         assert await workload.ledger_mismatches(scene.harness.database) == []
         assert report.carts == CARTS

@@ -83,11 +83,7 @@ async def test_sigkill_during_checkout_capture_refund_stream(
         report.assert_clean()
         assert service.kills == KILLS
         assert not workload.unexpected, workload.unexpected
-        failures = [
-            (f["cart_id"], f["operation"], f["reason"], f["message"])
-            for p in workload.plans.values()
-            for f in p.failures
-        ]
+        failures = workload.failures()
         assert not failures, failures[:10]
         mismatches = await workload.ledger_mismatches(scene.harness.database)
         assert not mismatches, mismatches[:10]

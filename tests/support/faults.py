@@ -26,7 +26,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -753,21 +753,29 @@ class CheckoutWorkload:
                 )
         return problems
 
-    def failures(self) -> list[tuple[str, str, str, bool]]:
-        """Every `payment.failed` the workload saw: (cart, operation, reason, retryable)."""
+    def failures(self) -> list[dict[str, Any]]:
+        """Every `payment.failed` the workload saw (its `data`), cart by cart."""
+        return [f for plan in self.plans.values() for f in plan.failures]
+
+    def failures_beyond_unavailable(
+        self, operations: Collection[str] = ("authorize", "capture", "refund", "cancel")
+    ) -> list[dict[str, Any]]:
+        """The failures that are not "try again later": a retryable
+        `provider_unavailable` of one of `operations` is the provider's outage, which
+        the workload retries (`retry_failures`); anything else is a real failure."""
         return [
-            (f["cart_id"], f["operation"], f["reason"], bool(f["retryable"]))
-            for plan in self.plans.values()
-            for f in plan.failures
+            f
+            for f in self.failures()
+            if not (
+                f.get("retryable") is True
+                and f.get("reason") == "provider_unavailable"
+                and f.get("operation") in operations
+            )
         ]
 
     def failure_kinds(self) -> Counter[str]:
         """The failures counted by operation and the start of their message, for a report."""
-        return Counter(
-            f"{f['operation']}: {f['message'][:60]}"
-            for plan in self.plans.values()
-            for f in plan.failures
-        )
+        return Counter(f"{f['operation']}: {f['message'][:60]}" for f in self.failures())
 
     def progress(self) -> dict[str, int]:
         plans = self.plans.values()
