@@ -136,6 +136,37 @@ class Metrics:
             ["status", "reason"],
             registry=r,
         )
+        self.consumer_lag = Gauge(
+            "payments_consumer_lag",
+            "Records behind the end of each inbound partition, after this instance's last batch",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.reconcile_backlog = Gauge(
+            "payments_reconcile_backlog",
+            "Collections due for reconciliation at the reconciler's last pass",
+            registry=r,
+        )
+        self.needs_attention = Gauge(
+            "payments_needs_attention",
+            "Operations whose outcome cannot be known without a person (promise 9), last counted",
+            registry=r,
+        )
+        self.needs_attention_raised = Counter(
+            "payments_needs_attention_raised",
+            "Operations that entered needs_attention",
+            ["provider", "operation"],
+            registry=r,
+        )
+        self.provider_audit_runs = Counter(
+            "payments_provider_audit_runs", "Passes of the provider audit sweep", registry=r
+        )
+        self.provider_audit_corrections = Counter(
+            "payments_provider_audit_corrections",
+            "Differences between the books and the provider's objects the audit applied as facts",
+            ["provider", "kind"],
+            registry=r,
+        )
         self.payment_amounts = Counter(
             "payments_payment_amount_minor_units",
             "Amounts moved, in minor units",
