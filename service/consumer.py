@@ -33,33 +33,27 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 from structlog.contextvars import bound_contextvars
 
 from schemas.dead_letter import DeadLetterKind, build_dead_letter_data
-from schemas.inbound import (
-    AdminCancel,
-    AdminCapture,
-    AdminRefund,
-    CartUpdated,
-    CheckoutCompleted,
-    ProviderWebhook,
-)
+from schemas.inbound import ProviderWebhook
 from schemas.outbound_event import SERVICE_SOURCE, event_payload
 from schemas.parse import Rejection, parse_event
-from schemas.topics import ADMIN_COMMAND_TYPES, PAYMENTS_DEAD_LETTER, event_type_for_topic
+from schemas.topics import PAYMENTS_DEAD_LETTER, event_type_for_topic
 from service.admin_auth import AdminAuthenticator
-from service.domain import ids
+from service.bus import Guard, Inbound, Route, dispatch, route_for
+from service.domain import derived_ids as ids
 from service.domain.backoff import Backoff
 from service.domain.events import outbox_entry
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.handlers import HandleResult, PaymentService, utcnow
 from service.metrics import Metrics
 from service.observability.tracing import MessageTracer, inbound_context, publishing_causes
+from service.outbox import EventsNotPublished, Outbox
 from service.ports.publisher import EventPublisher, EventsRefused
-from service.ports.store import CollectionStore, OrphanOutcome, StoreBatch
+from service.ports.store import CollectionStore, OrphanOutcome, StoreBatch, StoreUnavailable
 from service.retry import retry_on_types, retrying
 
 log = logging.getLogger(__name__)
@@ -68,10 +62,9 @@ log = logging.getLogger(__name__)
 #: LogAppendTime, which says nothing about how long the record waited).
 CREATE_TIME = 0
 
-INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
-    ConnectionFailure,
-    ServerSelectionTimeoutError,
-)
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailable,)
+"""Errors that are the infrastructure's, not the message's: waited out, never
+dead-lettered (the ports' own errors: no driver type reaches this layer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,17 +95,37 @@ class Record:
 
 
 @dataclass(slots=True)
-class _Job:
+class Job:
+    """One admitted record: its registry entry and its validated event."""
+
     record: Record
-    event_type: str
+    route: Route[Any, Any]
     event: Any
+    """The parsed CloudEvent (`schemas.inbound`), whose `data` is of `route.data`."""
     key_id: str | None
     trace_context: Any = None
     """The OpenTelemetry context of the record's span (tracing on): its outbound
     events are published in it, so they continue the inbound trace."""
 
+    @property
+    def event_type(self) -> str:
+        return self.route.event_type
 
-def _log_context(job: _Job) -> dict[str, Any]:
+    @property
+    def inbound(self) -> Inbound[Any]:
+        return Inbound(self.event.id, self.event.data, self.key_id)
+
+    @property
+    def ordering_key(self) -> str:
+        return self.route.order(self.event.data)
+
+    @property
+    def claim(self) -> tuple[str, str] | None:
+        """The idempotency claim taken up front for the batch (admin commands)."""
+        return None if self.route.claim is None else self.route.claim(self.inbound)
+
+
+def _log_context(job: Job) -> dict[str, Any]:
     """What every log line about this message carries (structlog contextvars)."""
     record = job.record
     context: dict[str, Any] = {
@@ -237,6 +250,7 @@ class BatchProcessor:
         self.tracer = tracer
         self.store = store
         self.publisher = publisher
+        self.outbox = Outbox(store, publisher, metrics)
         self.authenticator = authenticator
         self.metrics = metrics
         self.prefix = topic_prefix
@@ -252,7 +266,7 @@ class BatchProcessor:
 
     # -- parse ---------------------------------------------------------------------
 
-    def _admit(self, record: Record) -> _Job | OutboxEvent:
+    def _admit(self, record: Record) -> Job | OutboxEvent:
         """A record's first boundary: a job to handle, or its dead letter. Never raises."""
         try:
             return self._classify(record)
@@ -261,23 +275,24 @@ class BatchProcessor:
             # the record is dead-lettered, the batch goes on.
             return self._contained(record, "admit", exc)
 
-    def _classify(self, record: Record) -> _Job | OutboxEvent:
+    def _classify(self, record: Record) -> Job | OutboxEvent:
         self.metrics.events_consumed.labels(record.topic).inc()
         event_type = event_type_for_topic(record.topic, self.prefix) or record.topic
         parsed = parse_event(record.value, event_type)
         if isinstance(parsed, Rejection):
             return self._dead_letter(record, parsed.kind, parsed.detail)
+        route = route_for(event_type)
         key_id: str | None = None
-        if event_type in ADMIN_COMMAND_TYPES:
+        if route.guard is Guard.ADMIN_SIGNATURE:
             verdict = self.authenticator.verify(record.value, record.headers)
             if not verdict.ok:
                 return self._dead_letter(record, "unauthorized", verdict.detail)
             key_id = verdict.key_id
-        elif self.webhook_verifier is not None and isinstance(parsed.data, ProviderWebhook):
-            refused = self.webhook_verifier(parsed.data)
+        elif route.guard is Guard.PROVIDER_SIGNATURE and self.webhook_verifier is not None:
+            refused = self.webhook_verifier(cast(ProviderWebhook, parsed.data))
             if refused is not None:
                 return self._dead_letter(record, "unauthorized", refused)
-        return _Job(record, event_type, parsed, key_id)
+        return Job(record, route, parsed, key_id)
 
     def _contained(self, record: Record, step: str, exc: BaseException) -> OutboxEvent:
         self.metrics.contained_errors.labels(record.topic, step).inc()
@@ -319,32 +334,9 @@ class BatchProcessor:
                 bare_record(record), kind, detail, now, max_bytes=self.max_letter_bytes
             )
 
-    @staticmethod
-    def _ordering_key(job: _Job) -> str:
-        data = job.event.data
-        if isinstance(data, CartUpdated | CheckoutCompleted):
-            return f"cart:{data.cart_id}"
-        if isinstance(data, AdminCapture | AdminRefund | AdminCancel):
-            return f"payment:{data.payment_id}"
-        return f"{job.record.topic}:{job.record.partition}"
-
     # -- handle --------------------------------------------------------------------
 
-    @staticmethod
-    async def _dispatch(job: _Job, service: PaymentService) -> HandleResult:
-        data = job.event.data
-        event_id: str = job.event.id
-        if isinstance(data, CartUpdated):
-            return await service.cart_updated(event_id, data)
-        if isinstance(data, CheckoutCompleted):
-            return await service.checkout_completed(event_id, data)
-        if isinstance(data, AdminCapture | AdminRefund | AdminCancel):
-            return await service.admin_command(event_id, data, job.key_id)
-        if isinstance(data, ProviderWebhook):
-            return await service.provider_webhook(event_id, data)
-        raise TypeError(f"no handler for {job.event_type}")
-
-    async def _contain(self, job: _Job, service: PaymentService) -> HandleResult | OutboxEvent:
+    async def _contain(self, job: Job, service: PaymentService) -> HandleResult | OutboxEvent:
         """A job's boundary: its outcome, or its dead letter. Raises only CancelledError
         (an outage is retried inside, in `_handle_job`)."""
         try:
@@ -354,7 +346,7 @@ class BatchProcessor:
         except Exception as exc:
             return self._contained(job.record, "handle", exc)
 
-    async def _handle(self, job: _Job, service: PaymentService) -> HandleResult | OutboxEvent:
+    async def _handle(self, job: Job, service: PaymentService) -> HandleResult | OutboxEvent:
         """Handle one message with its log context bound (and in its span, tracing on)."""
         with bound_contextvars(**_log_context(job)):
             if self.tracer is None:
@@ -374,7 +366,7 @@ class BatchProcessor:
                 job.trace_context = context
                 return await self._handle_job(job, service)
 
-    async def _handle_job(self, job: _Job, service: PaymentService) -> HandleResult | OutboxEvent:
+    async def _handle_job(self, job: Job, service: PaymentService) -> HandleResult | OutboxEvent:
         topic = job.record.topic
         failures = 0
         # Every exception raised out of an attempt is tried again (a cancellation
@@ -383,7 +375,7 @@ class BatchProcessor:
             with attempt:
                 started = time.perf_counter()
                 try:
-                    result = await self._dispatch(job, service)
+                    result = await dispatch(service, job.event_type, job.inbound)
                 except INFRASTRUCTURE_ERRORS as exc:
                     # Not the message's fault: wait for the store to come back, however
                     # long; it does not use up the message's attempts.
@@ -414,13 +406,13 @@ class BatchProcessor:
         raise AssertionError("unreachable: the retry loop has no limit")
 
     async def _handle_in_order(
-        self, jobs: list[_Job], service: PaymentService
+        self, jobs: list[Job], service: PaymentService
     ) -> list[HandleResult | OutboxEvent]:
         async with self.semaphore:
             return [await self._contain(job, service) for job in jobs]
 
     @staticmethod
-    async def _prefetch(batch: StoreBatch, groups: dict[str, list[_Job]]) -> None:
+    async def _prefetch(batch: StoreBatch, groups: dict[str, list[Job]]) -> None:
         """A few queries for the whole batch instead of a few per event.
 
         The collections of every cart (cart events) and of every payment (admin
@@ -432,22 +424,17 @@ class BatchProcessor:
         """
         jobs = [job for group in groups.values() for job in group]
         cart_ids = [
-            job.event.data.cart_id
-            for job in jobs
-            if isinstance(job.event.data, CartUpdated | CheckoutCompleted)
+            job.route.prefetch_cart(job.event.data) for job in jobs if job.route.prefetch_cart
+        ]
+        payment_ids = [
+            job.route.prefetch_payment(job.event.data) for job in jobs if job.route.prefetch_payment
         ]
         # In record order (per partition): the first claim of a command id wins,
         # as it would handled one by one.
-        commands = sorted(
-            (
-                job
-                for job in jobs
-                if isinstance(job.event.data, AdminCapture | AdminRefund | AdminCancel)
-            ),
-            key=lambda job: (job.record.topic, job.record.partition, job.record.offset),
+        in_order = sorted(
+            jobs, key=lambda job: (job.record.topic, job.record.partition, job.record.offset)
         )
-        payment_ids = [job.event.data.payment_id for job in commands]
-        claims = [PaymentService.command_claim(job.event.id, job.event.data) for job in commands]
+        claims = [claim for job in in_order if (claim := job.claim) is not None]
 
         async def prefetch(what: str, count: int, query: Awaitable[None]) -> None:
             try:
@@ -463,16 +450,20 @@ class BatchProcessor:
             queries.append(
                 prefetch("payments", len(payment_ids), batch.prefetch_by_payment(payment_ids))
             )
+        if claims:
             queries.append(prefetch("commands", len(claims), batch.prefetch_commands(claims)))
         if queries:
             await asyncio.gather(*queries)
 
     async def _publish_dead_letters(
-        self, letters: list[OutboxEvent], records: dict[str, Record]
+        self, letters: list[OutboxEvent], batch: Sequence[Record]
     ) -> None:
         """Publish the batch's letters. A letter the broker refuses as such (too large
         for a broker configured below our producer, say) is sent again without the
         original; any other failure is an outage and fails the batch."""
+        if not letters:
+            return
+        records = {_cause(r): r for r in batch}
         try:
             await self.publisher.publish(letters)
         except EventsRefused as refused:
@@ -500,90 +491,93 @@ class BatchProcessor:
         """Handle a batch; returns once every outcome is stored and published, and
         `commit` (the consumer's offset commit, if given) has returned.
 
-        Raises when dead letters could not be published: the caller must then
-        not commit, and re-deliver the batch (handled events de-duplicate).
-
-        The commit runs together with marking the published events sent: both
-        only follow the publish, and neither needs the other (an event published
-        but not yet marked is at worst sent again by the relay, with its id).
+        Raises when dead letters could not be published, or when marking the
+        published events sent or the commit failed: the caller must then not
+        commit, and re-deliver the batch (handled events de-duplicate). Events that
+        could not be published are stored, so not lost: the relay publishes them
+        with their ids, and the batch is committed.
         """
         clock = self.metrics.batch_clock()
         self.metrics.observe_record_waits(r.created_ms for r in records)
-        dead_letters: list[OutboxEvent] = []
-        groups: dict[str, list[_Job]] = defaultdict(list)
-        trace_contexts: dict[str, Any] = {}
-        for record in records:
-            item = self._admit(record)
-            if isinstance(item, OutboxEvent):
-                dead_letters.append(item)
-                if self.tracer is not None:
-                    trace_contexts[item.causation_id] = inbound_context(record.headers)
-            else:
-                groups[self._ordering_key(item)].append(item)
-        records_by_cause = {f"{r.topic}:{r.partition}:{r.offset}": r for r in records}
-
-        # The batch's handlers share one view of the store (prefetch, group writes).
-        batch = self.store.batch()
-        service = self.service.using(batch)
+        groups, dead_letters = self._admit_all(records)
+        batch = self.store.batch()  # the batch's handlers share one view of the store
         await self._prefetch(batch, groups)
         clock.lap("prefetch")
+        service = self.service.using(batch)
         results = await asyncio.gather(
             *(self._handle_in_order(g, service) for g in groups.values())
         )
         clock.lap("handle")
-        saved: dict[str, tuple[PaymentCollection, int]] = {}
-        orphans: list[OrphanOutcome] = []
-        for group in results:
-            for result in group:
-                if isinstance(result, OutboxEvent):
-                    dead_letters.append(result)
-                    continue
-                for collection, version in result.saved:
-                    previous = saved.get(collection.id)
-                    if previous is None or previous[1] <= version:
-                        saved[collection.id] = (collection, version)
-                orphans.extend(result.orphans)
-
-        events = [e for collection, _ in saved.values() for e in collection.unsent_events]
-        events += [e for orphan in orphans for e in orphan.events]
-        if self.tracer is not None:
-            for jobs in groups.values():
-                for job in jobs:
-                    if job.trace_context is not None:
-                        trace_contexts[job.event.id] = job.trace_context
-                        record = job.record
-                        cause = f"{record.topic}:{record.partition}:{record.offset}"
-                        trace_contexts[cause] = job.trace_context
-        with publishing_causes(trace_contexts):
-            await self._publish_dead_letters(dead_letters, records_by_cause)
+        saved, orphans = _stored(results, dead_letters)
+        with publishing_causes(self._trace_contexts(records, groups)):
+            await self._publish_dead_letters(dead_letters, records)
             try:
-                await self.publisher.publish(events)
-            except Exception:
-                # Stored, so not lost: the relay publishes them with their ids.
+                await self.outbox.deliver(
+                    saved,
+                    orphans,
+                    path="direct",
+                    alongside=commit,
+                    clock=clock,
+                )
+            except EventsNotPublished:
                 log.warning(
-                    "publishing %d events failed; left to the relay", len(events), exc_info=True
+                    "publishing the batch's events failed; left to the relay", exc_info=True
                 )
                 if commit is not None:
                     await clock.timed("commit", commit())
-                return
-        clock.lap("publish")
-        self.metrics.observe_published(events, "direct")
-        # Only collections that had events to send: the others are stored as they are.
-        sent = [item for item in saved.values() if item[0].unsent_events]
-        finishing = [clock.timed("mark_sent", self._mark_sent(sent, orphans))]
-        if commit is not None:
-            finishing.append(clock.timed("commit", commit()))
-        for outcome in await asyncio.gather(*finishing, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                raise outcome
 
-    async def _mark_sent(
-        self, sent: list[tuple[PaymentCollection, int]], orphans: list[OrphanOutcome]
-    ) -> None:
-        if sent:
-            await self.store.mark_sent(sent)
-        for orphan in orphans:
-            await self.store.mark_orphan_sent(orphan.event_id)
+    def _admit_all(
+        self, records: Sequence[Record]
+    ) -> tuple[dict[str, list[Job]], list[OutboxEvent]]:
+        """The batch's jobs by ordering key, in record order, and its dead letters."""
+        groups: dict[str, list[Job]] = defaultdict(list)
+        dead_letters: list[OutboxEvent] = []
+        for record in records:
+            item = self._admit(record)
+            if isinstance(item, OutboxEvent):
+                dead_letters.append(item)
+            else:
+                groups[item.ordering_key].append(item)
+        return groups, dead_letters
+
+    def _trace_contexts(
+        self, records: Sequence[Record], groups: dict[str, list[Job]]
+    ) -> dict[str, Any]:
+        """The inbound trace each outbound event continues (tracing on), by its cause."""
+        if self.tracer is None:
+            return {}
+        contexts = {_cause(r): inbound_context(r.headers) for r in records}
+        for jobs in groups.values():
+            for job in jobs:
+                if job.trace_context is not None:
+                    contexts[job.event.id] = job.trace_context
+                    contexts[_cause(job.record)] = job.trace_context
+        return contexts
+
+
+def _cause(record: Record) -> str:
+    """A record's place, the cause its dead letter names."""
+    return f"{record.topic}:{record.partition}:{record.offset}"
+
+
+def _stored(
+    results: list[list[HandleResult | OutboxEvent]], dead_letters: list[OutboxEvent]
+) -> tuple[list[tuple[PaymentCollection, int]], list[OrphanOutcome]]:
+    """The latest stored version of each collection the batch wrote, and its orphan
+    answers; dead letters of the handling are added to `dead_letters`."""
+    saved: dict[str, tuple[PaymentCollection, int]] = {}
+    orphans: list[OrphanOutcome] = []
+    for group in results:
+        for result in group:
+            if isinstance(result, OutboxEvent):
+                dead_letters.append(result)
+                continue
+            for collection, version in result.saved:
+                previous = saved.get(collection.id)
+                if previous is None or previous[1] <= version:
+                    saved[collection.id] = (collection, version)
+            orphans.extend(result.orphans)
+    return list(saved.values()), orphans
 
 
 class StallMonitor:

@@ -33,16 +33,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import pymongo
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from service.settings import Settings
+from service.adapters.kafka_topics import ensure_topics
 
 __all__ = [
     "EmbeddedInfrastructure",
@@ -60,9 +59,6 @@ DEFAULT_STARTUP_TIMEOUT = 20.0
 _STOP_GRACE_SECONDS = 5.0
 _PORT_ATTEMPTS = 5
 _LOG_TAIL_BYTES = 4000
-
-# Kafka error codes that mean "the topic is there", which is all ensure_topics wants.
-_TOPIC_ALREADY_EXISTS = 36
 
 # Both servers report a lost bind race only in their logs (Tansu even keeps running),
 # so the log is the one place to tell "port taken, try another" from a real failure.
@@ -654,44 +650,3 @@ class EmbeddedInfrastructure:
 # --------------------------------------------------------------------------------------
 # Topics
 # --------------------------------------------------------------------------------------
-
-
-async def ensure_topics(
-    bootstrap_servers: str,
-    topics: Iterable[str],
-    partitions: int | None = None,
-    *,
-    replication_factor: int = 1,
-    request_timeout_ms: int = 30_000,
-    client_options: Mapping[str, Any] | None = None,
-) -> None:
-    """Create ``topics`` unless they exist; existing topics are left as they are.
-
-    ``client_options`` are extra aiokafka client arguments (TLS / SASL security).
-    """
-    if partitions is None:  # the service's own default, declared once in Settings
-        partitions = int(Settings.model_fields["topic_partitions"].default)
-    names = list(dict.fromkeys(topics))  # duplicates make the whole request invalid
-    if not names:
-        return
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers,
-        client_id="payments-ensure-topics",
-        request_timeout_ms=request_timeout_ms,
-        **(client_options or {}),
-    )
-    await admin.start()
-    try:
-        response = await admin.create_topics(
-            [NewTopic(name, partitions, replication_factor) for name in names],
-            timeout_ms=request_timeout_ms,
-        )
-    finally:
-        await admin.close()
-    failures = [
-        f"{entry[0]}: error_code={entry[1]}" + (f" ({entry[2]})" if len(entry) > 2 else "")
-        for entry in response.topic_errors
-        if entry[1] not in (0, _TOPIC_ALREADY_EXISTS)
-    ]
-    if failures:
-        raise RuntimeError(f"creating Kafka topics failed: {'; '.join(failures)}")

@@ -17,11 +17,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from structlog.contextvars import bound_contextvars
 from tenacity import AsyncRetrying, RetryCallState
 
-from service.domain.calls import ProviderCall
+from service.domain.calls import Ask, ProviderCall
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
-from service.ports.providers import PaymentProvider, operation_method
+from service.ports.providers import InstalledProviders, PaymentProvider, operation_method
 from service.retry import call_backoff, retry_on_types, retrying
 from service.settings import Settings
 
@@ -198,3 +199,56 @@ class ProviderCaller:
         except _TryAgain as last:  # the attempts are used up
             return last.outcome
         raise AssertionError("unreachable: the retry loop returns or raises")
+
+
+class ProviderAccess:
+    """Puts a decision's questions to the installed providers (the unit of work's `ask`).
+
+    A call is made through :meth:`ProviderCaller.call` (timeout, retries, the status
+    query after an unknown outcome), a status query through
+    :meth:`ProviderCaller.ask_status`; a resumed call asks first (:meth:`resume`).
+    """
+
+    def __init__(self, providers: InstalledProviders, caller: ProviderCaller) -> None:
+        self.providers = providers
+        self.caller = caller
+
+    async def __call__(self, ask: Ask) -> ProviderOutcome:
+        call = ask.call
+        provider = self.providers.get(call.provider_id)
+        if provider is None:
+            missing = f"provider {call.provider_id!r} is not installed"
+            # A call fails; a question gets no answer, so it is asked again once the
+            # provider is back.
+            return (
+                ProviderOutcome.failed(missing)
+                if ask.how == "call"
+                else ProviderOutcome.unknown(missing)
+            )
+        if ask.how == "status":
+            return await self.caller.ask_status(provider, call)
+        # Log lines of the call (retries, adapter errors) say which provider and payment.
+        with bound_contextvars(
+            provider=call.provider_id,
+            cart_id=call.cart_id,
+            **({"payment_id": call.payment_id} if call.payment_id else {}),
+        ):
+            if ask.how == "resume":
+                return await self.resume(provider, call)
+            return await self.caller.call(provider, call)
+
+    async def resume(self, provider: PaymentProvider, call: ProviderCall) -> ProviderOutcome:
+        """The call of a reservation an earlier delivery stored and never settled (it
+        crashed): the money may have moved, maybe longer ago than the provider's
+        idempotency window. Status first; the call is made again only when the
+        provider says it never happened (as the reconciler does)."""
+        status = await self.caller.ask_status(provider, call)
+        if not status.is_not_found:
+            if status.kind in (OutcomeKind.TRANSIENT, OutcomeKind.UNKNOWN, OutcomeKind.PENDING):
+                return ProviderOutcome.unknown(f"resumed call: status unknown: {status.message}")
+            return status
+        answer = await self.caller.call(provider, call)
+        if answer.kind == OutcomeKind.TRANSIENT:
+            # A transient error is no failure here either: the reconciler settles it.
+            return ProviderOutcome.unknown(f"resumed call: {answer.message}")
+        return answer

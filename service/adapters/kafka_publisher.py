@@ -22,9 +22,10 @@ from faststream.kafka import KafkaBroker
 
 from schemas.envelope import CLOUDEVENTS_CONTENT_TYPE
 from schemas.topics import topic_for
+from service.adapters.driver_errors import describe
 from service.domain.model import OutboxEvent
 from service.observability.tracing import attached, context_for_cause
-from service.ports.publisher import EventsRefused
+from service.ports.publisher import EventsRefused, PublisherUnavailable
 
 REFUSALS: tuple[type[Exception], ...] = (
     MessageSizeTooLargeError,
@@ -45,8 +46,17 @@ class KafkaEventPublisher:
         return topic_for(event_type, self.prefix)
 
     async def publish(self, events: Sequence[OutboxEvent]) -> None:
+        """Send, then wait for every acknowledgement; only the port's errors leave here."""
         if not events:
             return
+        try:
+            await self._publish(events)
+        except (EventsRefused, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # aiokafka's and FastStream's errors, timeouts
+            raise PublisherUnavailable(describe(exc)) from exc
+
+    async def _publish(self, events: Sequence[OutboxEvent]) -> None:
         sends: list[tuple[OutboxEvent, Any]] = []
         refused: dict[str, Exception] = {}
         for event in events:
@@ -76,4 +86,4 @@ class KafkaEventPublisher:
                 raise result
         if refused:
             first = next(iter(refused.values()))
-            raise EventsRefused(set(refused), f"{type(first).__name__}: {first}")
+            raise EventsRefused(set(refused), describe(first))

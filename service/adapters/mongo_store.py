@@ -23,6 +23,7 @@ from pymongo import ASCENDING, ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
+from service.adapters.driver_errors import store_errors
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.ports.store import ConcurrencyConflict, Loaded, OrphanOutcome
 
@@ -65,6 +66,7 @@ class MongoCollectionStore:
         self.orphans = database[ORPHANS]
         self.claims = database[CLAIMS]
 
+    @store_errors
     async def create_indexes(self) -> None:
         await self.collections.create_index([("cart_id", ASCENDING)], unique=True)
         await self.collections.create_index([("payment_id", ASCENDING)])
@@ -78,7 +80,7 @@ class MongoCollectionStore:
 
     @staticmethod
     def to_document(collection: PaymentCollection, version: int) -> dict[str, Any]:
-        unsent = [e.created_at for e in collection.outbox if not e.sent]
+        unsent = [e.created_at for e in collection.unsent_events]
         return {
             "_id": collection.id,
             "cart_id": collection.cart_id,
@@ -91,7 +93,7 @@ class MongoCollectionStore:
             # When the reconciler is due (leases, back-off): it takes the longest due first.
             "reconcile_at": collection.reconcile_due_at,
             "updated_at": collection.updated_at,
-            "state": collection.model_dump(mode="json"),
+            "state": collection.stored_state(),
         }
 
     @staticmethod
@@ -105,18 +107,22 @@ class MongoCollectionStore:
         document = await self.collections.find_one(query)
         return None if document is None else self.from_document(document)
 
+    @store_errors
     async def load(self, collection_id: str) -> Loaded | None:
         return await self._load({"_id": collection_id})
 
+    @store_errors
     async def load_by_cart(self, cart_id: str) -> Loaded | None:
         return await self._load({"cart_id": cart_id})
 
     def batch(self) -> MongoStoreBatch:
         return MongoStoreBatch(self)
 
+    @store_errors
     async def load_by_payment(self, payment_id: str) -> Loaded | None:
         return await self._load({"payment_id": payment_id})
 
+    @store_errors
     async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
         if expected_version is None:
             document = self.to_document(collection, 1)
@@ -135,6 +141,7 @@ class MongoCollectionStore:
             raise ConcurrencyConflict(collection.id)
         return version
 
+    @store_errors
     async def mark_sent(self, items: Sequence[tuple[PaymentCollection, int]]) -> None:
         """Mark the outbox of each (collection, version) sent, in one bulk write.
 
@@ -152,6 +159,7 @@ class MongoCollectionStore:
         if requests:
             await self.collections.bulk_write(requests, ordered=False)
 
+    @store_errors
     async def pending_outbox(self, limit: int) -> list[Loaded]:
         cursor = (
             self.collections.find({"outbox_pending": True})
@@ -160,6 +168,7 @@ class MongoCollectionStore:
         )
         return [self.from_document(d) async for d in cursor]
 
+    @store_errors
     async def needing_reconcile(self, older_than: datetime, limit: int) -> list[Loaded]:
         cursor = (
             self.collections.find({"reconcile": True, "reconcile_at": {"$lt": older_than}})
@@ -170,6 +179,7 @@ class MongoCollectionStore:
 
     # -- idempotency claims and orphan answers -----------------------------------
 
+    @store_errors
     async def claim_command(self, command_id: str, fingerprint: str) -> str | None:
         try:
             await self.claims.insert_one({"_id": command_id, "fingerprint": fingerprint})
@@ -179,6 +189,7 @@ class MongoCollectionStore:
             return None if stored_fingerprint == fingerprint else stored_fingerprint
         return None
 
+    @store_errors
     async def save_orphan(self, outcome: OrphanOutcome) -> OrphanOutcome:
         try:
             await self.orphans.insert_one(
@@ -202,13 +213,16 @@ class MongoCollectionStore:
             events=[OutboxEvent.model_validate(e) for e in document["events"]],
         )
 
+    @store_errors
     async def orphan(self, event_id: str) -> OrphanOutcome | None:
         stored = await self.orphans.find_one({"_id": event_id})
         return None if stored is None else self._orphan(stored)
 
+    @store_errors
     async def mark_orphan_sent(self, event_id: str) -> None:
         await self.orphans.update_one({"_id": event_id}, {"$set": {"outbox_pending": False}})
 
+    @store_errors
     async def pending_orphans(self, limit: int) -> list[OrphanOutcome]:
         cursor = (
             self.orphans.find({"outbox_pending": True}).sort("created_at", ASCENDING).limit(limit)
@@ -252,9 +266,11 @@ class MongoStoreBatch(MongoCollectionStore):
         self._pending: list[_PendingWrite] = []
         self._writer: asyncio.Task[None] | None = None
 
+    @store_errors
     async def prefetch_by_cart(self, cart_ids: Iterable[str]) -> None:
         await self._prefetch("cart_id", cart_ids, self._documents)
 
+    @store_errors
     async def load_by_cart(self, cart_id: str) -> Loaded | None:
         if cart_id in self._documents:
             return self._take(self._documents, cart_id)
@@ -285,14 +301,17 @@ class MongoStoreBatch(MongoCollectionStore):
     def _taken(self, document: dict[str, Any]) -> dict[str, Any]:
         return release_held(document, self._documents, self._by_payment)
 
+    @store_errors
     async def prefetch_by_payment(self, payment_ids: Iterable[str]) -> None:
         await self._prefetch("payment_id", payment_ids, self._by_payment)
 
+    @store_errors
     async def load_by_payment(self, payment_id: str) -> Loaded | None:
         if payment_id in self._by_payment:
             return self._take(self._by_payment, payment_id)
         return await super().load_by_payment(payment_id)
 
+    @store_errors
     async def prefetch_commands(self, claims: Sequence[tuple[str, str]]) -> None:
         """One `insert_many` claims every command of the batch, one `find` reads the
         fingerprints of those claimed before and one reads their orphan answers.
@@ -339,6 +358,7 @@ class MongoStoreBatch(MongoCollectionStore):
         self._orphans.update(orphans)
         self._claims.update(answers)
 
+    @store_errors
     async def claim_command(self, command_id: str, fingerprint: str) -> str | None:
         key = (command_id, fingerprint)
         if key in self._claims:
@@ -346,6 +366,7 @@ class MongoStoreBatch(MongoCollectionStore):
             return self._claims[key]
         return await super().claim_command(command_id, fingerprint)
 
+    @store_errors
     async def orphan(self, event_id: str) -> OrphanOutcome | None:
         if event_id in self._orphans:
             # Taken once: the batch's own `save_orphan` may answer the next delivery.
@@ -353,6 +374,7 @@ class MongoStoreBatch(MongoCollectionStore):
             return None if document is None else self._orphan(document)
         return await super().orphan(event_id)
 
+    @store_errors
     async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
         """`save`, written together with the saves of the batch's other handlers.
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from schemas.outbound import PaymentCanceled, PaymentCaptured, PaymentRefunded
 from schemas.topics import PAYMENT_CANCELED, PAYMENT_CAPTURED, PAYMENT_REFUNDED
-from service.domain import ids
+from service.domain import derived_ids as ids
 from service.domain.events import new_event
 from service.domain.model import Capture, Payment, PaymentCollection, Refund
 from service.domain.statuses import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from schemas.topics import CART_UPDATED
-from service.domain import ids
-from service.domain.calls import ProviderCall
+from service.domain import derived_ids as ids
+from service.domain.calls import Answered, ProviderCall
 from service.domain.commands import UpdateCart
 from service.domain.model import PaymentCollection, PaymentSession, ProcessedEvent
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
@@ -65,26 +65,19 @@ def is_frozen(collection: PaymentCollection) -> bool:
     )
 
 
-def decide_cart_update(
-    collection: PaymentCollection | None, cmd: UpdateCart, *, owned: bool = False
-) -> Decision:
+def decide_cart_update(collection: PaymentCollection | None, cmd: UpdateCart) -> Decision:
     """Plan the session changes a `cart.updated` asks for.
 
     Returns `duplicate`, `ignored` (stale version, or the collection is frozen),
     or `call` with the initiate/update/update-data/delete calls to make; hand
-    their outcomes to :func:`finish_cart_update`.
-
-    `owned=True`: the caller hands the aggregate over (freshly loaded, private to
-    this decision, never used again if the decision is not stored), so it is
-    changed in place instead of deep-copied first.
+    their outcomes to :func:`finish_cart_update`. Changes `collection` in place (a
+    new one when None).
     """
     if collection is None:
         collection = new_collection(
             cmd.cart_id, cmd.region_id, cmd.currency_code, cmd.amount, cmd.now
         )
     else:
-        if not owned:
-            collection = collection.model_copy(deep=True)
         skipped = _skipped(collection, cmd)
         if skipped is not None:
             return skipped
@@ -258,6 +251,8 @@ def apply_session_outcomes(
 
 
 def finish_cart_update(
-    decision: Decision, outcomes: list[tuple[ProviderCall, ProviderOutcome]], now: datetime
+    decision: Decision | PaymentCollection, outcomes: Answered, now: datetime
 ) -> PaymentCollection:
-    return apply_session_outcomes(decision.collection, outcomes, now)
+    """Apply the answers to a cart update's calls (the unit of work's `settle`)."""
+    collection = decision.stored if isinstance(decision, Decision) else decision
+    return apply_session_outcomes(collection, outcomes, now)

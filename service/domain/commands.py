@@ -96,6 +96,25 @@ def command_operation(command: PaymentCommand) -> CommandOperation:
     return command.operation
 
 
-def command_fingerprint(command: PaymentCommand) -> str:
+def operation_fingerprint(operation: str, payment_id: str, amount: int | None) -> str:
     """What must be equal when the same command id is seen again."""
-    return f"{command.operation}|{command.payment_id}|{command.amount}"
+    return f"{operation}|{payment_id}|{amount}"
+
+
+def command_fingerprint(command: PaymentCommand) -> str:
+    """A command's :func:`operation_fingerprint`."""
+    return operation_fingerprint(command.operation, command.payment_id, command.amount)
+
+
+fingerprint = command_fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyWebhook:
+    """A provider webhook, verified, to be interpreted by its provider and applied."""
+
+    event_id: str
+    provider_id: str
+    headers: dict[str, str]
+    payload: str
+    now: datetime

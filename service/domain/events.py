@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from schemas.outbound_event import SERVICE_SOURCE, event_payload
-from service.domain import ids
+from service.domain import derived_ids as ids
 from service.domain.model import OutboxEvent, PaymentCollection
 
 
@@ -64,7 +64,7 @@ def new_event(
     key: str | None = None,
     discriminator: str = "",
 ) -> OutboxEvent:
-    """Append an outbound event to the collection's outbox and return it.
+    """Record an outbound event on the collection (see `PaymentCollection.record`).
 
     `event_type` must be the type registered for the model of `data` (it names the
     event id before the event is built); a mismatch raises `ValueError`.
@@ -75,17 +75,17 @@ def new_event(
         # The same cause deciding the same event again (a lost race re-decided):
         # keep the first one, which may already be published.
         return existing
-    event = _decided(
-        data,
-        event_type,
-        event_id,
-        causation_id,
-        now,
-        key=key or collection.cart_id,
-        subject=collection.cart_id,
+    return collection.record(
+        _decided(
+            data,
+            event_type,
+            event_id,
+            causation_id,
+            now,
+            key=key or collection.cart_id,
+            subject=collection.cart_id,
+        )
     )
-    collection.outbox.append(event)
-    return event
 
 
 def standalone_event(

@@ -6,16 +6,30 @@ collects captures and refunds. The aggregate also carries its own inbox (ids of
 the inbound events it consumed) and outbox (the outbound events its decisions
 produced), so one atomic write of the document stores a state change together
 with the events it causes and the events that caused it.
+
+Its behaviour is in the methods below, one per thing that can happen to it; each
+delegates to the module holding those rules (`cart`, `checkout`,
+`payment_operations`, `notifications`, `reconcile`). A rule changes the aggregate in
+place and *records* the outbound events it causes (:meth:`PaymentCollection.record`);
+the unit of work moves what was recorded into the outbox when it stores the change
+(:meth:`PaymentCollection.commit_recorded`), and drops the object when the decision
+stores nothing.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from service.domain.statuses import CollectionStatus, SessionStatus
+
+if TYPE_CHECKING:
+    from service.domain.calls import Answered, Answers
+    from service.domain.commands import CompleteCheckout, PaymentCommand, UpdateCart
+    from service.domain.payment_operations import Lease
+    from service.domain.results import Decision
 
 Operation = Literal["authorize", "capture", "refund", "cancel"]
 
@@ -248,6 +262,45 @@ class PaymentCollection(_Model):
     created_at: datetime
     updated_at: datetime
 
+    _recorded: list[OutboxEvent] = PrivateAttr(default_factory=list)
+    """Events recorded by decisions since the aggregate was loaded (not stored yet)."""
+
+    # -- recorded events -------------------------------------------------------
+
+    def record(self, event: OutboxEvent) -> OutboxEvent:
+        """Record an outbound event caused by a change; an event of the same id
+        recorded or stored before is kept instead (the same cause deciding the same
+        event again: the first may already be published)."""
+        existing = self.outbox_event(event.id)
+        if existing is not None:
+            return existing
+        self._recorded.append(event)
+        return event
+
+    @property
+    def recorded(self) -> list[OutboxEvent]:
+        """What decisions recorded since the load, in order (not in the outbox yet)."""
+        return list(self._recorded)
+
+    @property
+    def events(self) -> list[OutboxEvent]:
+        """Every outbound event of the aggregate: in its outbox, then recorded since the load."""
+        return [*self.outbox, *self._recorded]
+
+    def stored_state(self) -> dict[str, Any]:
+        """The aggregate as a stored document's state (JSON types): recorded events are
+        in its outbox, so whatever stores it stores them, however it is called."""
+        state = self.model_dump(mode="json")
+        state["outbox"].extend(e.model_dump(mode="json") for e in self._recorded)
+        return state
+
+    def commit_recorded(self) -> list[OutboxEvent]:
+        """Move the recorded events into the outbox (the unit of work, as it stores
+        the change); returns them."""
+        recorded, self._recorded = self._recorded, []
+        self.outbox.extend(recorded)
+        return recorded
+
     # -- lookups -------------------------------------------------------------
 
     def session_for(self, provider_id: str) -> PaymentSession | None:
@@ -268,7 +321,8 @@ class PaymentCollection(_Model):
         return self.processed_event(event_id) is not None
 
     def outbox_event(self, event_id: str) -> OutboxEvent | None:
-        return next((e for e in self.outbox if e.id == event_id), None)
+        """A stored or recorded outbound event."""
+        return next((e for e in self.events if e.id == event_id), None)
 
     def republish(self, event_id: str | None) -> None:
         """Mark a stored outbound event unsent, so it is published again with its id:
@@ -279,7 +333,7 @@ class PaymentCollection(_Model):
 
     @property
     def unsent_events(self) -> list[OutboxEvent]:
-        return [e for e in self.outbox if not e.sent]
+        return [e for e in self.events if not e.sent]
 
     @property
     def needs_reconcile(self) -> bool:
@@ -314,3 +368,91 @@ class PaymentCollection(_Model):
     @property
     def is_authorized(self) -> bool:
         return self.payment is not None
+
+    # -- behaviour ---------------------------------------------------------------
+    # One method per thing that can happen to a collection. Each changes it in place
+    # and records the events it causes; the rules are in the module named, which
+    # also serves the tests of those rules. A decision that stores nothing leaves
+    # the object to be dropped (the unit of work never stores or reuses it).
+
+    @classmethod
+    def for_cart(
+        cls, cart_id: str, region_id: str, currency_code: str, amount: int, now: datetime
+    ) -> PaymentCollection:
+        """A new collection for a cart (its first `cart.updated` or `checkout.completed`)."""
+        from service.domain.cart import new_collection
+
+        return new_collection(cart_id, region_id, currency_code, amount, now)
+
+    def update_cart(self, cmd: UpdateCart) -> Decision:
+        """`cart.updated`: follow the cart, plan the session calls (`cart.py`)."""
+        from service.domain.cart import decide_cart_update
+
+        return decide_cart_update(self, cmd)
+
+    def settle_cart_update(self, answered: Answered, now: datetime) -> Decision:
+        """The answers to a cart update's session calls (`cart.py`)."""
+        from service.domain.cart import finish_cart_update
+        from service.domain.results import Decision
+
+        return Decision("settled", finish_cart_update(self, answered, now))
+
+    def checkout(
+        self, cmd: CompleteCheckout, lease_until: datetime | None, answers: Answers
+    ) -> Decision:
+        """`checkout.completed`: reserve the authorization, or answer (`checkout.py`)."""
+        from service.domain.checkout import decide_checkout
+
+        return decide_checkout(self, cmd, lease_until, answers)
+
+    def settle_checkout(
+        self, cmd: CompleteCheckout, answered: Answered, answers: Answers
+    ) -> Decision:
+        """The answers to a checkout's initiate and authorize calls (`checkout.py`)."""
+        from service.domain.checkout import settle_checkout
+
+        return settle_checkout(self, cmd, answered, answers)
+
+    def payment_command(
+        self, cmd: PaymentCommand, lease: Lease | None, conflict: str | None
+    ) -> Decision:
+        """Admin capture, refund or cancel: reserve it, or refuse (`payment_operations.py`)."""
+        from service.domain.payment_operations import decide_payment_command
+
+        return decide_payment_command(self, cmd, lease, conflict)
+
+    def settle_payment_command(self, cmd: PaymentCommand, answered: Answered) -> Decision:
+        """The provider's answer to a reserved operation (`payment_operations.py`)."""
+        from service.domain.payment_operations import settle_payment_command
+
+        return settle_payment_command(self, cmd, answered)
+
+    def notify(self, event_id: str, notification: Notification, now: datetime) -> Decision:
+        """What a provider reported by webhook (`notifications.py`)."""
+        from service.domain.notifications import decide_notification
+
+        return decide_notification(self, event_id, notification, now)
+
+    def reconcile(self, now: datetime) -> Decision:
+        """What the reconciler asks the providers about now (`reconcile.py`)."""
+        from service.domain.reconcile import decide_reconcile
+
+        return decide_reconcile(self, now)
+
+    def settle_reconcile(self, answered: Answered, now: datetime) -> Decision:
+        """The providers' answers to the reconciler's questions (`reconcile.py`)."""
+        from service.domain.reconcile import settle_reconcile
+
+        return settle_reconcile(self, answered, now)
+
+
+class Notification(_Model):
+    """What a provider webhook means for one session, as its adapter read it."""
+
+    meaning: str
+    provider_id: str
+    session_id: str | None = None
+    amount: int | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    action: dict[str, Any] | None = None
+    message: str = ""

@@ -9,7 +9,7 @@ own object id names what was booked, so the several events Stripe sends about on
 refund book it once), and the amount invariants kept (refunded ≤ captured;
 statuses never move backwards).
 
-Called from :func:`service.domain.webhooks.apply_notification` for a payment the
+Called from :func:`service.domain.notifications.apply_notification` for a payment the
 webhook's session belongs to.
 """
 
@@ -18,13 +18,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from service.domain import ids
+from service.domain import derived_ids as ids
 from service.domain.bookings import record_cancel, record_refund
 from service.domain.disputes import apply_dispute
 from service.domain.failures import fail
 from service.domain.model import HistoryEntry, Payment, PaymentCollection, PendingOperation, Refund
 from service.domain.outcomes import ProviderOutcome
-from service.domain.payment_commands import settle_pending
+from service.domain.payment_operations import settle_pending
 from service.domain.statuses import CollectionStatus
 
 ProviderMoneyMeaning = Literal["refund_succeeded", "refund_pending", "refund_failed", "disputed"]

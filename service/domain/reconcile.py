@@ -17,18 +17,19 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Literal
 
-from service.domain.backoff import Backoff
-from service.domain.calls import ProviderCall
-from service.domain.checkout import (
+from service.domain.authorization import (
     authorization_call,
     finish_authorization,
     unknown_authorization_queries,
 )
+from service.domain.backoff import Backoff
+from service.domain.calls import Answered, Ask, ProviderCall
 from service.domain.model import LostAuthorization, PaymentCollection
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
-from service.domain.payment_commands import apply_late_success, pending_call, settle_pending
+from service.domain.payment_operations import apply_late_success, pending_call, settle_pending
+from service.domain.results import Decision
 
-Answers = list[tuple[ProviderCall, ProviderOutcome]]
+Answers = Answered
 
 # Back-off after a pass that could not settle everything (the status query
 # failed, the provider is not installed): the collection goes to the back of the
@@ -68,6 +69,39 @@ def _about_void(
         data=dict(void.data),
         ref=f"void:{void.authorization_key}",
     )
+
+
+def decide_reconcile(collection: PaymentCollection, now: datetime) -> Decision:
+    """What the reconciler asks about a collection now (the unit of work's `decide`):
+    a status query for everything unknown, then the calls the answers say to make
+    (:func:`calls_to_repeat`, voids of lost authorizations found to exist)."""
+    queries = status_queries(collection, now)
+    if not queries:
+        return Decision("ignored", collection)
+    return Decision(
+        "call", collection, calls=queries, how="status", chain=_then_repeat, settle_fresh=True
+    )
+
+
+def _then_repeat(decision: Decision, answered: Answered) -> Ask | None:
+    """Status queries first; then the calls their answers ask to make (same keys)."""
+    asked = len(decision.calls)
+    if len(answered) < asked:
+        return Ask(decision.calls[len(answered)], "status")
+    statuses = answered[:asked]
+    repeats = calls_to_repeat(statuses) + void_calls_for_found_authorizations(
+        decision.stored, statuses
+    )
+    made = len(answered) - asked
+    return Ask(repeats[made]) if made < len(repeats) else None
+
+
+def settle_reconcile(collection: PaymentCollection, answered: Answered, now: datetime) -> Decision:
+    """Apply the answers to whatever is stored when they arrive (stored only if that
+    changed something)."""
+    if not apply_reconcile(collection, answered, now):
+        return Decision("ignored", collection)
+    return Decision("settled", collection)
 
 
 def status_queries(collection: PaymentCollection, now: datetime) -> list[ProviderCall]:

@@ -23,29 +23,31 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pymongo import AsyncMongoClient
-from pymongo.errors import ConnectionFailure
 from tenacity import RetryCallState
 
 from schemas.topics import ALL_TOPICS, INBOUND_TOPICS, topic_for
 from service.adapters.kafka_publisher import KafkaEventPublisher
+from service.adapters.kafka_security import build_kafka_security, kafka_client_options
+from service.adapters.kafka_topics import ensure_topics
 from service.adapters.mongo_store import MongoCollectionStore
 from service.adapters.providers import ProviderRegistry
 from service.admin_auth import AdminAuthenticator
 from service.consumer import BatchProcessor, Record, StallMonitor, letter_budget
-from service.embedded import ensure_topics
 from service.entrypoints.http import EmbeddedServer, build_http_app
 from service.entrypoints.raw_records import decode_nothing, parse_batch
 from service.handlers import PaymentService
-from service.kafka_security import build_kafka_security, kafka_client_options
 from service.metrics import Metrics
 from service.observability.assignment_log import AssignmentSummary
 from service.observability.redaction import register_secrets
 from service.observability.tracing import MessageTracer, build_tracer_provider
+from service.outbox_relay import OutboxRelay
+from service.ports.publisher import PublisherUnavailable
+from service.ports.store import StoreUnavailable
 from service.provider_calls import ProviderCaller, RetryPolicy
-from service.relay import OutboxRelay, Reconciler
+from service.reconciler import Reconciler
 from service.retry import call_backoff, outage_backoff, pause, retry_on_types, retrying
 from service.settings import Settings
-from service.webhooks import WebhookIntake, WebhookVerifier
+from service.webhook_intake import WebhookIntake, WebhookVerifier
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -65,7 +67,8 @@ STARTUP_UNAVAILABLE: tuple[type[BaseException], ...] = (
     KafkaTimeoutError,
     NodeNotReadyError,
     RequestTimedOutError,
-    ConnectionFailure,  # pymongo, including ServerSelectionTimeoutError
+    StoreUnavailable,  # MongoDB: the store adapter's and the provider registry's
+    PublisherUnavailable,
     OSError,
 )
 """Errors that mean "not reachable yet" at start-up: retried, not fatal."""
@@ -156,7 +159,7 @@ class PaymentsApp:
         )
         self.relay = OutboxRelay(self.store, self.publisher, self.metrics)
         self.reconciler = Reconciler(self.service, self.relay, self.metrics)
-        self.webhooks = WebhookIntake(self.providers, self.broker, settings.topic_prefix)
+        self.webhooks = WebhookIntake(self.providers, self.publisher)
         self.subscriber = self.broker.subscriber(
             *(topic_for(t, settings.topic_prefix) for t in INBOUND_TOPICS),
             group_id=settings.consumer_group,

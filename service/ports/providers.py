@@ -3,8 +3,9 @@
 Every call gets a :class:`~service.domain.calls.ProviderCall`, which carries the
 idempotency key, and returns a typed :class:`~service.domain.outcomes.ProviderOutcome`.
 Adapters do not raise for provider answers (a decline is an outcome, not an
-exception); the service layer bounds each call with a timeout and treats an
-exception from an adapter as an unknown outcome.
+exception); the only exception they raise by design is :class:`ProviderUnavailable`.
+The service layer bounds each call with a timeout and treats an exception from an
+adapter (that one, or a bug) as an unknown outcome.
 
 An adapter subclasses :class:`PaymentProvider` and implements every method that
 has no default here; the service asks the port, never the adapter, what it can do.
@@ -19,8 +20,9 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from service.domain.calls import CallOperation, ProviderCall
+from service.domain.model import Notification
+from service.domain.notifications import Meaning
 from service.domain.outcomes import ProviderOutcome
-from service.domain.webhooks import Meaning
 
 # What a webhook can mean is the domain's vocabulary; adapters map onto it.
 WebhookMeaning = Meaning
@@ -44,12 +46,30 @@ class WebhookAction:
     action: dict[str, Any] | None = None
     message: str = ""
 
+    def notification(self, provider_id: str) -> Notification:
+        """What the aggregate is told (`PaymentCollection.notify`)."""
+        return Notification(
+            meaning=self.meaning,
+            provider_id=provider_id,
+            session_id=self.session_id,
+            amount=self.amount,
+            data=dict(self.data),
+            action=self.action,
+            message=self.message,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class SavedPaymentMethod:
     id: str
     type: str
     last4: str | None = None
+
+
+class ProviderUnavailable(Exception):
+    """The provider (or what the adapter keeps it in) could not be reached or failed
+    to answer. From a call it is an unknown outcome (the provider may have acted); from
+    anything else (looking up a webhook's cart) the work is retried."""
 
 
 class WebhookVerificationError(Exception):

@@ -8,7 +8,12 @@ from typing import Protocol
 from service.domain.model import OutboxEvent
 
 
-class EventsRefused(Exception):
+class PublisherUnavailable(Exception):
+    """The broker could not be reached or did not acknowledge: the events stay stored
+    and are sent again later (the relay), with their ids."""
+
+
+class EventsRefused(PublisherUnavailable):
     """The broker refused these events themselves (too large, invalid), not for an
     outage: sending them again unchanged cannot succeed."""
 
@@ -21,8 +26,9 @@ class EventPublisher(Protocol):
     async def publish(self, events: Sequence[OutboxEvent]) -> None:
         """Send all events (batched), then wait until the broker acknowledged each.
 
-        Raises when any send failed: the caller then leaves them unsent for the relay.
-        Raises :class:`EventsRefused` when every failure was the broker refusing an
-        event as such (the others were sent).
+        Raises :class:`PublisherUnavailable` when any send failed (the caller then
+        leaves them unsent for the relay), :class:`EventsRefused` when every failure
+        was the broker refusing an event as such (the others were sent). No other
+        exception leaves an adapter.
         """
         ...

@@ -1,5 +1,8 @@
 """The store port: payment collections, one document each, version-checked.
 
+Adapters speak in this port's errors only: :class:`ConcurrencyConflict`,
+:class:`StoreUnavailable` and :class:`StoreError`; no driver exception leaves them.
+
 :class:`CollectionStore` is what the handlers, the relay and the reconciler use;
 :meth:`CollectionStore.batch` gives the consumer a :class:`StoreBatch`, the store
 as one batch of records sees it, which the consumer hands to that batch's handlers.
@@ -17,6 +20,17 @@ from service.domain.model import OutboxEvent, PaymentCollection
 
 class ConcurrencyConflict(Exception):
     """The document changed since it was loaded: reload and decide again."""
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached (an outage): not the message's fault, so the work is
+    retried in place, however long it lasts, and never dead-lettered."""
+
+
+class StoreError(Exception):
+    """The store refused an operation for another reason than an outage (a document
+    too large, an unexpected server error): the message's processing fails and is
+    retried a bounded number of times, then dead-lettered."""
 
 
 @dataclass(slots=True)

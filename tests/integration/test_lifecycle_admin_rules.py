@@ -10,7 +10,7 @@ import pytest
 
 from schemas.envelope import CLOUDEVENTS_CONTENT_TYPE
 from schemas.topics import EVENT_MODELS
-from service.domain import ids
+from service.domain import derived_ids as ids
 from service.domain.statuses import CollectionStatus, SessionStatus
 from service.testing import builders
 from service.testing.builders import new_cart_id as _cart

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from schemas.topics import EVENT_MODELS, topic_for
-from service.domain.ids import provider_key
+from service.domain.derived_ids import provider_key
 from service.entrypoints.app import PaymentsApp
 from service.settings import load_settings
 from service.testing import builders

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from service.domain import ids
+from service.domain import derived_ids as ids
 from service.domain.statuses import CollectionStatus, SessionStatus
 from service.testing import builders
 from service.testing.builders import new_cart_id as _cart

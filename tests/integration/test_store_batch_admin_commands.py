@@ -24,7 +24,7 @@ from service.adapters.mongo_store import MongoCollectionStore
 from service.handlers import PaymentService
 from service.testing.builders import new_id
 from tests.integration.test_store_batch_commands import Commands
-from tests.support.world import World
+from tests.support.world import World, claim_of, handle
 
 pytestmark = pytest.mark.integration
 
@@ -71,9 +71,7 @@ async def _run_batch(
     batch = store.batch()
     await asyncio.gather(
         batch.prefetch_by_payment([data.payment_id for _, data in commands]),
-        batch.prefetch_commands(
-            [PaymentService.command_claim(command_id, data) for command_id, data in commands]
-        ),
+        batch.prefetch_commands([claim_of(command_id, data) for command_id, data in commands]),
     )
     service = world.service.using(batch)
     by_payment: dict[str, list[tuple[str, AdminCapture]]] = {}
@@ -83,7 +81,7 @@ async def _run_batch(
     async def in_order(group: list[tuple[str, AdminCapture]]) -> list[tuple[str, str]]:
         results: list[tuple[str, str]] = []
         for command_id, data in group:
-            result = await service.admin_command(command_id, data)
+            result = await handle(service, command_id, data)
             results.append((result.status, result.note))
         return results
 

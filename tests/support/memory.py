@@ -76,14 +76,14 @@ class MemoryCollectionStore:
 
     @staticmethod
     def _document(collection: PaymentCollection, version: int) -> dict[str, Any]:
-        unsent = [e.created_at for e in collection.outbox if not e.sent]
+        unsent = [e.created_at for e in collection.unsent_events]
         return {
             "cart_id": collection.cart_id,
             "payment_id": collection.payment.id if collection.payment else None,
             "version": version,
             "outbox_at": min(unsent) if unsent else None,
             "reconcile_at": _reconcile_at(collection),
-            "state": collection.model_dump(mode="json"),
+            "state": collection.stored_state(),
         }
 
     async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:

@@ -11,20 +11,41 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.inbound import AdminCancel, AdminCapture, AdminRefund, CartUpdated, CheckoutCompleted
+from schemas.topics import EVENT_TYPE_BY_DATA_MODEL
 from service.admin_auth import AdminAuthenticator
+from service.bus import Inbound, dispatch
 from service.consumer import BatchProcessor, letter_budget
 from service.domain.backoff import Backoff
 from service.domain.model import PaymentCollection
 from service.handlers import HandleResult, PaymentService
 from service.metrics import Metrics
+from service.outbox_relay import OutboxRelay
 from service.provider_calls import ProviderCaller, RetryPolicy
-from service.relay import OutboxRelay, Reconciler
+from service.reconciler import Reconciler
 from tests.support.memory import MemoryCollectionStore, RecordingPublisher
 from tests.support.processor import Processor, Registry
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 POLICY = RetryPolicy(timeout_s=10.0, max_attempts=2, base_delay_s=0.0, max_delay_s=0.0)
 MIN_AGE = timedelta(seconds=5)
+
+
+async def handle(
+    service: PaymentService, event_id: str, data: Any, key_id: str | None = None
+) -> HandleResult:
+    """Handle one validated event's data as the consumer does (through the registry)."""
+    return await dispatch(
+        service, EVENT_TYPE_BY_DATA_MODEL[type(data)], Inbound(event_id, data, key_id)
+    )
+
+
+def claim_of(event_id: str, data: Any) -> tuple[str, str]:
+    """The idempotency claim the consumer takes up front for an admin command."""
+    from service.bus import route_for
+
+    claim = route_for(EVENT_TYPE_BY_DATA_MODEL[type(data)]).claim
+    assert claim is not None
+    return claim(Inbound(event_id, data))
 
 
 class World:
@@ -119,9 +140,7 @@ class World:
                 **extra,
             }
         )
-        return await self.deliver(
-            await self.service.cart_updated(event_id or self.new_id("cu"), data)
-        )
+        return await self.deliver(await handle(self.service, event_id or self.new_id("cu"), data))
 
     async def checkout(
         self,
@@ -145,9 +164,7 @@ class World:
                 **extra,
             }
         )
-        return await self.deliver(
-            await self.service.checkout_completed(event_id or self.new_id("co"), data)
-        )
+        return await self.deliver(await handle(self.service, event_id or self.new_id("co"), data))
 
     async def command(
         self,
@@ -163,7 +180,7 @@ class World:
             body["amount"] = amount
         data = model.model_validate(body)
         return await self.deliver(
-            await self.service.admin_command(command_id or self.new_id("cmd"), data)
+            await handle(self.service, command_id or self.new_id("cmd"), data)
         )
 
     async def reconcile(self, min_age: timedelta = MIN_AGE) -> int:

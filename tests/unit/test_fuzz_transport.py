@@ -33,7 +33,7 @@ from service.adapters.providers.stripe import StripeProvider
 from service.admin_auth import AdminAuthenticator
 from service.consumer import BatchProcessor, Record
 from service.observability.tracing import MessageTracer
-from service.webhooks import WebhookVerifier
+from service.webhook_intake import WebhookVerifier
 from tests.support.hostile import STRIPE_SECRET, HostileRecord, hostile_records
 from tests.support.memory import RecordingPublisher
 from tests.support.world import World

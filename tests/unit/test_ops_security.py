@@ -13,7 +13,7 @@ import pytest
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
-from service.kafka_security import build_kafka_security, kafka_client_options
+from service.adapters.kafka_security import build_kafka_security, kafka_client_options
 from service.observability.tracing import build_tracer_provider, traces_endpoint
 from service.settings import Settings, SettingsError, load_settings
 

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
-from pymongo.errors import ServerSelectionTimeoutError
 
 from service.entrypoints.app import PaymentsApp
+from service.ports.store import StoreUnavailable
 from service.retry import OUTAGE_BACKOFF
 from service.settings import Settings
 
@@ -58,7 +58,7 @@ async def test_start_waits_until_the_broker_and_mongodb_answer(
 ) -> None:
     outage: list[Exception] = [
         KafkaConnectionError("no broker"),
-        ServerSelectionTimeoutError("no MongoDB"),
+        StoreUnavailable("no MongoDB"),
         OSError("connection refused"),
         OSError("connection refused"),
         OSError("connection refused"),

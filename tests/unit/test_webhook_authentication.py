@@ -1,7 +1,7 @@
 """Webhooks authenticated where they are applied, secret rotation, the body limit.
 
 The consumer of `payment.provider_webhook` re-verifies each event with
-:class:`service.webhooks.WebhookVerifier` (the topic is not proof); the HTTP side
+:class:`service.webhook_intake.WebhookVerifier` (the topic is not proof); the HTTP side
 refuses bodies over the limit with 413 before it verifies or publishes anything.
 """
 
@@ -21,7 +21,7 @@ from service.adapters.providers.manual import ManualProvider
 from service.adapters.providers.stripe import StripeProvider
 from service.entrypoints.http import build_http_app
 from service.ports.providers import WebhookVerificationError
-from service.webhooks import WebhookVerifier
+from service.webhook_intake import WebhookVerifier
 from tests.fixtures.stripe.kit import event, load, sign
 
 OLD = "whsec_old_secret"

@@ -28,7 +28,7 @@ from schemas.topics import (
     topic_for,
 )
 from service.consumer import Record
-from service.domain import ids
+from service.domain import derived_ids as ids
 from service.testing import builders
 from tests.support.memory import RecordingPublisher
 from tests.support.world import World

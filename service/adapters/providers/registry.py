@@ -16,6 +16,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from service.adapters.driver_errors import store_errors
 from service.ports.providers import PaymentProvider
 from service.settings import Settings
 
@@ -123,6 +124,7 @@ class ProviderRegistry:
     def is_enabled(self, provider_id: str, region_id: str) -> bool:
         return provider_id in self.enabled_for_region(region_id)
 
+    @store_errors
     async def record_installed(self) -> None:
         """Mark the configured providers installed and the others no longer installed.
 

@@ -44,6 +44,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from service.adapters.driver_errors import provider_errors
 from service.domain.calls import ProviderCall
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.ports.providers import (
@@ -182,6 +183,7 @@ class SandboxProvider(PaymentProvider):
 
     # -- session calls (no provider-side effect, nothing to record) -----------------
 
+    @provider_errors
     async def initiate(self, call: ProviderCall) -> ProviderOutcome:
         async def act() -> ProviderOutcome:
             return ProviderOutcome.succeeded(
@@ -195,6 +197,7 @@ class SandboxProvider(PaymentProvider):
 
         return await self._answer("initiate", act)
 
+    @provider_errors
     async def update(self, call: ProviderCall) -> ProviderOutcome:
         async def act() -> ProviderOutcome:
             return ProviderOutcome.succeeded(
@@ -203,6 +206,7 @@ class SandboxProvider(PaymentProvider):
 
         return await self._answer("update", act)
 
+    @provider_errors
     async def update_data(self, call: ProviderCall) -> ProviderOutcome:
         async def act() -> ProviderOutcome:
             # Kept on the session, so a `payment_method` given with `cart.updated`
@@ -211,18 +215,22 @@ class SandboxProvider(PaymentProvider):
 
         return await self._answer("update_data", act)
 
+    @provider_errors
     async def delete(self, call: ProviderCall) -> ProviderOutcome:
         return await self._answer("delete", self._empty_success)
 
+    @provider_errors
     async def retrieve(self, call: ProviderCall) -> ProviderOutcome:
         async def act() -> ProviderOutcome:
             return ProviderOutcome.succeeded(dict(call.data))
 
         return await self._answer("retrieve", act)
 
+    @provider_errors
     async def payment_data(self, call: ProviderCall) -> dict[str, Any]:
         return dict(call.data)
 
+    @provider_errors
     async def list_payment_methods(self, customer_id: str) -> list[SavedPaymentMethod]:
         return []
 
@@ -232,6 +240,7 @@ class SandboxProvider(PaymentProvider):
 
     # -- authorize -------------------------------------------------------------------
 
+    @provider_errors
     async def authorize(self, call: ProviderCall) -> ProviderOutcome:
         return await self._answer("authorize", lambda: self._authorize(call))
 
@@ -414,12 +423,15 @@ class SandboxProvider(PaymentProvider):
 
     # -- capture, refund, cancel ---------------------------------------------------
 
+    @provider_errors
     async def capture(self, call: ProviderCall) -> ProviderOutcome:
         return await self._answer("capture", lambda: self._bookkeeping("capture", call, "captured"))
 
+    @provider_errors
     async def refund(self, call: ProviderCall) -> ProviderOutcome:
         return await self._answer("refund", lambda: self._bookkeeping("refund", call, "refunded"))
 
+    @provider_errors
     async def cancel(self, call: ProviderCall) -> ProviderOutcome:
         return await self._answer("cancel", lambda: self._bookkeeping("cancel", call, "canceled"))
 
@@ -450,6 +462,7 @@ class SandboxProvider(PaymentProvider):
 
     # -- status ----------------------------------------------------------------------
 
+    @provider_errors
     async def get_status(self, call: ProviderCall) -> ProviderOutcome:
         """What became of `call`, looked up by its operation and idempotency key.
 

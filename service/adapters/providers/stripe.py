@@ -43,6 +43,7 @@ from service.domain.calls import ProviderCall
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.ports.providers import (
     PaymentProvider,
+    ProviderUnavailable,
     SavedPaymentMethod,
     WebhookAction,
     WebhookVerificationError,
@@ -739,7 +740,7 @@ class StripeProvider(PaymentProvider):
         except _Answer as answer:
             if answer.outcome.kind == OutcomeKind.FAILED:
                 return None  # no such intent on this account (or not ours to read)
-            raise RuntimeError(
+            raise ProviderUnavailable(
                 f"stripe: cannot look up PaymentIntent {action.provider_reference} "
                 f"for a webhook: {answer.outcome.message}"
             ) from answer

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.topics import EVENT_MODELS
+from service.domain import cart as cart_rules
+from service.domain import checkout as checkout_rules
+from service.domain import payment_operations as operation_rules
 from service.domain.calls import ProviderCall
-from service.domain.cart import decide_cart_update, finish_cart_update
-from service.domain.checkout import begin_checkout, finish_checkout
+from service.domain.cart import finish_cart_update
+from service.domain.checkout import finish_checkout
 from service.domain.commands import (
     CancelPayment,
     CapturePayment,
@@ -20,7 +23,7 @@ from service.domain.commands import (
 )
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
-from service.domain.payment_commands import begin_payment_command, finish_payment_command
+from service.domain.payment_operations import finish_payment_command
 from service.domain.results import Decision
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -35,6 +38,30 @@ REGIONS: dict[str, tuple[str, ...]] = {
 OK = ProviderOutcome.succeeded()
 
 Resolver = Callable[[ProviderCall], ProviderOutcome]
+
+T = TypeVar("T")
+
+
+def _copied(collection: T) -> T:
+    """The domain changes the aggregate it is given in place (the unit of work hands it
+    a fresh load each time); these tests keep the one they pass in, to compare."""
+    return collection.model_copy(deep=True) if collection is not None else collection  # type: ignore[attr-defined,no-any-return]
+
+
+def decide_cart_update(collection: PaymentCollection | None, cmd: UpdateCart) -> Decision:
+    return cart_rules.decide_cart_update(_copied(collection), cmd)
+
+
+def begin_checkout(
+    collection: PaymentCollection | None, cmd: CompleteCheckout, lease_until: Any = None
+) -> Decision:
+    return checkout_rules.begin_checkout(_copied(collection), cmd, lease_until)
+
+
+def begin_payment_command(
+    collection: PaymentCollection, cmd: PaymentCommand, lease: Any = None
+) -> Decision:
+    return operation_rules.begin_payment_command(_copied(collection), cmd, lease)
 
 
 def cart_update(
@@ -184,7 +211,7 @@ def run_command(
     if decision.kind != "call":
         return decision, decision.collection
     assert len(decision.calls) == 1
-    return decision, finish_payment_command(decision.collection, cmd, outcome)
+    return decision, finish_payment_command(decision.stored, cmd, outcome)
 
 
 def cart_with_sessions(region_id: str = "eu", amount: int = 5000) -> PaymentCollection:
@@ -223,15 +250,15 @@ def validate_event(event: OutboxEvent, cart_id: str = CART_ID) -> None:
 
 
 def validate_outbox(collection: PaymentCollection) -> None:
-    ids = [e.id for e in collection.outbox]
+    ids = [e.id for e in collection.events]
     assert len(ids) == len(set(ids)), "outbox event ids must be unique"
-    for event in collection.outbox:
+    for event in collection.events:
         validate_event(event, collection.cart_id)
 
 
 def new_events(before: PaymentCollection | None, after: PaymentCollection) -> list[OutboxEvent]:
-    known = {e.id for e in before.outbox} if before is not None else set()
-    return [e for e in after.outbox if e.id not in known]
+    known = {e.id for e in before.events} if before is not None else set()
+    return [e for e in after.events if e.id not in known]
 
 
 def data_of(event: OutboxEvent) -> dict[str, Any]:

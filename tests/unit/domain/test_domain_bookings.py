@@ -16,8 +16,8 @@ from domain_testkit import (
 )
 
 from service.domain.model import PaymentCollection
+from service.domain.notifications import apply_notification
 from service.domain.statuses import CollectionStatus, SessionStatus
-from service.domain.webhooks import apply_notification
 
 
 def _canceled_state(collection: PaymentCollection) -> tuple[object, ...]:

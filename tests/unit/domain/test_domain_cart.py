@@ -16,11 +16,12 @@ from domain_testkit import (
     validate_outbox,
 )
 
-from service.domain import ids
+from service.domain import derived_ids as ids
 from service.domain.calls import ProviderCall
-from service.domain.cart import decide_cart_update, finish_cart_update, is_frozen
+from service.domain.cart import finish_cart_update, is_frozen
 from service.domain.outcomes import ProviderOutcome
 from service.domain.statuses import CollectionStatus, SessionStatus
+from tests.unit.domain.domain_testkit import decide_cart_update
 
 
 def _ops(calls: list[ProviderCall]) -> list[tuple[str, str]]:
@@ -51,7 +52,7 @@ def test_first_update_creates_collection_and_one_session_per_region_provider() -
         assert session.status == SessionStatus.PENDING
     assert [p.id for p in collection.processed] == ["evt_cart_1"]
     assert collection.processed[0].type == "cart.updated"
-    assert collection.outbox == []  # cart.updated publishes nothing
+    assert collection.events == []  # cart.updated publishes nothing
 
     answers = [
         (call, ProviderOutcome.succeeded({"ref": call.provider_id})) for call in decision.calls

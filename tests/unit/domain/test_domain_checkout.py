@@ -25,11 +25,13 @@ from domain_testkit import (
     validate_outbox,
 )
 
-from service.domain import ids
-from service.domain.checkout import begin_checkout, finish_authorization, finish_checkout
+from service.domain import derived_ids as ids
+from service.domain.authorization import finish_authorization
+from service.domain.checkout import finish_checkout
 from service.domain.model import PaymentCollection
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.domain.statuses import CollectionStatus, SessionStatus
+from tests.unit.domain.domain_testkit import begin_checkout
 
 ACTION = {"type": "redirect_to_url", "url": "https://bank.example/3ds"}
 
@@ -89,7 +91,7 @@ def test_checkout_without_a_collection_creates_it() -> None:
     assert after.sessions[0].status == SessionStatus.AUTHORIZED
     assert after.sessions[0].initiated
     assert after.checkout_attempts[0].outcome == "authorized"
-    event = only_event(after.outbox, "payment.authorized")
+    event = only_event(after.events, "payment.authorized")
     assert event.id == payment.authorized_event_id
     assert event.causation_id == "evt_checkout_1"
     assert data_of(event) == {
@@ -117,7 +119,7 @@ def test_checkout_on_initiated_session_only_authorizes_and_cancels_the_others() 
     statuses = {s.provider_id: s.status for s in after.sessions}
     assert statuses == {"manual": SessionStatus.CANCELED, "sandbox": SessionStatus.AUTHORIZED}
     assert after.status == CollectionStatus.AUTHORIZED
-    assert types_of(after.outbox) == ["payment.authorized"]
+    assert types_of(after.events) == ["payment.authorized"]
     validate_outbox(after)
 
 
@@ -131,12 +133,12 @@ def test_authorized_and_captured_at_once() -> None:
     assert capture.amount == 5000
     assert capture.source == "auto"
     assert payment.captured_total == 5000
-    assert types_of(after.outbox) == ["payment.authorized", "payment.captured"]
-    captured = data_of(after.outbox[1])
+    assert types_of(after.events) == ["payment.authorized", "payment.captured"]
+    captured = data_of(after.events[1])
     assert captured["capture_id"] == capture.id
     assert captured["fully_captured"] is True
     assert captured["captured_total"] == 5000
-    assert after.outbox[0].id != after.outbox[1].id
+    assert after.events[0].id != after.events[1].id
     validate_outbox(after)
 
 
@@ -200,7 +202,7 @@ def test_unknown_and_pending_are_not_failures(
     assert after.needs_reconcile
     assert after.status == CollectionStatus.AWAITING
     assert after.payment is None
-    assert after.outbox == []
+    assert after.events == []
     assert after.checkout_attempts[0].outcome == attempt_outcome
     assert after.has_processed("evt_checkout_1")
 
@@ -210,7 +212,7 @@ def test_unknown_and_pending_are_not_failures(
     )
     assert settled.payment is not None
     assert not settled.needs_reconcile
-    assert only_event(settled.outbox, "payment.authorized").causation_id == "evt_checkout_1"
+    assert only_event(settled.events, "payment.authorized").causation_id == "evt_checkout_1"
     validate_outbox(settled)
 
 
@@ -223,7 +225,7 @@ def test_requires_more_then_succeeded_with_the_same_key() -> None:
     assert session.data == {"a": 1}
     assert after.status == CollectionStatus.AWAITING
     assert after.checkout_attempts[0].outcome == "requires_more"
-    action_event = only_event(after.outbox, "payment.requires_action")
+    action_event = only_event(after.events, "payment.requires_action")
     assert data_of(action_event)["action"] == ACTION
     assert data_of(action_event)["session_id"] == session.id
     assert data_of(action_event)["amount"] == 5000
@@ -242,8 +244,8 @@ def test_requires_more_then_succeeded_with_the_same_key() -> None:
     final = finish_checkout(decision, retry, answer(decision, OK))
     assert final.payment is not None
     assert final.status == CollectionStatus.AUTHORIZED
-    assert types_of(final.outbox) == ["payment.requires_action", "payment.authorized"]
-    assert final.outbox[1].causation_id == "evt_checkout_2"
+    assert types_of(final.events) == ["payment.requires_action", "payment.authorized"]
+    assert final.events[1].causation_id == "evt_checkout_2"
     assert len(final.checkout_attempts) == 1
     assert final.checkout_attempts[0].outcome == "authorized"
     validate_outbox(final)
@@ -304,7 +306,7 @@ def test_duplicate_event_id() -> None:
     decision = begin_checkout(collection, checkout())
     assert decision.kind == "duplicate"
     assert decision.calls == []
-    assert decision.collection.outbox == collection.outbox
+    assert decision.collection.events == collection.events
 
 
 @pytest.mark.parametrize(
@@ -335,16 +337,16 @@ def test_conflict_wins_over_republishing_when_authorized() -> None:
 @pytest.mark.parametrize("key", ["idem_1", "idem_new"], ids=["same_key", "new_key"])
 def test_already_authorized_republishes_the_stored_event(key: str) -> None:
     collection = authorized_collection()
-    for event in collection.outbox:
+    for event in collection.events:
         event.sent = True
-    stored = only_event(collection.outbox, "payment.authorized")
+    stored = only_event(collection.events, "payment.authorized")
 
     decision = begin_checkout(collection, checkout("evt_checkout_2", key=key, now=LATER))
     assert decision.kind == "settled"
     assert decision.note == "already authorized: republished"
     assert decision.calls == []
     after = decision.collection
-    assert [e.id for e in after.outbox] == [e.id for e in collection.outbox]
+    assert [e.id for e in after.events] == [e.id for e in collection.events]
     republished = after.outbox_event(stored.id)
     assert republished is not None
     assert republished.sent is False
@@ -422,7 +424,7 @@ def test_zero_amount_is_authorized_by_the_system_provider(existing: bool) -> Non
     assert after.status == CollectionStatus.AUTHORIZED
     [session] = after.sessions
     assert (session.provider_id, session.status) == ("system", SessionStatus.AUTHORIZED)
-    data = data_of(only_event(after.outbox, "payment.authorized"))
+    data = data_of(only_event(after.events, "payment.authorized"))
     assert (data["provider_id"], data["amount"]) == ("system", 0)
     assert payment.captures == []
     validate_outbox(after)

@@ -19,17 +19,17 @@ from domain_testkit import (
     validate_outbox,
 )
 
-from service.domain import ids
+from service.domain import derived_ids as ids
 from service.domain.commands import PaymentCommand, command_fingerprint
 from service.domain.model import PaymentCollection
 from service.domain.outcomes import ProviderOutcome
-from service.domain.payment_commands import (
-    begin_payment_command,
+from service.domain.payment_operations import (
     finish_payment_command,
     reject_payment_command,
     settle_pending,
 )
 from service.domain.statuses import CollectionStatus, SessionStatus
+from tests.unit.domain.domain_testkit import begin_payment_command
 
 
 @pytest.fixture
@@ -126,15 +126,15 @@ def test_partial_captures_up_to_the_authorized_amount(authorized: PaymentCollect
     pid = _pid(authorized)
     _, after = run_command(authorized, capture("cmd_cap_1", pid, 2000))
     assert after.status == CollectionStatus.PARTIALLY_CAPTURED
-    assert data_of(after.outbox[-1])["fully_captured"] is False
+    assert data_of(after.events[-1])["fully_captured"] is False
     _, after = run_command(after, capture("cmd_cap_2", pid, 1000))
     assert after.status == CollectionStatus.PARTIALLY_CAPTURED
-    assert data_of(after.outbox[-1])["captured_total"] == 3000
+    assert data_of(after.events[-1])["captured_total"] == 3000
     _, after = run_command(after, capture("cmd_cap_3", pid))  # default: the rest
     assert after.payment is not None
     assert [c.amount for c in after.payment.captures] == [2000, 1000, 2000]
     assert after.status == CollectionStatus.COMPLETED
-    last = data_of(after.outbox[-1])
+    last = data_of(after.events[-1])
     assert (last["amount"], last["captured_total"], last["fully_captured"]) == (2000, 5000, True)
     validate_outbox(after)
 
@@ -226,8 +226,8 @@ def test_partial_refunds_up_to_the_captured_amount(captured: PaymentCollection) 
     _, after = run_command(after, refund("cmd_ref_2", pid))  # default: the rest
     assert after.payment is not None
     assert after.payment.refunded_total == 3000
-    assert data_of(after.outbox[-1])["refunded_total"] == 3000
-    assert "reason" not in data_of(after.outbox[-1])
+    assert data_of(after.events[-1])["refunded_total"] == 3000
+    assert "reason" not in data_of(after.events[-1])
     validate_outbox(after)
 
 
@@ -278,13 +278,13 @@ def test_cancel(authorized: PaymentCollection) -> None:
 def test_repeated_cancel_republishes_the_stored_event(authorized: PaymentCollection) -> None:
     pid = _pid(authorized)
     _, canceled = run_command(authorized, cancel("cmd_cancel", pid))
-    for event in canceled.outbox:
+    for event in canceled.events:
         event.sent = True
     decision = begin_payment_command(canceled, cancel("cmd_cancel_2", pid))
     assert decision.kind == "settled"
     assert decision.note == "already canceled: republished"
     after = decision.collection
-    assert [e.id for e in after.outbox] == [e.id for e in canceled.outbox]
+    assert [e.id for e in after.events] == [e.id for e in canceled.events]
     assert after.payment is not None
     assert [e.id for e in after.unsent_events] == [after.payment.canceled_event_id]
     assert after.has_processed("cmd_cancel_2")
@@ -414,7 +414,7 @@ def test_reused_command_id_with_other_amount_is_a_conflict_and_not_recorded(
     assert seen.fingerprint == command_fingerprint(capture("cmd_cap_1", pid, 3000))
     # The answer has an id of its own, not the first command's events'.
     conflict = only_event(new_events(captured, after), "payment.failed")
-    assert conflict.id not in {e.id for e in captured.outbox}
+    assert conflict.id not in {e.id for e in captured.events}
     # A second, different conflicting reuse gets yet another event.
     again = begin_payment_command(after, refund("cmd_cap_1", pid, 10)).collection
     assert len(new_events(after, again)) == 1
@@ -432,7 +432,9 @@ def test_reject_payment_command(authorized: PaymentCollection) -> None:
     pid = _pid(authorized)
     snapshot = authorized.model_dump()
     cmd = capture("cmd_elsewhere", pid, 100)
-    decision = reject_payment_command(authorized, cmd, "idempotency_conflict", "used elsewhere")
+    decision = reject_payment_command(
+        authorized.model_copy(deep=True), cmd, "idempotency_conflict", "used elsewhere"
+    )
     assert decision.kind == "settled"
     assert decision.note == "idempotency_conflict"
     after = decision.collection
@@ -489,7 +491,7 @@ def test_two_cancels_in_flight_publish_one_canceled_event(authorized: PaymentCol
     after = finish_payment_command(decision.collection, first, OK)
     assert after.payment is not None
     canceled_at, event_id = after.payment.canceled_at, after.payment.canceled_event_id
-    for event in after.outbox:
+    for event in after.events:
         event.sent = True
     after = finish_payment_command(after, second, ProviderOutcome.succeeded())
     assert types_of(new_events(authorized, after)) == ["payment.canceled"]

@@ -17,10 +17,10 @@ from domain_testkit import CART_ID, NOW, REGIONS, validate_event
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from service.domain import ids
+from service.domain import derived_ids as ids
 from service.domain.calls import ProviderCall
-from service.domain.cart import decide_cart_update, finish_cart_update
-from service.domain.checkout import begin_checkout, finish_checkout, next_checkout_call
+from service.domain.cart import finish_cart_update
+from service.domain.checkout import finish_checkout, next_checkout_call
 from service.domain.commands import (
     CancelPayment,
     CapturePayment,
@@ -31,8 +31,9 @@ from service.domain.commands import (
     command_operation,
 )
 from service.domain.model import PaymentCollection
+from service.domain.notifications import Meaning, apply_notification
 from service.domain.outcomes import ProviderOutcome
-from service.domain.payment_commands import begin_payment_command, finish_payment_command
+from service.domain.payment_operations import finish_payment_command
 from service.domain.provider_events import REFUND_FAILED_ACTION
 from service.domain.reconcile import (
     apply_reconcile,
@@ -46,7 +47,11 @@ from service.domain.statuses import (
     can_move_collection,
     can_move_session,
 )
-from service.domain.webhooks import Meaning, apply_notification
+from tests.unit.domain.domain_testkit import (
+    begin_checkout,
+    begin_payment_command,
+    decide_cart_update,
+)
 
 PROVIDERS = ("manual", "sandbox", "stripe")  # stripe is enabled in no region
 AMOUNTS = (0, 1000, 2500, 5000)
@@ -205,7 +210,8 @@ def _checkout(world: World, data: st.DataObject, cmd: CompleteCheckout | None = 
         return
     answers: list[tuple[ProviderCall, ProviderOutcome]] = []
     # The calls the service makes, in its order (the domain's `next_checkout_call`).
-    while (call := next_checkout_call(decision, answers)) is not None:
+    while (ask := next_checkout_call(decision, answers)) is not None:
+        call = ask.call
         if call.operation == "initiate":
             outcome = data.draw(SESSION_CALL_OUTCOME, label="initiate")
         else:
@@ -384,17 +390,17 @@ def _check(world: World, before: PaymentCollection | None) -> None:
     if after is None:
         return
     # Outbox: ids unique, nothing lost or rewritten, every payload on contract.
-    outbox_ids = [e.id for e in after.outbox]
+    outbox_ids = [e.id for e in after.events]
     assert len(outbox_ids) == len(set(outbox_ids)), "duplicate outbox event id"
-    known = {e.id: e for e in before.outbox} if before is not None else {}
+    known = {e.id: e for e in before.events} if before is not None else {}
     assert set(known) <= set(outbox_ids), "an outbox event was lost"
-    for outbound in after.outbox:
+    for outbound in after.events:
         old = known.get(outbound.id)
         if old is None:
             validate_event(outbound, after.cart_id)
         else:
             assert outbound.payload == old.payload, "a stored event was rewritten"
-    counts = Counter(e.type for e in after.outbox)
+    counts = Counter(e.type for e in after.events)
     assert counts["payment.authorized"] <= 1
     assert counts["payment.canceled"] <= 1
     # Inbox: each inbound id takes effect once.

@@ -23,12 +23,13 @@ from domain_testkit import (
     validate_outbox,
 )
 
-from service.domain import ids
+from service.domain import derived_ids as ids
 from service.domain.model import PaymentCollection
+from service.domain.notifications import Meaning, apply_notification
 from service.domain.outcomes import ProviderOutcome
-from service.domain.payment_commands import begin_payment_command, finish_payment_command
+from service.domain.payment_operations import finish_payment_command
 from service.domain.statuses import CollectionStatus
-from service.domain.webhooks import Meaning, apply_notification
+from tests.unit.domain.domain_testkit import begin_payment_command
 
 
 def _notify(
@@ -59,7 +60,7 @@ def _captured(amount: int = 5000) -> PaymentCollection:
 
 
 def _new_types(collection: PaymentCollection, before: int) -> list[str]:
-    return types_of(collection.outbox[before:])
+    return types_of(collection.events[before:])
 
 
 # -- cancel ---------------------------------------------------------------------------------
@@ -67,7 +68,7 @@ def _new_types(collection: PaymentCollection, before: int) -> list[str]:
 
 def test_cancel_at_the_provider_is_applied_once_and_not_after_a_capture() -> None:
     collection = authorized_collection()
-    before = len(collection.outbox)
+    before = len(collection.events)
     assert _notify(collection, "canceled", "evt_expired")
     assert _new_types(collection, before) == ["payment.canceled"]
     assert not _notify(collection, "canceled", "evt_expired_again")  # already canceled
@@ -84,7 +85,7 @@ def test_cancel_at_the_provider_is_applied_once_and_not_after_a_capture() -> Non
 
 def test_refund_made_in_the_dashboard_is_booked_once_across_its_events() -> None:
     collection = _captured()
-    before = len(collection.outbox)
+    before = len(collection.events)
     assert not _notify(collection, "refund_pending", "evt_1", amount=1500, refund_id="re_1")
     assert _new_types(collection, before) == []  # pending is not money back
     assert _notify(collection, "refund_succeeded", "evt_2", amount=1500, refund_id="re_1")
@@ -92,7 +93,7 @@ def test_refund_made_in_the_dashboard_is_booked_once_across_its_events() -> None
     assert not _notify(collection, "refund_succeeded", "evt_3", amount=1500, refund_id="re_1")
     assert collection.payment is not None
     assert collection.payment.refunded_total == 1500
-    (refunded,) = [e for e in collection.outbox[before:]]
+    (refunded,) = [e for e in collection.events[before:]]
     assert refunded.type == "payment.refunded"
     assert data_of(refunded)["refunded_total"] == 1500
     validate_outbox(collection)
@@ -102,7 +103,7 @@ def test_refund_beyond_what_is_refundable_is_not_booked() -> None:
     """E.g. the uncaptured rest of a partial capture, shown by Stripe as a refund."""
     collection = _captured()
     _notify(collection, "refund_succeeded", "evt_1", amount=4000, refund_id="re_1")
-    before = len(collection.outbox)
+    before = len(collection.events)
     _notify(collection, "refund_succeeded", "evt_2", amount=4000, refund_id="re_2")
     assert collection.payment is not None
     assert collection.payment.refunded_total == 4000  # refunded ≤ captured
@@ -126,7 +127,7 @@ def _pending_refund(collection: PaymentCollection, amount: int) -> tuple[Payment
 
 def test_pending_refund_of_ours_is_booked_when_it_succeeds() -> None:
     collection, key = _pending_refund(_captured(), 2000)
-    before = len(collection.outbox)
+    before = len(collection.events)
     assert _notify(
         collection, "refund_succeeded", "evt_ok", amount=2000, refund_id="re_ours", provider_key=key
     )
@@ -146,7 +147,7 @@ def test_pending_refund_of_ours_is_booked_when_it_succeeds() -> None:
 
 def test_failed_refund_of_ours_gives_the_amount_back_and_publishes_failed() -> None:
     collection, key = _pending_refund(_captured(), 2000)
-    before = len(collection.outbox)
+    before = len(collection.events)
     assert _notify(
         collection,
         "refund_failed",
@@ -158,7 +159,7 @@ def test_failed_refund_of_ours_gives_the_amount_back_and_publishes_failed() -> N
     )
     assert collection.payment is not None
     assert (collection.payment.refunded_total, collection.payment.pending_refund) == (0, 0)
-    (failed,) = collection.outbox[before:]
+    (failed,) = collection.events[before:]
     assert failed.type == "payment.failed"
     assert data_of(failed)["operation"] == "refund"
     assert data_of(failed)["reason"] == "provider_error"
@@ -171,7 +172,7 @@ def test_failed_refund_of_ours_gives_the_amount_back_and_publishes_failed() -> N
 def test_refund_that_failed_after_it_was_booked_is_reversed_once() -> None:
     collection = _captured()
     _notify(collection, "refund_succeeded", "evt_1", amount=1500, refund_id="re_1")
-    before = len(collection.outbox)
+    before = len(collection.events)
     assert _notify(collection, "refund_failed", "evt_2", amount=1500, refund_id="re_1")
     assert collection.payment is not None and collection.payment.refunded_total == 0
     assert _new_types(collection, before) == ["payment.failed"]
@@ -210,7 +211,7 @@ def _dispute(status: str, provider_status: str, **more: Any) -> dict[str, Any]:
 
 def test_dispute_is_recorded_and_published_on_open_and_each_status_change() -> None:
     collection = _captured()
-    before = len(collection.outbox)
+    before = len(collection.events)
     due = LATER + timedelta(days=7)
     assert _notify(
         collection,
@@ -228,7 +229,7 @@ def test_dispute_is_recorded_and_published_on_open_and_each_status_change() -> N
         _notify(collection, "disputed", "evt_d4", amount=5000, **_dispute("open", "under_review"))
         is False
     )
-    events = collection.outbox[before:]
+    events = collection.events[before:]
     assert types_of(events) == ["payment.disputed", "payment.disputed"]
     assert [data_of(e)["status"] for e in events] == ["open", "lost"]
     assert data_of(events[0])["evidence_due_by"] is not None

@@ -22,12 +22,13 @@ from domain_testkit import (
     validate_outbox,
 )
 
-from service.domain import ids
+from service.domain import derived_ids as ids
 from service.domain.model import PaymentCollection, PaymentSession
+from service.domain.notifications import Meaning, apply_notification
 from service.domain.outcomes import ProviderOutcome
-from service.domain.payment_commands import begin_payment_command, finish_payment_command
+from service.domain.payment_operations import finish_payment_command
 from service.domain.statuses import CollectionStatus, SessionStatus
-from service.domain.webhooks import Meaning, apply_notification
+from tests.unit.domain.domain_testkit import begin_payment_command
 
 
 def _sandbox(collection: PaymentCollection) -> PaymentSession:
@@ -70,7 +71,7 @@ def test_authorized_without_a_payment_creates_it() -> None:
     assert payment.id == ids.payment_id(session.id)
     assert payment.data == {"pi": "x"}
     assert collection.status == CollectionStatus.AUTHORIZED
-    event = only_event(collection.outbox, "payment.authorized")
+    event = only_event(collection.events, "payment.authorized")
     assert event.causation_id == "evt_wh_1"
     assert collection.has_processed("evt_wh_1")
     assert collection.processed[-1].type == "payment.provider_webhook"
@@ -91,7 +92,7 @@ def test_captured_without_a_payment_authorizes_and_captures() -> None:
     assert payment is not None
     assert payment.captured_total == 5000
     assert collection.status == CollectionStatus.COMPLETED
-    assert types_of(collection.outbox) == ["payment.authorized", "payment.captured"]
+    assert types_of(collection.events) == ["payment.authorized", "payment.captured"]
     validate_outbox(collection)
 
 
@@ -132,7 +133,7 @@ def test_captured_with_amount_when_nothing_is_pending() -> None:
     [cap] = payment.captures
     assert (cap.amount, cap.source, cap.command_id) == (1500, "webhook", "evt_wh_1")
     assert collection.status == CollectionStatus.PARTIALLY_CAPTURED
-    first = data_of(collection.outbox[-1])
+    first = data_of(collection.events[-1])
     assert (first["amount"], first["captured_total"], first["fully_captured"]) == (
         1500,
         1500,
@@ -143,7 +144,7 @@ def test_captured_with_amount_when_nothing_is_pending() -> None:
     assert _notify(collection, "captured", "evt_wh_2", session_id=session_id, amount=9999)
     assert [c.amount for c in payment.captures] == [1500, 3500]
     assert _status(collection) == CollectionStatus.COMPLETED
-    assert data_of(collection.outbox[-1])["fully_captured"] is True
+    assert data_of(collection.events[-1])["fully_captured"] is True
     validate_outbox(collection)
 
 
@@ -164,7 +165,7 @@ def test_repeated_webhook_changes_nothing() -> None:
     assert collection.model_dump() == snapshot
     # Sent again by the provider: a new event id meaning the same thing.
     assert not _notify(collection, "authorized", "evt_wh_2", session_id=session_id)
-    assert collection.outbox == [collection.outbox[0]]
+    assert collection.events == [collection.events[0]]
     assert collection.has_processed("evt_wh_2")
 
 
@@ -191,7 +192,7 @@ def test_failed_webhook_before_authorization_declines() -> None:
     assert _notify(collection, "failed", message="insufficient funds")
     assert _sandbox(collection).status == SessionStatus.ERROR
     assert collection.status == CollectionStatus.FAILED
-    data = data_of(only_event(collection.outbox, "payment.failed"))
+    data = data_of(only_event(collection.events, "payment.failed"))
     assert (data["reason"], data["message"]) == ("declined", "insufficient funds")
     validate_outbox(collection)
 
@@ -205,7 +206,7 @@ def test_requires_more_webhook_on_a_pending_session() -> None:
     collection = cart_with_sessions()
     assert _notify(collection, "requires_more", action={"type": "use_stripe_sdk"})
     assert _sandbox(collection).status == SessionStatus.REQUIRES_MORE
-    event = only_event(collection.outbox, "payment.requires_action")
+    event = only_event(collection.events, "payment.requires_action")
     assert data_of(event)["action"] == {"type": "use_stripe_sdk"}
     # Only a pending session moves: a second one changes nothing.
     assert not _notify(collection, "requires_more", "evt_wh_2", action={"type": "x"})

@@ -34,12 +34,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from schemas.inbound import ProviderWebhook
-from service.domain import ids
-from service.domain.checkout import authorization_call
+from service.domain import derived_ids as ids
+from service.domain.authorization import authorization_call
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.handlers import HandleResult, PaymentService
 from tests.support.processor import Hold
-from tests.support.world import World
+from tests.support.world import World, claim_of, handle
 
 EXAMPLES = int(os.environ.get("PAYMENTS_MODEL_EXAMPLES", "40"))
 STEPS = int(os.environ.get("PAYMENTS_MODEL_STEPS", "40"))
@@ -104,7 +104,7 @@ class PaymentModel(RuleBasedStateMachine):
         batch = self.world.store.batch()
         if kind == "command":
             await batch.prefetch_by_payment([payload.payment_id])
-            await batch.prefetch_commands([PaymentService.command_claim(event_id, payload)])
+            await batch.prefetch_commands([claim_of(event_id, payload)])
         elif kind in ("cart", "checkout"):
             await batch.prefetch_by_cart([payload.cart_id])
         return self.world.service.using(batch)
@@ -114,14 +114,10 @@ class PaymentModel(RuleBasedStateMachine):
         service = await self._service_for(event_id, kind, payload)
         before = self.published_ids()
         try:
-            if kind == "cart":
-                result = await service.cart_updated(event_id, payload)
-            elif kind == "checkout":
-                result = await service.checkout_completed(event_id, payload)
-            elif kind == "command":
-                result = await service.admin_command(event_id, payload)
+            if kind == "cart" or kind == "checkout" or kind == "command":
+                result = await handle(service, event_id, payload)
             else:
-                result = await service.provider_webhook(event_id, payload)
+                result = await handle(service, event_id, payload)
         except Crash:
             self.redeliver.append(event_id)
             return None

@@ -263,34 +263,29 @@ class _AcceptingProvider:
         return None
 
 
-class _RecordingBroker:
-    """Only the intake's envelope is under test: keep what it would publish."""
-
-    def __init__(self) -> None:
-        self.published: list[tuple[bytes, str, dict[str, Any]]] = []
-
-    async def publish(self, value: bytes, topic: str, **kwargs: Any) -> None:
-        self.published.append((value, topic, kwargs))
-
-
 async def test_webhook_intake_events_validate() -> None:
-    from service.webhooks import WebhookIntake
+    from service.webhook_intake import WebhookIntake
+    from tests.support.memory import RecordingPublisher
 
-    broker = _RecordingBroker()
-    intake = WebhookIntake({"stripe": _AcceptingProvider()}, broker, "prod.")
+    publisher = RecordingPublisher()
+    received = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    intake = WebhookIntake(
+        {"stripe": _AcceptingProvider()},  # type: ignore[dict-item]
+        publisher,
+        clock=lambda: received,
+    )
     body = b'{"type": "payment_intent.succeeded", "id": "evt_1"}'
 
     status, answer = await intake.receive("stripe", {"Stripe-Signature": "t=1,v1=x"}, body)
 
     assert status == 200
-    ((value, topic, kwargs),) = broker.published
-    assert topic == "prod." + PAYMENT_PROVIDER_WEBHOOK
-    event = read_back(value, PAYMENT_PROVIDER_WEBHOOK)
+    (published,) = publisher.published
+    assert published.type == PAYMENT_PROVIDER_WEBHOOK and published.key == "stripe"
+    event = read_back(event_value(published.payload), PAYMENT_PROVIDER_WEBHOOK)
     assert isinstance(event.data, ProviderWebhook)
     assert event.id == answer["id"] and event.subject == "stripe"
-    assert event.data.payload == body.decode() and event.data.received_at == event.time
+    assert event.data.payload == body.decode() and event.data.received_at == event.time == received
     assert event.data.headers == {"stripe-signature": "t=1,v1=x"}
-    assert kwargs["key"] == b"stripe"
 
 
 def test_demo_events_validate() -> None:

@@ -20,14 +20,14 @@ from typing import Any
 
 import orjson
 import pytest
-from pymongo.errors import AutoReconnect
 
-from schemas.inbound import CartUpdated
 from schemas.topics import PAYMENTS_DEAD_LETTER, topic_for
 from service.admin_auth import AdminAuthenticator
 from service.consumer import BatchProcessor, Record, letter_budget
 from service.domain.backoff import Backoff
+from service.domain.commands import UpdateCart
 from service.handlers import HandleResult, PaymentService
+from service.ports.store import StoreUnavailable
 from tests.support.memory import RecordingPublisher
 from tests.support.world import World
 
@@ -70,11 +70,11 @@ class Scene:
         handle: Callable[..., Any] = PaymentService.cart_updated
         scene = self
 
-        async def failing(service: PaymentService, event_id: str, data: CartUpdated) -> Any:
+        async def failing(service: PaymentService, cmd: UpdateCart) -> Any:
             scene.tries += 1
             if failures:
                 raise failures.pop(0)
-            result: HandleResult = await handle(service, event_id, data)
+            result: HandleResult = await handle(service, cmd)
             return result
 
         async def sleep(seconds: float) -> None:
@@ -126,7 +126,7 @@ async def test_an_error_that_persists_is_dead_lettered_after_max_attempts(
 async def test_a_store_outage_is_waited_out_however_long_it_lasts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    scene = Scene(monkeypatch, [AutoReconnect("MongoDB is down") for _ in range(12)])
+    scene = Scene(monkeypatch, [StoreUnavailable("MongoDB is down") for _ in range(12)])
 
     await scene.processor.process([_cart_updated("cart_3", 2500)])
 
@@ -144,8 +144,8 @@ async def test_a_store_outage_does_not_use_up_the_messages_attempts(
     scene = Scene(
         monkeypatch,
         [
-            AutoReconnect("MongoDB is down"),
-            AutoReconnect("still down"),
+            StoreUnavailable("MongoDB is down"),
+            StoreUnavailable("still down"),
             RuntimeError("a bug that passes"),
             RuntimeError("again"),
         ],

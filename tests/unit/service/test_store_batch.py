@@ -17,7 +17,7 @@ from schemas.topics import topic_for
 from service.admin_auth import AdminAuthenticator
 from service.consumer import BatchProcessor, Record
 from tests.support.memory import MemoryCollectionStore, RecordingPublisher
-from tests.support.world import World
+from tests.support.world import World, handle
 
 PREFIX = "sb."
 
@@ -80,7 +80,7 @@ async def test_a_stale_prefetch_costs_a_conflict_and_a_reload_not_an_update() ->
     data = CartUpdated.model_validate(
         {"cart_id": "cart_s", "region_id": "eu", "currency_code": "usd", "amount": 1700}
     )
-    result = await world.service.using(batch).cart_updated("evt_late", data)
+    result = await handle(world.service.using(batch), "evt_late", data)
 
     assert result.status == "applied"
     assert store.conflicts == 1, "the stale prefetched version was not refused"

@@ -13,12 +13,12 @@ from datetime import timedelta
 import pytest
 
 from schemas.inbound import ProviderWebhook
-from service.domain import ids
-from service.domain.checkout import finish_authorization
+from service.domain import derived_ids as ids
+from service.domain.authorization import finish_authorization
 from service.domain.events import new_event
 from service.domain.outcomes import ProviderOutcome
-from service.domain.payment_commands import settle_pending
-from tests.support.world import World
+from service.domain.payment_operations import settle_pending
+from tests.support.world import World, handle
 
 pytestmark = pytest.mark.asyncio
 
@@ -460,7 +460,7 @@ async def test_model_authorized_webhook_books_the_amount_the_provider_holds() ->
             "payload": json.dumps(webhook),
         }
     )
-    await world.deliver(await world.service.provider_webhook("wh_1", data))
+    await world.deliver(await handle(world.service, "wh_1", data))
 
     (authorized,) = world.published("payment.authorized", "cart_1")
     assert authorized.payload["data"]["amount"] == 5000

@@ -1,12 +1,10 @@
-"""The outbox relay and the reconciler: background loops of one service instance.
+"""The outbox relay: a background loop of one service instance.
 
-The relay publishes events that were stored but not confirmed sent (the process
-died between the write and the publish, or the broker was down), keeping their
-ids. It runs once at start-up and then periodically; it only takes events older
-than a grace period, so it does not race the handler that just stored them.
-
-The reconciler settles authorizations whose outcome was unknown and reserved
-operations left in flight (contract promise 7).
+It publishes events that were stored but not confirmed sent (the process died
+between the write and the publish, or the broker was down), keeping their ids. It
+runs once at start-up and then periodically; it only takes events older than a
+grace period, so it does not race the handler that just stored them. It delivers
+through :class:`~service.outbox.Outbox`, as the consumer does.
 """
 
 from __future__ import annotations
@@ -17,8 +15,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from service.domain.model import PaymentCollection
-from service.handlers import PaymentService, utcnow
+from service.handlers import utcnow
 from service.metrics import Metrics
+from service.outbox import Outbox, Stored
 from service.ports.publisher import EventPublisher
 from service.ports.store import CollectionStore
 
@@ -43,18 +42,11 @@ class OutboxRelay:
         self.publisher = publisher
         self.metrics = metrics
         self.batch_size = batch_size
+        self.outbox = Outbox(store, publisher, metrics)
         self.last_run_ok = False
 
-    async def publish_collections(
-        self, items: list[tuple[PaymentCollection, int]], path: str = "relay"
-    ) -> int:
-        events = [e for collection, _ in items for e in collection.unsent_events]
-        if not events:
-            return 0
-        await self.publisher.publish(events)
-        self.metrics.observe_published(events, path)
-        await self.store.mark_sent(items)
-        return len(events)
+    async def publish_collections(self, items: list[Stored], path: str = "relay") -> int:
+        return await self.outbox.deliver(items, path=path)
 
     async def run_once(self, min_age: timedelta = timedelta(0)) -> int:
         """Publish every unsent event older than `min_age`; return how many.
@@ -92,14 +84,10 @@ class OutboxRelay:
                 )
         for orphan in await self.store.pending_orphans(self.batch_size):
             try:
-                await self.publisher.publish(orphan.events)
+                sent += await self.outbox.deliver([], [orphan], path="relay")
             except Exception:
                 failed += 1
                 log.warning("relay could not publish orphan answer %s", orphan.event_id)
-                continue
-            self.metrics.observe_published(orphan.events, "relay")
-            await self.store.mark_orphan_sent(orphan.event_id)
-            sent += len(orphan.events)
         self.last_run_ok = failed == 0
         return sent
 
@@ -129,34 +117,4 @@ class OutboxRelay:
             except Exception:
                 self.last_run_ok = False
                 log.warning("outbox relay pass failed", exc_info=True)
-            await asyncio.sleep(interval_s)
-
-
-class Reconciler:
-    def __init__(self, service: PaymentService, relay: OutboxRelay, metrics: Metrics) -> None:
-        self.service = service
-        self.relay = relay
-        self.metrics = metrics
-
-    async def run_once(self, min_age: timedelta) -> int:
-        self.metrics.reconciler_runs.inc()
-        results = await self.service.reconcile_due(min_age)
-        settled = [item for r in results if r.status == "applied" for item in r.saved]
-        if settled:
-            self.metrics.reconciled.inc(len(settled))
-            try:
-                await self.relay.publish_collections(settled, path="reconciler")
-            except Exception:
-                # Stored, so not lost: the relay publishes them with their ids.
-                log.warning("publishing reconciled events failed; left to the relay")
-        return len(settled)
-
-    async def run_forever(self, interval_s: float, min_age: timedelta) -> None:
-        while True:
-            try:
-                await self.run_once(min_age)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("reconciler pass failed", exc_info=True)
             await asyncio.sleep(interval_s)

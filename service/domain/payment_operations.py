@@ -13,10 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import assert_never
 
-from schemas.topics import ADMIN_PAYMENT_CANCEL, ADMIN_PAYMENT_CAPTURE, ADMIN_PAYMENT_REFUND
-from service.domain import ids
+from schemas.outbound import PaymentFailed
+from schemas.topics import (
+    ADMIN_PAYMENT_CANCEL,
+    ADMIN_PAYMENT_CAPTURE,
+    ADMIN_PAYMENT_REFUND,
+    PAYMENT_FAILED,
+)
+from service.domain import derived_ids as ids
 from service.domain.bookings import record_cancel, record_capture, record_refund
-from service.domain.calls import ProviderCall
+from service.domain.calls import Answered, ProviderCall
 from service.domain.commands import (
     CancelPayment,
     CapturePayment,
@@ -24,10 +30,12 @@ from service.domain.commands import (
     RefundPayment,
     command_fingerprint,
 )
+from service.domain.events import standalone_event
 from service.domain.failures import fail
 from service.domain.model import (
     HistoryEntry,
     Operation,
+    OutboxEvent,
     Payment,
     PaymentCollection,
     PendingOperation,
@@ -129,12 +137,76 @@ def pending_call(
     )
 
 
+def decide_payment_command(
+    collection: PaymentCollection | None,
+    cmd: PaymentCommand,
+    lease: Lease | None,
+    conflict: str | None,
+) -> Decision:
+    """An admin command, before its provider call (the unit of work's `decide`).
+
+    `conflict` is the fingerprint the command id was first claimed with, when that
+    differs (a command id reused elsewhere with another meaning): refused, and its id
+    stays free of effects here. A command about no payment is an `orphan`, answered
+    `payment_not_found` (or the conflict) once and for good.
+    """
+    if collection is None:
+        note = "idempotency_conflict" if conflict is not None else "payment_not_found"
+        return Decision("orphan", events=unknown_payment_answer(cmd, conflict), note=note)
+    if conflict is not None and not collection.has_processed(cmd.command_id):
+        return reject_payment_command(
+            collection,
+            cmd,
+            "idempotency_conflict",
+            f"command id {cmd.command_id!r} was used before for {conflict}",
+        )
+    return begin_payment_command(collection, cmd, lease)
+
+
+def settle_payment_command(
+    collection: PaymentCollection, cmd: PaymentCommand, answered: Answered
+) -> Decision:
+    """Apply the provider's answer to what is stored when it arrives; `rejected`
+    unless the operation took effect."""
+    call, outcome = answered[-1]
+    finish_payment_command(collection, cmd, outcome, call)
+    succeeded = outcome.kind == OutcomeKind.SUCCEEDED
+    return Decision("settled", collection, note=outcome.kind.value, rejected=not succeeded)
+
+
+def unknown_payment_answer(cmd: PaymentCommand, conflict: str | None) -> list[OutboxEvent]:
+    """`payment.failed` (`payment_not_found`, or the conflict) for a command that found
+    no payment, keyed by its payment id: stored once, the same answer to a replay."""
+    reason = "idempotency_conflict" if conflict is not None else "payment_not_found"
+    message = (
+        f"command id {cmd.command_id!r} was used before for {conflict}"
+        if conflict is not None
+        else f"no payment {cmd.payment_id!r}"
+    )
+    data = PaymentFailed.model_validate(
+        {
+            "cart_id": None,
+            "collection_id": None,
+            "provider_id": None,
+            "currency_code": None,
+            "operation": cmd.operation,
+            "reason": reason,
+            "message": message,
+            "retryable": False,
+            "amount": cmd.amount,
+            "payment_id": cmd.payment_id,
+        }
+    )
+    event = standalone_event(
+        data, PAYMENT_FAILED, cmd.command_id, cmd.now, key=cmd.payment_id, subject=cmd.payment_id
+    )
+    return [event]
+
+
 def begin_payment_command(
     collection: PaymentCollection,
     cmd: PaymentCommand,
     lease: Lease | None = None,
-    *,
-    owned: bool = False,
 ) -> Decision:
     """Validate an admin command against the payment and reserve its amount.
 
@@ -145,13 +217,10 @@ def begin_payment_command(
 
     `lease` names who makes the call and until when: the reconciler leaves the
     reservation alone until then, so it never repeats a call still in progress.
-
-    `owned=True`: the caller hands the aggregate over (freshly loaded, private to
-    this decision, never used again if the decision is not stored), so it is
-    changed in place instead of deep-copied first.
+    A reservation stored by an earlier delivery is resumed (`how="resume"`: the
+    money may have moved, so the provider is asked first). Changes `collection` in
+    place.
     """
-    if not owned:
-        collection = collection.model_copy(deep=True)
     payment = collection.payment
     if payment is None or payment.id != cmd.payment_id:
         return _reject(collection, cmd, "payment_not_found", f"no payment {cmd.payment_id!r}")
@@ -220,6 +289,7 @@ def _resume(
         collection,
         calls=[pending_call(payment, collection, pending)],
         reserve=lease is not None,
+        how="resume",
     )
 
 
@@ -563,4 +633,4 @@ def reject_payment_command(
     Used for a command id already claimed with another fingerprint elsewhere
     (a different payment): this id must stay free of effects here.
     """
-    return _conflict(collection.model_copy(deep=True), cmd, message, reason)
+    return _conflict(collection, cmd, message, reason)

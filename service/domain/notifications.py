@@ -9,15 +9,22 @@ admin capture settles that capture's reservation instead of adding a second one.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from schemas.topics import PAYMENT_PROVIDER_WEBHOOK
+from service.domain.authorization import finish_authorization
 from service.domain.bookings import record_capture
-from service.domain.checkout import finish_authorization
-from service.domain.model import Payment, PaymentCollection, PaymentSession, ProcessedEvent
+from service.domain.model import (
+    Notification,
+    Payment,
+    PaymentCollection,
+    PaymentSession,
+    ProcessedEvent,
+)
 from service.domain.outcomes import ProviderOutcome
-from service.domain.payment_commands import settle_pending
+from service.domain.payment_operations import settle_pending
 from service.domain.provider_events import apply_provider_money_event
+from service.domain.results import Decision
 from service.domain.statuses import SessionStatus
 
 Meaning = Literal[
@@ -32,6 +39,34 @@ Meaning = Literal[
     "refund_failed",
     "disputed",
 ]
+
+
+def decide_notification(
+    collection: PaymentCollection | None,
+    event_id: str,
+    notification: Notification,
+    now: datetime,
+) -> Decision:
+    """A provider webhook for a cart (the unit of work's `decide`): applied, and its
+    id recorded as consumed even when it changed nothing."""
+    if collection is None:
+        return Decision("ignored", note="no collection for the webhook's cart")
+    if collection.has_processed(event_id):
+        return Decision("duplicate", collection)
+    changed = apply_notification(
+        collection,
+        event_id=event_id,
+        meaning=cast(Meaning, notification.meaning),
+        session_id=notification.session_id,
+        provider_id=notification.provider_id,
+        now=now,
+        amount=notification.amount,
+        data=notification.data,
+        action=notification.action,
+        message=notification.message,
+    )
+    note = "" if changed else "already recorded"
+    return Decision("settled", collection, note=note, changed=changed)
 
 
 def apply_notification(

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from faststream.kafka import KafkaBroker
-
-from schemas.envelope import CLOUDEVENTS_CONTENT_TYPE
 from schemas.inbound import ProviderWebhook
-from schemas.outbound_event import event_payload, event_value
-from schemas.topics import PAYMENT_PROVIDER_WEBHOOK, topic_for
+from schemas.outbound_event import event_payload
+from service.domain.events import outbox_entry
 from service.ports.providers import InstalledProviders, WebhookVerificationError
+from service.ports.publisher import EventPublisher
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +29,24 @@ def webhook_event_id(provider_id: str, body: bytes) -> str:
     )
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 class WebhookIntake:
-    def __init__(self, providers: InstalledProviders, broker: KafkaBroker, prefix: str) -> None:
+    """`POST /webhooks/{provider_id}`: verify, then publish to `payment.provider_webhook`
+    (keyed by the provider id) through the publisher port, as every event goes out."""
+
+    def __init__(
+        self,
+        providers: InstalledProviders,
+        publisher: EventPublisher,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
         self.providers = providers
-        self.broker = broker
-        self.prefix = prefix
+        self.publisher = publisher
+        self.clock = clock
 
     async def receive(
         self, provider_id: str, headers: dict[str, str], body: bytes
@@ -42,7 +54,7 @@ class WebhookIntake:
         provider = self.providers.get(provider_id)
         if provider is None:
             return 404, {"error": f"unknown provider {provider_id!r}"}
-        now = datetime.now(UTC)
+        now = self.clock()
         try:
             provider.verify_webhook(headers, body, now)
         except WebhookVerificationError as exc:
@@ -64,11 +76,10 @@ class WebhookIntake:
             time=now,
             subject=provider_id,
         )
-        await self.broker.publish(
-            event_value(event),
-            topic_for(PAYMENT_PROVIDER_WEBHOOK, self.prefix),
-            key=provider_id.encode(),
-            headers={"content-type": CLOUDEVENTS_CONTENT_TYPE},
+        # A publish that fails raises: the HTTP side answers 500 and the provider
+        # delivers the webhook again (same body, same id).
+        await self.publisher.publish(
+            [outbox_entry(event, key=provider_id, causation_id=event["id"], now=now)]
         )
         return 200, {"received": True, "id": event["id"]}
 
