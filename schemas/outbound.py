@@ -54,6 +54,12 @@ class FailureReason(StrEnum):
     ALREADY_CAPTURED = "already_captured"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     """A command id or idempotency key seen before with different amount, provider or payment."""
+    NEEDS_ATTENTION = "needs_attention"
+    """The outcome cannot be known without a person (promise 9): the provider cannot
+    tell, and the window in which a repeat is safe has passed. Never retryable."""
+    OPERATION_IN_FLIGHT = "operation_in_flight"
+    """Another operation on the payment is still in flight and its outcome decides
+    the answer. Always retryable: send the same command again later."""
 
 
 _R = FailureReason
@@ -70,6 +76,7 @@ REASONS_BY_OPERATION: Final[Mapping[PaymentOperation, frozenset[FailureReason]]]
             _R.INVALID_PAYMENT_DATA,
             _R.COLLECTION_CANCELED,
             _R.IDEMPOTENCY_CONFLICT,
+            _R.NEEDS_ATTENTION,
         }
     ),
     "capture": frozenset(
@@ -81,6 +88,8 @@ REASONS_BY_OPERATION: Final[Mapping[PaymentOperation, frozenset[FailureReason]]]
             _R.PROVIDER_ERROR,
             _R.PROVIDER_UNAVAILABLE,
             _R.IDEMPOTENCY_CONFLICT,
+            _R.NEEDS_ATTENTION,
+            _R.OPERATION_IN_FLIGHT,
         }
     ),
     "refund": frozenset(
@@ -91,6 +100,8 @@ REASONS_BY_OPERATION: Final[Mapping[PaymentOperation, frozenset[FailureReason]]]
             _R.PROVIDER_ERROR,
             _R.PROVIDER_UNAVAILABLE,
             _R.IDEMPOTENCY_CONFLICT,
+            _R.NEEDS_ATTENTION,
+            _R.OPERATION_IN_FLIGHT,
         }
     ),
     "cancel": frozenset(
@@ -100,10 +111,19 @@ REASONS_BY_OPERATION: Final[Mapping[PaymentOperation, frozenset[FailureReason]]]
             _R.PROVIDER_ERROR,
             _R.PROVIDER_UNAVAILABLE,
             _R.IDEMPOTENCY_CONFLICT,
+            _R.NEEDS_ATTENTION,
+            _R.OPERATION_IN_FLIGHT,
         }
     ),
 }
 """Which reasons the contract allows for each operation; `PaymentFailed` enforces it."""
+
+RETRYABLE_BY_REASON: Final[Mapping[FailureReason, bool]] = {
+    _R.NEEDS_ATTENTION: False,
+    _R.OPERATION_IN_FLIGHT: True,
+}
+"""Reasons whose `retryable` the contract fixes; `PaymentFailed` enforces it. For the
+others the service says case by case whether the same request may succeed later."""
 
 
 class OutboundEventData(BaseModel):
@@ -175,17 +195,26 @@ class PaymentFailed(PaymentEventData):
             FailureReason.IDEMPOTENCY_CONFLICT,
         ):
             raise ValueError("cart_id and collection_id are required unless the payment is unknown")
+        fixed = RETRYABLE_BY_REASON.get(self.reason)
+        if fixed is not None and self.retryable is not fixed:
+            raise ValueError(f"reason {self.reason.value!r} is always retryable={fixed}")
         return self
 
 
 class PaymentCaptured(PaymentEventData):
-    """`payment.captured`: `amount` was captured; `captured_total` is the running sum."""
+    """`payment.captured`: `amount` was captured; `captured_total` is the running sum.
+
+    `released_amount` is present when this capture released the rest of the
+    authorization, at a provider that allows one capture only: that part of the
+    authorization can no longer be captured.
+    """
 
     payment_id: PaymentId
     capture_id: CaptureId
     amount: Amount
     captured_total: Amount
     fully_captured: StrictBool
+    released_amount: Amount | None = None
 
 
 class PaymentRefunded(PaymentEventData):
