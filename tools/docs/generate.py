@@ -40,6 +40,9 @@ from schemas.outbound import (  # noqa: E402
     FailureReason,
 )
 from schemas.topics import ALL_DATA_MODELS  # noqa: E402
+from service.adapters.providers.manual import ManualOptions  # noqa: E402
+from service.adapters.providers.sandbox import SandboxOptions  # noqa: E402
+from service.adapters.providers.stripe import StripeOptions  # noqa: E402
 from service.settings import ENV_PREFIX, Settings  # noqa: E402
 
 BLOCK = re.compile(
@@ -80,22 +83,25 @@ def attribute_docstrings(cls: type) -> dict[str, str]:
 
 
 def _one_line(text: str) -> str:
-    """A docstring as one table cell: joined lines, and no `|` to break the row."""
+    """A docstring as one table cell: joined lines, Markdown code spans for the
+    reStructuredText ones (``x``, :class:`~a.B`), and no `|` to break the row."""
+    text = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"`\1`", text)
+    text = text.replace("``", "`")
     return " ".join(text.split()).replace("|", "\\|")
 
 
 # -- configuration -----------------------------------------------------------------------
 
 
-def _type_name(annotation: Any) -> str:
+def _type_name(annotation: Any, list_name: str = "list (comma-separated)") -> str:
     if get_origin(annotation) in (Union, types.UnionType):
         kept = [a for a in get_args(annotation) if a is not type(None)]
-        return " or ".join(_type_name(a) for a in kept)
+        return " or ".join(_type_name(a, list_name) for a in kept)
     if get_origin(annotation) is Literal:
         return "one of " + ", ".join(f"`{v}`" for v in get_args(annotation))
     origin = get_origin(annotation)
     if origin is list:
-        return "list (comma-separated)"
+        return list_name
     if origin is dict or annotation is dict:
         return "JSON object"
     names = {str: "string", int: "integer", float: "number", bool: "boolean"}
@@ -104,7 +110,7 @@ def _type_name(annotation: Any) -> str:
     if annotation in names:
         return names[annotation]
     for arg in get_args(annotation):  # Annotated[list[str], NoDecode]
-        return _type_name(arg)
+        return _type_name(arg, list_name)
     raise ValueError(f"no documentation type for {annotation!r}")
 
 
@@ -120,14 +126,16 @@ def _bounds(field: FieldInfo) -> str:
     return ", ".join(parts)
 
 
-def _default(field: FieldInfo) -> str:
+def _default(field: FieldInfo, as_env: bool = True) -> str:
+    if field.is_required():
+        return "required"
     value = field.get_default(call_default_factory=True)
     if value is None:
         return "unset"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, list):
-        return f"`{','.join(map(str, value))}`"
+        return f"`{','.join(map(str, value))}`" if as_env else f"`{json.dumps(value)}`"
     if isinstance(value, dict):
         return f"`{json.dumps(value)}`"
     if isinstance(value, str):
@@ -152,6 +160,28 @@ def settings_table() -> str:
             f"| {kind}{', ' + bounds if bounds else ''} | {_one_line(docs[name])} |"
         )
     return "\n".join(rows) + "\n"
+
+
+def provider_options_tables() -> str:
+    """One table per provider: the options of `PAYMENTS_PROVIDER_OPTIONS["<id>"]`."""
+    out = []
+    for options in (ManualOptions, SandboxOptions, StripeOptions):
+        docs = attribute_docstrings(options)
+        out += [
+            f"`{options.provider_id}` (`{options.__name__}`):",
+            "",
+            "| option | default | type | meaning |",
+            "|---|---|---|---|",
+        ]
+        for name, field in options.model_fields.items():
+            bounds = _bounds(field)
+            kind = _type_name(field.annotation, list_name="JSON array")
+            out.append(
+                f"| `{name}` | {_default(field, as_env=False)} "
+                f"| {kind}{', ' + bounds if bounds else ''} | {_one_line(docs[name])} |"
+            )
+        out.append("")
+    return "\n".join(out)
 
 
 # -- the contract ------------------------------------------------------------------------
@@ -197,6 +227,7 @@ class Block:
 
 def blocks() -> Iterator[Block]:
     yield Block("operate/configuration.md", "settings", settings_table)
+    yield Block("operate/configuration.md", "provider-options", provider_options_tables)
     yield Block("contract.md", "reasons", reason_table)
     yield Block("contract.md", "dead-letter-kinds", dead_letter_kinds)
     for event_type in ALL_DATA_MODELS:
