@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test prove test-real fuzz test-unit test-integration lint format schemas bench bench-report faults asyncapi clean
+.PHONY: install run test prove test-real fuzz test-unit test-integration lint format schemas bench bench-report faults asyncapi clean docs docs-build docs-gen test-monitoring
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,8 +48,8 @@ schemas: $(STAMP)
 # FerretDB 1.24 on SQLite does not apply a conditional update atomically: two
 # concurrent writers of one version can both "match", so the service's optimistic
 # concurrency (replace where version = n) loses writes there. These tests race
-# writers on one document on purpose and fail on FerretDB only (README,
-# "Infrastructure notes"); they run on MongoDB, nx-27017 and in the Kafka run.
+# writers on one document on purpose and fail on FerretDB only
+# (docs/contribute/infrastructure.md); they run on MongoDB, nx-27017 and in the Kafka run.
 FERRETDB_DESELECT := \
 	--deselect tests/integration/test_lifecycle_concurrency.py::test_fifty_concurrent_captures_and_refunds \
 	--deselect tests/integration/test_lifecycle_concurrency.py::test_two_instances_race_on_the_same_commands \
@@ -94,7 +94,7 @@ prove: $(STAMP)
 ## Throughput benchmark against the broker's and the store's own limits.
 ## `make bench ARGS=--quick` finishes in under a minute; `make bench ARGS="--flow full"`
 ## drives the whole flow (checkout, signed capture, signed refund) and reports CPU ms
-## and MongoDB commands per cart; `--rate` paces it (README, "Performance").
+## and MongoDB commands per cart; `--rate` paces it (docs/contribute/performance.md).
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(ARGS)
 
@@ -110,5 +110,24 @@ faults: $(STAMP)
 asyncapi: $(STAMP)
 	$(BIN)/payments asyncapi serve $(ARGS)
 
+## The documentation site (MkDocs + Material, mkdocs.yml): `make docs` serves it on
+## http://127.0.0.1:8000 with live reload; `make docs-build` builds it into site/
+## with warnings as errors (a broken link or anchor, a page missing from the nav), as
+## CI does; `make docs-gen` rewrites the parts of the pages generated from the code.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve $(ARGS)
+
+docs-build: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site $(ARGS)
+
+docs-gen: $(STAMP)
+	$(BIN)/python tools/docs/generate.py
+
+## The alert rules (deploy/monitoring/) under Prometheus's own promtool, built with Go
+## from the module pinned in tools/prometheus/go.mod into .cache/ on first use.
+test-monitoring: $(STAMP)
+	$(BIN)/python tools/prometheus/promtool.py install
+	$(BIN)/python -m pytest tools/tests/test_promtool_rules.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .cache
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .cache site

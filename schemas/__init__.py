@@ -52,6 +52,7 @@ from schemas.json_object import JsonObject
 from schemas.money import ISO_4217_CODES, MAX_AMOUNT, Amount, CurrencyCode
 from schemas.outbound import (
     REASONS_BY_OPERATION,
+    RETRYABLE_BY_REASON,
     FailureReason,
     OutboundEventData,
     PaymentAuthorized,
@@ -130,6 +131,7 @@ __all__ = [
     "PAYMENT_REFUNDED",
     "PAYMENT_REQUIRES_ACTION",
     "REASONS_BY_OPERATION",
+    "RETRYABLE_BY_REASON",
     "SPEC_VERSION",
     "AdminCancel",
     "AdminCapture",

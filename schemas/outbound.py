@@ -36,24 +36,43 @@ class FailureReason(StrEnum):
     """Every `reason` code of `payment.failed`; the values are fixed by the contract."""
 
     DECLINED = "declined"
+    """The provider refused the card or the payment method."""
     PROVIDER_ERROR = "provider_error"
+    """The provider failed or refused the operation for a reason other than a decline."""
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     """Transient provider failure, retries exhausted."""
     AMOUNT_MISMATCH = "amount_mismatch"
+    """The checkout's amount differs from the payment collection's."""
     CURRENCY_MISMATCH = "currency_mismatch"
+    """The checkout's currency differs from the payment collection's."""
     PROVIDER_NOT_AVAILABLE = "provider_not_available"
     """Provider unknown or not enabled in the cart's region."""
     INVALID_PAYMENT_DATA = "invalid_payment_data"
+    """The provider refused `payment_data` (an unknown payment method, a bad token)."""
     COLLECTION_CANCELED = "collection_canceled"
+    """The cart's payment collection was canceled before this checkout."""
     PAYMENT_NOT_FOUND = "payment_not_found"
+    """No payment has the command's `payment_id`."""
     NOT_AUTHORIZED = "not_authorized"
+    """The payment is not (or no longer) authorized, so nothing can be captured."""
     AMOUNT_EXCEEDS_AUTHORIZED = "amount_exceeds_authorized"
+    """The capture asks for more than is authorized and not yet captured."""
     PAYMENT_CANCELED = "payment_canceled"
+    """The payment was canceled."""
     NOTHING_CAPTURED = "nothing_captured"
+    """A refund of a payment of which nothing is captured."""
     AMOUNT_EXCEEDS_CAPTURED = "amount_exceeds_captured"
+    """The refund asks for more than is captured and not yet refunded."""
     ALREADY_CAPTURED = "already_captured"
+    """A cancel of a payment of which something is captured (refund it instead)."""
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     """A command id or idempotency key seen before with different amount, provider or payment."""
+    NEEDS_ATTENTION = "needs_attention"
+    """The outcome cannot be known without a person (promise 9): the provider cannot
+    tell, and the window in which a repeat is safe has passed. Never retryable."""
+    OPERATION_IN_FLIGHT = "operation_in_flight"
+    """Another operation on the payment is still in flight and its outcome decides
+    the answer. Always retryable: send the same command again later."""
 
 
 _R = FailureReason
@@ -70,6 +89,7 @@ REASONS_BY_OPERATION: Final[Mapping[PaymentOperation, frozenset[FailureReason]]]
             _R.INVALID_PAYMENT_DATA,
             _R.COLLECTION_CANCELED,
             _R.IDEMPOTENCY_CONFLICT,
+            _R.NEEDS_ATTENTION,
         }
     ),
     "capture": frozenset(
@@ -81,6 +101,8 @@ REASONS_BY_OPERATION: Final[Mapping[PaymentOperation, frozenset[FailureReason]]]
             _R.PROVIDER_ERROR,
             _R.PROVIDER_UNAVAILABLE,
             _R.IDEMPOTENCY_CONFLICT,
+            _R.NEEDS_ATTENTION,
+            _R.OPERATION_IN_FLIGHT,
         }
     ),
     "refund": frozenset(
@@ -91,6 +113,8 @@ REASONS_BY_OPERATION: Final[Mapping[PaymentOperation, frozenset[FailureReason]]]
             _R.PROVIDER_ERROR,
             _R.PROVIDER_UNAVAILABLE,
             _R.IDEMPOTENCY_CONFLICT,
+            _R.NEEDS_ATTENTION,
+            _R.OPERATION_IN_FLIGHT,
         }
     ),
     "cancel": frozenset(
@@ -100,10 +124,19 @@ REASONS_BY_OPERATION: Final[Mapping[PaymentOperation, frozenset[FailureReason]]]
             _R.PROVIDER_ERROR,
             _R.PROVIDER_UNAVAILABLE,
             _R.IDEMPOTENCY_CONFLICT,
+            _R.NEEDS_ATTENTION,
+            _R.OPERATION_IN_FLIGHT,
         }
     ),
 }
 """Which reasons the contract allows for each operation; `PaymentFailed` enforces it."""
+
+RETRYABLE_BY_REASON: Final[Mapping[FailureReason, bool]] = {
+    _R.NEEDS_ATTENTION: False,
+    _R.OPERATION_IN_FLIGHT: True,
+}
+"""Reasons whose `retryable` the contract fixes; `PaymentFailed` enforces it. For the
+others the service says case by case whether the same request may succeed later."""
 
 
 class OutboundEventData(BaseModel):
@@ -175,17 +208,26 @@ class PaymentFailed(PaymentEventData):
             FailureReason.IDEMPOTENCY_CONFLICT,
         ):
             raise ValueError("cart_id and collection_id are required unless the payment is unknown")
+        fixed = RETRYABLE_BY_REASON.get(self.reason)
+        if fixed is not None and self.retryable is not fixed:
+            raise ValueError(f"reason {self.reason.value!r} is always retryable={fixed}")
         return self
 
 
 class PaymentCaptured(PaymentEventData):
-    """`payment.captured`: `amount` was captured; `captured_total` is the running sum."""
+    """`payment.captured`: `amount` was captured; `captured_total` is the running sum.
+
+    `released_amount` is present when this capture released the rest of the
+    authorization, at a provider that allows one capture only: that part of the
+    authorization can no longer be captured.
+    """
 
     payment_id: PaymentId
     capture_id: CaptureId
     amount: Amount
     captured_total: Amount
     fully_captured: StrictBool
+    released_amount: Amount | None = None
 
 
 class PaymentRefunded(PaymentEventData):

@@ -32,31 +32,51 @@ class Settings(BaseSettings):
     mongodb_url: SecretStr | None = None
     """May carry credentials and TLS options, so it never prints."""
     mongodb_database: str = "payments"
+    """The database holding the payment collections, the sandbox ledger and the
+    provider registry."""
     topic_prefix: str = ""
+    """Put before every topic name (`prod.` → `prod.cart.updated`), the DLQ's too."""
     consumer_group: str = "payments-service"
+    """The Kafka consumer group; every instance of one deployment shares it."""
     topic_partitions: int = Field(default=8, ge=1, le=1024)
     """Partitions for topics the service creates (embedded or auto-create)."""
     create_topics: bool = True
+    """Create missing topics at start-up with `topic_partitions` partitions. Turn it
+    off where the platform creates topics (production)."""
 
     providers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["manual", "sandbox"])
+    """Installed providers, comma-separated (`manual,sandbox,stripe`)."""
     region_providers: dict[str, list[str]] = Field(default_factory=dict)
+    """JSON, region id → provider ids enabled there; a region not listed gets every
+    installed provider."""
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """JSON, provider id → its options (`{"sandbox": {"capture": true}}`); each
+    provider validates its own (`ManualOptions`, `SandboxOptions`, `StripeOptions`).
+    Secret: may hold API keys."""
 
     http_host: str = "0.0.0.0"
+    """Address the HTTP server listens on (health, readiness, metrics, webhooks)."""
     http_port: int = Field(default=8080, ge=0, le=65535)
+    """Port of the HTTP server; 0 picks a free one (tests)."""
 
     admin_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    """JSON, key id → HMAC secret that signs admin commands (`payments-signature`)."""
     admin_signature_required: bool = True
     """Admin commands move money; turning the check off is for development only."""
 
     provider_timeout_s: float = Field(default=10.0, gt=0)
+    """Bound on one provider call; a call that runs over is an unknown outcome,
+    answered by a status query before any retry."""
     provider_max_attempts: int = Field(default=4, ge=1, le=20)
+    """Attempts of one provider call on transient failures, the first included."""
     retry_base_delay_s: float = Field(default=0.05, ge=0)
+    """First retry delay of provider calls and processing retries (see the max)."""
     retry_max_delay_s: float = Field(default=2.0, ge=0)
     """The backoff of provider calls and processing retries (`service/retry.py`): the
     first retry waits the base plus up to the base at random, each next one twice
     as long, at most the max."""
     outage_retry_initial_s: float = Field(default=0.5, gt=0)
+    """First wait while the broker or MongoDB is unreachable (see the max)."""
     outage_retry_max_delay_s: float = Field(default=5.0, gt=0)
     """The broker or MongoDB unreachable (at start-up, or failing a whole batch): the
     first wait, doubling up to the max, so the service resumes soon after the outage."""
@@ -81,7 +101,9 @@ class Settings(BaseSettings):
     log line, `payments_consumer_stalled`, and `/readyz` 503 with `progressing`)."""
 
     batch_max_records: int = Field(default=500, ge=1, le=100_000)
+    """Records fetched and handled as one batch at most."""
     batch_timeout_ms: int = Field(default=50, ge=1)
+    """How long one fetch of a batch waits for records when none are buffered."""
     kafka_fetch_max_wait_ms: int = Field(default=100, ge=0, le=60_000)
     """How long the broker may hold a fetch open when it has no new records. aiokafka
     keeps one fetch in flight per broker: a partition whose records were just handled
@@ -96,16 +118,21 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(default=256, ge=1)
     """Carts processed at once within one batch."""
     relay_interval_s: float = Field(default=2.0, gt=0)
+    """How often the outbox relay looks for stored events nobody published."""
     relay_min_age_s: float = Field(default=10.0, ge=0)
     """The relay leaves events younger than this to the handler that stored them:
     under load a batch may take seconds between its write and its publish, and
     re-sending then only makes duplicates (same ids, but wasted work)."""
     reconcile_interval_s: float = Field(default=5.0, gt=0)
+    """How often the reconciler looks for unknown outcomes and expired leases."""
     reconcile_min_age_s: float = Field(default=5.0, ge=0)
     """A session or reserved operation younger than this is left to its handler."""
 
     embedded_data_dir: str = ".data"
+    """Where `payments run` with embedded servers keeps the MongoDB file and
+    `endpoints.json` (which the CLI tools read)."""
     log_level: str = "INFO"
+    """`DEBUG`, `INFO`, `WARNING` or `ERROR`; per-message lines are `DEBUG`."""
     log_format: Literal["auto", "json", "console"] = "auto"
     """`auto`: human-readable on a terminal, one JSON object per line otherwise."""
 
@@ -119,20 +146,29 @@ class Settings(BaseSettings):
     otlp_headers: SecretStr | None = None
     """`key=value,…` headers for the collector (often an API token), never printed."""
     otel_service_name: str = "payments-service"
+    """`service.name` of the spans."""
     otel_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Share of traces sampled, 0 to 1."""
 
     # -- Kafka client security -----------------------------------------------------------
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """How the Kafka clients connect; SASL needs the mechanism, user and password."""
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    """SASL mechanism, with `SASL_PLAINTEXT` or `SASL_SSL`."""
     kafka_sasl_username: str | None = None
+    """SASL user."""
     kafka_sasl_password: SecretStr | None = None
+    """SASL password, never printed."""
     kafka_ssl_cafile: str | None = None
     """CA bundle for the brokers' certificates (default: the system's)."""
     kafka_ssl_certfile: str | None = None
     """Client certificate for mutual TLS (with `kafka_ssl_keyfile`)."""
     kafka_ssl_keyfile: str | None = None
+    """Private key of the client certificate."""
     kafka_ssl_key_password: SecretStr | None = None
+    """Password of that key, never printed."""
     kafka_ssl_check_hostname: bool = True
+    """Check that the broker's certificate names the host connected to."""
 
     @field_validator("providers", mode="before")
     @classmethod

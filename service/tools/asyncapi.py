@@ -50,7 +50,8 @@ DESCRIPTION: Final = (
     "sessions, payments, captures and refunds, driven by Kafka events. Every message "
     "is a CloudEvents 1.0 JSON object (structured mode); amounts are integers in the "
     "currency's minor unit. Topic names may carry a deployment prefix "
-    "(`prod.cart.updated`). The full contract, promises included, is contract.md."
+    "(`prod.cart.updated`). The full contract, promises included, is docs/contract.md "
+    "in the service's repository."
 )
 
 CHANNEL_DESCRIPTIONS: Final[dict[str, str]] = {

@@ -1,4 +1,4 @@
-"""How another team tests its flow against the payments service (shown in the README).
+"""How another team tests its flow against the payments service (shown in the docs).
 
 Needs only `pip install payments-service[embedded] pytest pytest-asyncio`: the
 `payments` pytest plugin provides `payments_service`, a running service with its

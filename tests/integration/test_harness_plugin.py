@@ -1,7 +1,7 @@
 """The `payments` pytest plugin, as a downstream project gets it.
 
-The README's example test file is run by a separate pytest in an empty directory:
-no conftest of ours, strict asyncio mode, only the installed entry point. The
+The example test file of docs/integrate/harness.md is run by a separate pytest in an
+empty directory: no conftest of ours, strict asyncio mode, only the installed entry point. The
 infrastructure comes from PAYMENTS_TEST_KAFKA / PAYMENTS_TEST_MONGODB_URL (this
 session's servers), and the service runs as `payments run` in a child process.
 """
@@ -22,13 +22,13 @@ import service.testing.pytest_plugin as plugin
 pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).with_name("test_harness_downstream_example.py")
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "integrate" / "harness.md"
 
 
-def test_readme_shows_the_example_verbatim() -> None:
+def test_the_docs_show_the_example_verbatim() -> None:
     example = EXAMPLE.read_text(encoding="utf-8")
-    assert f"```python\n{example}```" in README.read_text(encoding="utf-8"), (
-        "README's downstream example differs from " + EXAMPLE.name
+    assert f"```python\n{example}```" in PAGE.read_text(encoding="utf-8"), (
+        "docs/integrate/harness.md's downstream example differs from " + EXAMPLE.name
     )
 
 

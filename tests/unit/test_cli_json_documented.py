@@ -1,6 +1,6 @@
-"""The README documents the `--json` output of every `payments` command, key by key.
+"""`docs/operate/cli.md` documents the `--json` output of every `payments` command, by key.
 
-Each command's subsection in "Operating it: the `payments` CLI" holds a table whose
+Each command's section of the page holds a table whose
 header starts with "key of `<command> --json`" and whose rows name one key each,
 backticked in the first column: `name` for a top-level key, `parent.name` inside an
 object, `parent[].name` inside each element of an array. The tests run the real
@@ -35,8 +35,7 @@ from service.tools import replay as replay_tool
 from service.tools import republish as republish_tool
 from service.tools.kafka_io import PartitionRange
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-SECTION = "## Operating it: the `payments` CLI"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "operate" / "cli.md"
 TABLE = re.compile(
     r"^\| key of (?P<label>.+?) \| type \| meaning \|\n\|---\|---\|---\|\n(?P<rows>(?:\|.*\|\n?)+)",
     re.M,
@@ -51,14 +50,11 @@ CONNECTION = ["--bootstrap-servers", "localhost:1", "--topic-prefix", PREFIX]
 MONGO = ["--mongodb-url", "mongodb://localhost:1", "--database", "payments_docs"]
 
 
-# -- what the README says ------------------------------------------------------------
+# -- what the page says --------------------------------------------------------------
 
 
 def _cli_section() -> str:
-    text = README.read_text(encoding="utf-8")
-    start = text.index(SECTION)
-    end = text.find("\n## ", start + len(SECTION))
-    return text[start : end if end != -1 else len(text)]
+    return PAGE.read_text(encoding="utf-8")
 
 
 def _types(cell: str) -> frozenset[str]:
@@ -236,7 +232,7 @@ VALID_EVENT = json.dumps(
 
 @dataclass(frozen=True)
 class Case:
-    """One command line whose `--json` output a README table documents."""
+    """One command line whose `--json` output a table of the page documents."""
 
     label: str
     args: list[str]
@@ -348,12 +344,12 @@ def _problems(documented: dict[str, frozenset[str]], roots: list[Any]) -> Iterat
 
 
 @pytest.mark.parametrize("command", list(CASES))
-def test_the_readme_documents_the_json_output_of(
+def test_the_page_documents_the_json_output_of(
     command: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     case = CASES[command]
     tables = documented_tables()
-    assert case.label in tables, f"no README table 'key of {case.label}'; found {list(tables)}"
+    assert case.label in tables, f"no table 'key of {case.label}'; found {list(tables)}"
     output = _run(case, monkeypatch)
     if case.is_array:
         assert isinstance(output, list) and output, f"expected a non-empty array: {output!r}"
@@ -362,9 +358,7 @@ def test_the_readme_documents_the_json_output_of(
         assert isinstance(output, dict), f"expected an object: {output!r}"
         roots = [output]
     problems = list(_problems(tables[case.label], roots))
-    assert not problems, f"README table 'key of {case.label}' vs. the output:\n" + "\n".join(
-        problems
-    )
+    assert not problems, f"table 'key of {case.label}' vs. the output:\n" + "\n".join(problems)
 
 
 def _json_commands() -> set[str]:
@@ -410,7 +404,7 @@ def test_every_json_command_has_a_table_and_every_table_is_checked() -> None:
 def test_source_topic_filter_takes_the_plain_or_the_full_name(
     given: str, prefix: str, matches: bool
 ) -> None:
-    # As the README's `payments dlq` section says: a letter's `source_topic` is the
+    # As the page's `payments dlq` section says: a letter's `source_topic` is the
     # full name; `--source-topic` matches it as given or behind the prefix in use.
     letter = LETTERS[0]
     assert letter.to_json()["source_topic"] == PREFIX + "checkout.completed"

@@ -1,4 +1,4 @@
-"""Every metric the service exports is in the README's table, with its type and labels."""
+"""Every metric the service exports is in `docs/operate/metrics.md`, with its type and labels."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from pathlib import Path
 
 from service.metrics import Metrics
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "operate" / "metrics.md"
 ROW = re.compile(r"^\| `(payments_\w+)` \| (counter|gauge|histogram) \|([^|]*)\|", re.M)
 
 
 def _documented() -> dict[str, tuple[str, frozenset[str]]]:
     return {
         name: (kind, frozenset(re.findall(r"`(\w+)`", labels)))
-        for name, kind, labels in ROW.findall(README.read_text(encoding="utf-8"))
+        for name, kind, labels in ROW.findall(PAGE.read_text(encoding="utf-8"))
     }
 
 
@@ -29,7 +29,7 @@ def _exported() -> dict[str, tuple[str, frozenset[str]]]:
     return exported
 
 
-def test_the_readme_documents_every_metric_with_its_type_and_labels() -> None:
+def test_the_page_documents_every_metric_with_its_type_and_labels() -> None:
     exported = _exported()
     assert exported, "found no metrics on Metrics()"
     assert _documented() == exported

@@ -17,6 +17,7 @@ from schemas import (
     PAYMENT_FAILED,
     PAYMENTS_DEAD_LETTER,
     REASONS_BY_OPERATION,
+    RETRYABLE_BY_REASON,
     CloudEvent,
     DeadLetterKind,
     FailureReason,
@@ -48,6 +49,8 @@ CONTRACT_REASONS = {
     "amount_exceeds_captured",
     "already_captured",
     "idempotency_conflict",
+    "needs_attention",
+    "operation_in_flight",
 }
 
 
@@ -178,7 +181,10 @@ def test_failure_reasons_are_exactly_the_contract_codes() -> None:
 def test_payment_failed_accepts_the_reasons_of_its_operation(
     operation: str, reason: FailureReason
 ) -> None:
-    data = outbound_data(PAYMENT_FAILED, operation=operation, reason=reason.value)
+    retryable = RETRYABLE_BY_REASON.get(reason, False)
+    data = outbound_data(
+        PAYMENT_FAILED, operation=operation, reason=reason.value, retryable=retryable
+    )
 
     assert isinstance(data, PaymentFailed)
     assert data.reason is reason
@@ -191,6 +197,38 @@ def test_payment_failed_accepts_the_reasons_of_its_operation(
 def test_payment_failed_rejects_a_reason_of_another_operation(operation: str, reason: str) -> None:
     with pytest.raises(ValidationError, match="is not a reason of operation"):
         outbound_data(PAYMENT_FAILED, operation=operation, reason=reason)
+
+
+def test_needs_attention_and_operation_in_flight_have_the_contracts_operations() -> None:
+    for operation, reasons in REASONS_BY_OPERATION.items():
+        assert FailureReason.NEEDS_ATTENTION in reasons
+        assert (FailureReason.OPERATION_IN_FLIGHT in reasons) is (operation != "authorize")
+
+
+@pytest.mark.parametrize(
+    ("operation", "reason", "retryable"),
+    [
+        ("capture", "needs_attention", True),
+        ("authorize", "needs_attention", True),
+        ("refund", "operation_in_flight", False),
+    ],
+)
+def test_payment_failed_keeps_the_retryable_the_contract_fixes(
+    operation: str, reason: str, retryable: bool
+) -> None:
+    with pytest.raises(ValidationError, match="is always retryable"):
+        outbound_data(PAYMENT_FAILED, operation=operation, reason=reason, retryable=retryable)
+
+
+def test_captured_may_say_what_it_released() -> None:
+    data = outbound_data("payment.captured", amount=3000, captured_total=3000, released_amount=2000)
+    wire = orjson.loads(
+        build_outbound_event(data, event_id="e1", source="/p", time=NOW).to_json_bytes()
+    )
+    assert wire["data"]["released_amount"] == 2000
+    without = outbound_data("payment.captured")
+    value = build_outbound_event(without, event_id="e2", source="/p", time=NOW).to_json_bytes()
+    assert "released_amount" not in orjson.loads(value)["data"]
 
 
 @pytest.mark.parametrize(
