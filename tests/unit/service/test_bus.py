@@ -119,8 +119,6 @@ class CartNoted(BaseModel):
 def _note(collection: PaymentCollection, note: str, event_id: str) -> Decision:
     """The throwaway decision (a domain method would hold it)."""
     collection.context = {**collection.context, "note": note}
-    from service.domain.model import ProcessedEvent
-
     collection.processed.append(
         ProcessedEvent(id=event_id, type="cart.noted", at=collection.updated_at)
     )
