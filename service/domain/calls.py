@@ -41,6 +41,10 @@ class ProviderCall:
     """Data from the customer for this call (payment method token, 3-D Secure result)."""
     context: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    final_capture: bool = True
+    """A capture: whether it is the last on its authorization (with multicapture, a
+    capture that leaves an amount to capture later is not). Decided when the capture
+    is reserved and stored with it, so a retry sends exactly the same request."""
     ref: str | None = None
     """What in the aggregate the call is for (e.g. the command id of a reserved
     operation), so its answer is applied to the right thing."""

@@ -447,12 +447,18 @@ class PaymentCollection(_Model):
 
 
 class Notification(_Model):
-    """What a provider webhook means for one session, as its adapter read it."""
+    """A provider fact (a webhook, or an object the audit read), as its adapter read
+    it: see `service.ports.providers.WebhookAction` for what each field means."""
 
     meaning: str
     provider_id: str
     session_id: str | None = None
+    reference: str | None = None
+    """The provider's authorization object the fact is about (Stripe: PaymentIntent)."""
+    event_id: str | None = None
+    """The provider's own id of the event, if it came as one."""
     amount: int | None = None
+    capturable: int | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     action: dict[str, Any] | None = None
     message: str = ""

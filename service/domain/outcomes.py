@@ -43,7 +43,10 @@ class ProviderOutcome:
 
     `data` is the provider's public session/payment data to keep (never secrets);
     `captured` is set when the provider also captured (e.g. Stripe `succeeded`,
-    or a provider configured to capture on authorization).
+    or a provider configured to capture on authorization). `reference` is the
+    provider's own id of the object the outcome is about (an authorization's
+    PaymentIntent or hold, a refund's id): the books name provider objects by it and
+    match them by it only, never by amount or recency.
     """
 
     kind: OutcomeKind
@@ -53,6 +56,7 @@ class ProviderOutcome:
     code: str | None = None
     captured: bool = False
     amount: int | None = None
+    reference: str | None = None
 
     @property
     def is_final(self) -> bool:
@@ -66,8 +70,11 @@ class ProviderOutcome:
         *,
         captured: bool = False,
         amount: int | None = None,
+        reference: str | None = None,
     ) -> ProviderOutcome:
-        return cls(OutcomeKind.SUCCEEDED, data or {}, captured=captured, amount=amount)
+        return cls(
+            OutcomeKind.SUCCEEDED, data or {}, captured=captured, amount=amount, reference=reference
+        )
 
     @classmethod
     def requires_more(
@@ -76,8 +83,10 @@ class ProviderOutcome:
         return cls(OutcomeKind.REQUIRES_MORE, data or {}, action=action)
 
     @classmethod
-    def pending(cls, data: dict[str, Any] | None = None) -> ProviderOutcome:
-        return cls(OutcomeKind.PENDING, data or {})
+    def pending(
+        cls, data: dict[str, Any] | None = None, *, reference: str | None = None
+    ) -> ProviderOutcome:
+        return cls(OutcomeKind.PENDING, data or {}, reference=reference)
 
     @classmethod
     def declined(cls, message: str, code: str | None = None) -> ProviderOutcome:
@@ -108,6 +117,8 @@ class ProviderOutcome:
 
     @classmethod
     def unknown(cls, message: str) -> ProviderOutcome:
+        """No answer (a timeout, a lost connection); from a status query: the provider
+        *could not tell* (an error, a key it no longer remembers) — never an outcome."""
         return cls(OutcomeKind.UNKNOWN, message=message)
 
     @classmethod

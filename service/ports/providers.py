@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from service.domain.calls import CallOperation, ProviderCall
+from service.domain.capabilities import LENIENT, Capabilities
 from service.domain.model import Notification
 from service.domain.notifications import Meaning
 from service.domain.outcomes import ProviderOutcome
@@ -34,7 +35,19 @@ WebhookMeaning = Meaning
 
 @dataclass(frozen=True, slots=True)
 class WebhookAction:
-    """What a provider webhook means for one session, as the adapter reads it."""
+    """A provider fact: what one of its objects is now, as the adapter reads a webhook
+    (or, for the audit, the object itself).
+
+    `provider_reference` names the authorization object the fact is about (Stripe:
+    the PaymentIntent), also for a refund or a dispute of it; the books match facts
+    to what they hold by these ids only. `amount` is, by `meaning`: `authorized`, the
+    amount held (capturable); `captured`, the amount captured so far in all
+    (cumulative: Stripe's `amount_received`); a refund's or a dispute's own amount.
+    `capturable` is what the provider still lets be captured (0 once a final partial
+    capture released the rest), where it says. `event_id` is the provider's own id of
+    the event (Stripe `evt_…`): a replay of the same signed event under another
+    envelope id is recognised by it; None for facts the audit read.
+    """
 
     meaning: WebhookMeaning
     session_id: str | None
@@ -45,6 +58,8 @@ class WebhookAction:
     data: dict[str, Any] = field(default_factory=dict)
     action: dict[str, Any] | None = None
     message: str = ""
+    event_id: str | None = None
+    capturable: int | None = None
 
     def notification(self, provider_id: str) -> Notification:
         """What the aggregate is told (`PaymentCollection.notify`)."""
@@ -52,7 +67,10 @@ class WebhookAction:
             meaning=self.meaning,
             provider_id=provider_id,
             session_id=self.session_id,
+            reference=self.provider_reference or None,
+            event_id=self.event_id,
             amount=self.amount,
+            capturable=self.capturable,
             data=dict(self.data),
             action=self.action,
             message=self.message,
@@ -86,6 +104,9 @@ class PaymentProvider(Protocol):
 
     id: str
     capture_on_authorize: bool
+    capabilities: Capabilities = LENIENT
+    """What the provider allows (`service/domain/capabilities.py`); a payment keeps
+    its provider's as they were when it was authorized."""
 
     async def initiate(self, call: ProviderCall) -> ProviderOutcome:
         """Create the provider-side session (Medusa's initiatePayment)."""
@@ -108,7 +129,16 @@ class PaymentProvider(Protocol):
         ...
 
     async def get_status(self, call: ProviderCall) -> ProviderOutcome:
-        """What became of `call` (by its idempotency key): asked after an unknown outcome."""
+        """What became of `call` (by its idempotency key): asked after an unknown outcome.
+
+        Three kinds of answer, never more: *found* (the operation's outcome:
+        succeeded, declined, failed, pending…, with `reference` where the provider
+        names the object), *not found* (:meth:`ProviderOutcome.not_found`: the provider
+        positively has no trace of it, so it never took effect), or *could not tell*
+        (:meth:`ProviderOutcome.unknown`): an error of the query itself (a timeout, an
+        authentication or configuration error after a key rotation, an object the
+        provider no longer shows) is never an outcome of the operation.
+        """
         ...
 
     async def retrieve(self, call: ProviderCall) -> ProviderOutcome:
@@ -161,6 +191,18 @@ class PaymentProvider(Protocol):
         Raising makes the consumer retry the webhook (and dead-letter it in the end).
         """
         return self.interpret_webhook(headers, payload)
+
+    async def read_objects(self, call: ProviderCall) -> list[WebhookAction]:
+        """The provider's objects behind a payment as they are now, as facts: its
+        authorization (with what is captured and capturable), every refund, every
+        dispute; `event_id` None. The audit sweep applies them like webhooks, so what
+        a webhook never said (a dashboard refund, a dispute) still reaches the books.
+
+        `call` names the payment (`data` holds what the provider answered for it).
+        The default reads nothing: for providers whose books are ours (manual).
+        Raises :class:`ProviderUnavailable` when the provider cannot be read.
+        """
+        return []
 
     async def close(self) -> None: ...
 
