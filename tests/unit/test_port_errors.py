@@ -140,6 +140,7 @@ PROVIDER_CALLS: dict[str, Callable[[SandboxProvider], Any]] = {
         "refund",
         "cancel",
         "get_status",
+        "read_objects",
     )
 } | {"list_payment_methods": lambda p: p.list_payment_methods("cus_1")}
 
