@@ -42,6 +42,7 @@ from schemas.topics import (
     PAYMENT_PROVIDER_WEBHOOK,
 )
 from service.domain import commands
+from service.domain.capabilities import LENIENT, Capabilities
 from service.handlers import HandleResult, PaymentService
 from service.ports.providers import InstalledProviders
 
@@ -134,7 +135,13 @@ def _complete_checkout(
         now=ctx.now,
         payment_data=dict(data.payment_data or {}),
         context=dict(data.context or {}),
+        capabilities=_capabilities(ctx.providers, data.provider_id),
     )
+
+
+def _capabilities(providers: InstalledProviders, provider_id: str) -> Capabilities:
+    provider = providers.get(provider_id)
+    return provider.capabilities if provider is not None else LENIENT
 
 
 def _capture(event: Inbound[AdminCapture], ctx: Context) -> commands.CapturePayment:

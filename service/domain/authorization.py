@@ -16,6 +16,7 @@ from schemas.topics import PAYMENT_AUTHORIZED, PAYMENT_REQUIRES_ACTION
 from service.domain import derived_ids as ids
 from service.domain.bookings import record_capture
 from service.domain.calls import Answers, ProviderCall
+from service.domain.capabilities import LENIENT
 from service.domain.events import new_event
 from service.domain.failures import fail
 from service.domain.model import (
@@ -80,13 +81,20 @@ def record_lost_authorization(
     """
     if outcome.kind not in (OutcomeKind.SUCCEEDED, OutcomeKind.UNKNOWN):
         return False
+    reference = outcome.reference or _object_of(call)
+    if reference is not None and reference == _payment_object(collection):
+        return False  # the payment's own object (Stripe: every attempt shares one intent)
     if is_payment_authorization(collection, call.idempotency_key) or any(
         s.needs_reconcile
         and authorization_call(collection, s).idempotency_key == call.idempotency_key
         for s in collection.sessions
     ):
         return False  # the payment, or a session's unknown outcome the reconciler settles
-    if any(v.authorization_key == call.idempotency_key for v in collection.voids):
+    if any(
+        v.authorization_key == call.idempotency_key
+        or (reference is not None and v.reference == reference)
+        for v in collection.voids
+    ):
         return False
     collection.voids.append(
         LostAuthorization(
@@ -97,11 +105,30 @@ def record_lost_authorization(
             currency_code=call.currency_code,
             data={**call.data, **outcome.data},
             confirmed=outcome.kind == OutcomeKind.SUCCEEDED,
+            reference=reference,
+            captured=outcome.captured,
             found_at=now,
         )
     )
     collection.updated_at = now
     return True
+
+
+def _object_of(call: ProviderCall) -> str | None:
+    """The provider object a call was about, if it named one before the call (Stripe:
+    the session's PaymentIntent, which every authorization attempt shares)."""
+    value = call.data.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+def _payment_object(collection: PaymentCollection) -> str | None:
+    payment = collection.payment
+    if payment is None:
+        return None
+    if payment.reference:
+        return payment.reference
+    session = collection.session_by_id(payment.session_id)
+    return session.reference if session is not None else None
 
 
 def is_payment_authorization(collection: PaymentCollection, provider_key: str) -> bool:
@@ -128,38 +155,9 @@ def authorize_session(
     session.last_error = None
     session.updated_at = now
     _cancel_other_sessions(collection, session, now)
-    payment_id = ids.payment_id(session.id)
-    amount = _held_amount(session, outcome)
     collection.status = collection_transition(collection.status, CollectionStatus.AUTHORIZED)
     collection.selected_provider_id = session.provider_id
-    event = new_event(
-        collection,
-        PaymentAuthorized.model_validate(
-            {
-                "cart_id": collection.cart_id,
-                "collection_id": collection.id,
-                "provider_id": session.provider_id,
-                "currency_code": collection.currency_code,
-                "payment_id": payment_id,
-                "session_id": session.id,
-                "amount": amount,
-                "authorized_at": now,
-            }
-        ),
-        PAYMENT_AUTHORIZED,
-        causation_id,
-        now,
-    )
-    payment = Payment(
-        id=payment_id,
-        session_id=session.id,
-        provider_id=session.provider_id,
-        amount=amount,
-        currency_code=collection.currency_code,
-        data=dict(outcome.data),
-        authorized_at=now,
-        authorized_event_id=event.id,
-    )
+    payment = _new_payment(collection, session, outcome, causation_id, now)
     collection.payment = payment
     if outcome.captured and payment.amount > 0:
         # The provider captured on authorization (configured `capture: true`).
@@ -173,6 +171,53 @@ def authorize_session(
             now=now,
         )
     collection.updated_at = now
+
+
+def _new_payment(
+    collection: PaymentCollection,
+    session: PaymentSession,
+    outcome: ProviderOutcome,
+    causation_id: str,
+    now: datetime,
+) -> Payment:
+    """The session's authorization as the payment, announced by `payment.authorized`.
+
+    What was authorized is frozen: the session's currency as the attempt asked the
+    provider (cart.updated cannot change it while the call is in flight), the amount
+    as the provider answered, the provider's object, and what that provider allows.
+    """
+    payment_id = ids.payment_id(session.id)
+    amount = _held_amount(session, outcome)
+    event = new_event(
+        collection,
+        PaymentAuthorized.model_validate(
+            {
+                "cart_id": collection.cart_id,
+                "collection_id": collection.id,
+                "provider_id": session.provider_id,
+                "currency_code": session.currency_code,
+                "payment_id": payment_id,
+                "session_id": session.id,
+                "amount": amount,
+                "authorized_at": now,
+            }
+        ),
+        PAYMENT_AUTHORIZED,
+        causation_id,
+        now,
+    )
+    return Payment(
+        id=payment_id,
+        session_id=session.id,
+        provider_id=session.provider_id,
+        amount=amount,
+        currency_code=session.currency_code,
+        data=dict(outcome.data),
+        authorized_at=now,
+        authorized_event_id=event.id,
+        reference=outcome.reference or session.reference,
+        capabilities=session.capabilities or LENIENT,
+    )
 
 
 def _cancel_other_sessions(

@@ -44,8 +44,14 @@ def record_capture(
     causation_id: str,
     now: datetime,
     source: Literal["admin", "auto", "webhook"] = "admin",
+    releases_rest: bool = False,
 ) -> Capture:
-    """Book a capture, move the collection to (partially) captured, announce it."""
+    """Book a capture, move the collection to (partially) captured, announce it.
+
+    `releases_rest`: the capture was final at a provider that releases what is left
+    of the authorization (Stripe without multicapture): the rest is booked as
+    released, nothing is left to capture, and `payment.captured` says how much.
+    """
     capture = Capture(
         id=ids.capture_id(payment.id, command_id),
         amount=amount,
@@ -54,7 +60,11 @@ def record_capture(
         created_at=now,
     )
     payment.captures.append(capture)
-    fully = payment.captured_total >= payment.amount
+    released = 0
+    if releases_rest:
+        released = max(0, payment.amount - payment.captured_total - payment.released_amount)
+        payment.released_amount += released
+    fully = payment.captured_total + payment.released_amount >= payment.amount
     target = CollectionStatus.COMPLETED if fully else CollectionStatus.PARTIALLY_CAPTURED
     if collection.status != target:
         collection.status = collection_transition(collection.status, target)
@@ -67,6 +77,7 @@ def record_capture(
                 "amount": capture.amount,
                 "captured_total": payment.captured_total,
                 "fully_captured": fully,
+                **({"released_amount": released} if released else {}),
             }
         ),
         PAYMENT_CAPTURED,
@@ -85,16 +96,22 @@ def record_refund(
     reason: str | None,
     causation_id: str,
     now: datetime,
+    reference: str | None = None,
 ) -> Refund:
-    """Book a refund and announce it."""
-    refund = Refund(
-        id=ids.refund_id(payment.id, command_id),
-        amount=amount,
-        command_id=command_id,
-        reason=reason,
-        created_at=now,
-    )
-    payment.refunds.append(refund)
+    """Book a refund (money back) and announce it; a refund object the provider named
+    before (accepted as pending) becomes this one."""
+    refund = payment.refund_object(reference) if reference else None
+    if refund is None:
+        refund = Refund(
+            id=ids.refund_id(payment.id, command_id),
+            amount=amount,
+            command_id=command_id,
+            reason=reason,
+            reference=reference,
+            created_at=now,
+        )
+        payment.refunds.append(refund)
+    refund.status = "succeeded"
     new_event(
         collection,
         PaymentRefunded.model_validate(

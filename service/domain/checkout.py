@@ -307,6 +307,7 @@ def _reserve_attempt(
     session.currency_code = cmd.currency_code.lower()
     session.needs_reconcile = True
     session.lease_until = lease_until
+    session.capabilities = cmd.capabilities
     session.updated_at = cmd.now
     attempt.outcome = "started"
     collection.updated_at = cmd.now

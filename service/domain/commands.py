@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
+from service.domain.capabilities import LENIENT, Capabilities
+
 
 @dataclass(frozen=True, slots=True)
 class UpdateCart:
@@ -42,6 +44,8 @@ class CompleteCheckout:
     now: datetime
     payment_data: dict[str, Any] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict)
+    capabilities: Capabilities = LENIENT
+    """What the chosen provider allows; the payment keeps it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,15 +30,16 @@ def apply_dispute(
     amount: int | None,
     data: dict[str, Any],
     now: datetime,
-) -> None:
-    """Record what the provider says about one dispute; publish on a status change."""
+) -> bool:
+    """Record what the provider says about one dispute; publish on a status change.
+    Returns whether anything changed (a repeated or stale fact changes nothing)."""
     payment = collection.payment
     dispute_id = data.get("dispute_id")
     status = data.get("status")
     if payment is None or not isinstance(dispute_id, str) or not dispute_id:
-        return
+        return False
     if status not in ("open", "won", "lost"):
-        return
+        return False
     provider_status = str(data.get("provider_status") or status)
     reason = str(data.get("reason") or "unknown")
     due = data.get("evidence_due_by")
@@ -58,14 +59,11 @@ def apply_dispute(
         payment.disputes.append(existing)
         changed_status = True
     else:
-        if existing.status in DECIDED and status != existing.status:
-            return  # decided disputes stay decided; a late update is stale
-        changed_status = existing.status != status
-        existing.status = cast(DisputeStatus, status)
-        existing.provider_status = provider_status
+        moved = _moved(existing, cast(DisputeStatus, status), provider_status, amount)
+        if moved is None:
+            return False
+        changed_status = moved
         existing.reason = reason
-        if amount is not None:
-            existing.amount = amount
         if evidence_due_by is not None:
             existing.evidence_due_by = evidence_due_by
         existing.updated_at = now
@@ -80,6 +78,28 @@ def apply_dispute(
     )
     if changed_status:
         _announce(collection, payment, existing, event_id, now)
+    return True
+
+
+def _moved(
+    dispute: Dispute, status: DisputeStatus, provider_status: str, amount: int | None
+) -> bool | None:
+    """Apply a later word about a known dispute: whether its `status` changed, or None
+    when the fact is stale (a decided dispute does not reopen) or repeats what is known."""
+    if dispute.status in DECIDED and status != dispute.status:
+        return None
+    if (
+        dispute.status == status
+        and dispute.provider_status == provider_status
+        and (amount is None or dispute.amount == amount)
+    ):
+        return None
+    changed = dispute.status != status
+    dispute.status = status
+    dispute.provider_status = provider_status
+    if amount is not None:
+        dispute.amount = amount
+    return changed
 
 
 def _announce(

@@ -9,7 +9,7 @@ with the events it causes and the events that caused it.
 
 Its behaviour is in the methods below, one per thing that can happen to it; each
 delegates to the module holding those rules (`cart`, `checkout`,
-`payment_operations`, `notifications`, `reconcile`). A rule changes the aggregate in
+`payment_operations`, `provider_facts`, `reconcile`). A rule changes the aggregate in
 place and *records* the outbound events it causes (:meth:`PaymentCollection.record`);
 the unit of work moves what was recorded into the outbox when it stores the change
 (:meth:`PaymentCollection.commit_recorded`), and drops the object when the decision
@@ -19,10 +19,11 @@ stores nothing.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from service.domain.capabilities import Capabilities
 from service.domain.statuses import CollectionStatus, SessionStatus
 
 if TYPE_CHECKING:
@@ -80,8 +81,20 @@ class PaymentSession(_Model):
     """While set and not past, a checkout handler is making the authorization call:
     the reconciler and other checkouts wait until then."""
     last_error: str | None = None
+    capabilities: Capabilities | None = None
+    """What the session's provider allows, as the checkout that reserved its last
+    authorization found it; the payment keeps it."""
+    deleted: bool = False
+    """Deleted at the provider (the region no longer offers it): kept so a late fact
+    about its object is recognised as not the payment's, never applied to another."""
     created_at: datetime
     updated_at: datetime
+
+    @property
+    def reference(self) -> str | None:
+        """The provider's object of the session (Stripe: its PaymentIntent id)."""
+        value = self.data.get("id")
+        return value if isinstance(value, str) and value else None
 
 
 class Capture(_Model):
@@ -92,11 +105,23 @@ class Capture(_Model):
     created_at: datetime
 
 
+RefundStatus = Literal["pending", "succeeded", "failed", "canceled"]
+
+REFUND_RANK: dict[str, int] = {"pending": 0, "succeeded": 1, "failed": 2, "canceled": 2}
+"""A refund's status only moves up this rank (a succeeded refund can still fail at
+Stripe; a failed or canceled one is final): a fact of a lower rank is stale."""
+
+
 class Refund(_Model):
+    """A refund object at the provider, by its id; only a succeeded one is money back."""
+
     id: str
     amount: int
     command_id: str
     reason: str | None = None
+    reference: str | None = None
+    """The provider's refund id (Stripe `re_…`): how every later fact finds it."""
+    status: RefundStatus = "succeeded"
     created_at: datetime
 
 
@@ -137,6 +162,13 @@ class PendingOperation(_Model):
     lease_until: datetime | None = None
     """Until when the owner may still be working on the call (its timeout, retries
     and status queries). Only after it does the reconciler take the operation over."""
+    final: bool = True
+    """A capture: the last on the authorization (sent as such, the same on a retry)."""
+    reference: str | None = None
+    """The provider's object once it named one (a refund accepted as `pending`)."""
+    attention: str | None = None
+    """Why its outcome cannot be known without a person (`needs_attention`): the
+    provider cannot tell and the window in which a repeat is safe has passed."""
 
 
 class HistoryEntry(_Model):
@@ -168,6 +200,12 @@ class Payment(_Model):
     disputes: list[Dispute] = Field(default_factory=list)
     pending: list[PendingOperation] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
+    reference: str | None = None
+    """The provider's authorization object (Stripe: the PaymentIntent id)."""
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+    """What its provider allows, as when it was authorized."""
+    released_amount: int = 0
+    """Released at the provider by a final partial capture: no longer capturable."""
 
     @property
     def captured_total(self) -> int:
@@ -175,7 +213,28 @@ class Payment(_Model):
 
     @property
     def refunded_total(self) -> int:
-        return sum(r.amount for r in self.refunds)
+        return sum(r.amount for r in self.refunds if r.status == "succeeded")
+
+    @property
+    def capturable(self) -> int:
+        """What is authorized and neither captured, reserved for a capture, nor released."""
+        return self.amount - self.captured_total - self.pending_capture - self.released_amount
+
+    @property
+    def lost_to_disputes(self) -> int:
+        """Money a lost dispute gave back to the customer: no longer refundable."""
+        return sum(d.amount for d in self.disputes if d.status == "lost")
+
+    @property
+    def refundable(self) -> int:
+        """Captured, and not refunded, reserved for a refund, or lost to a dispute."""
+        return max(
+            0,
+            self.captured_total - self.refunded_total - self.pending_refund - self.lost_to_disputes,
+        )
+
+    def refund_object(self, reference: str) -> Refund | None:
+        return next((r for r in self.refunds if r.reference == reference), None)
 
     @property
     def pending_capture(self) -> int:
@@ -212,11 +271,81 @@ class LostAuthorization(_Model):
     """What the provider answered (e.g. the PaymentIntent id): the void must name it."""
     confirmed: bool = True
     """False when the authorization's own outcome is unknown: ask before voiding."""
+    reference: str | None = None
+    """The provider's object that holds the money (the PaymentIntent, the hold): what
+    the release names, and how it is told from the payment's own object."""
+    captured: bool = False
+    """The hold was captured too (automatic capture): released by a refund."""
     found_at: datetime
 
     @property
     def void_key(self) -> str:
         return f"{self.authorization_key}:void"
+
+
+Meaning: TypeAlias = Literal[
+    "authorized",
+    "captured",
+    "failed",
+    "requires_more",
+    "canceled",
+    "refund_succeeded",
+    "refund_pending",
+    "refund_failed",
+    "disputed",
+]
+"""What a provider fact says of its object (the port's `WebhookMeaning`)."""
+
+
+class Notification(_Model):
+    """A provider fact (a webhook, or an object the audit read), as its adapter read
+    it: see `service.ports.providers.WebhookAction` for what each field means."""
+
+    meaning: Meaning
+    provider_id: str
+    session_id: str | None = None
+    reference: str | None = None
+    """The provider's authorization object the fact is about (Stripe: PaymentIntent)."""
+    event_id: str | None = None
+    """The provider's own id of the event, if it came as one."""
+    amount: int | None = None
+    capturable: int | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    action: dict[str, Any] | None = None
+    message: str = ""
+
+
+class ReleasedHold(_Model):
+    """A hold that was not the payment, released at the provider (booked, for good)."""
+
+    reference: str
+    provider_id: str
+    amount: int
+    how: Literal["cancel", "refund"]
+    released_at: datetime
+
+
+class ParkedFact(_Model):
+    """A provider fact that cannot be applied yet (what it is about is not booked, or
+    an operation on it is in flight): kept until it can be, never dropped."""
+
+    notification: Notification
+    cause: str
+    """The id of the event that brought it (the cause of what it books)."""
+    parked_at: datetime
+
+
+class DeferredCart(_Model):
+    """A `cart.updated` that came while an authorization was in flight or unknown:
+    what was asked of the provider stays as it was, and this is applied once the
+    authorization settles without a payment."""
+
+    event_id: str
+    region_id: str
+    currency_code: str
+    amount: int
+    version: int | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
 
 
 class CheckoutAttempt(_Model):
@@ -254,6 +383,12 @@ class PaymentCollection(_Model):
     payment: Payment | None = None
     checkout_attempts: list[CheckoutAttempt] = Field(default_factory=list)
     voids: list[LostAuthorization] = Field(default_factory=list)
+    released_holds: list[ReleasedHold] = Field(default_factory=list)
+    parked: list[ParkedFact] = Field(default_factory=list)
+    provider_events: list[str] = Field(default_factory=list)
+    """The provider's own ids of the latest events applied (a bounded window): a signed
+    event replayed under another envelope id is recognised by its id."""
+    deferred_cart: DeferredCart | None = None
     reconcile_after: datetime | None = None
     """Back-off: a reconciler pass that could not settle everything waits until then."""
     reconcile_attempts: int = 0
@@ -428,8 +563,8 @@ class PaymentCollection(_Model):
         return settle_payment_command(self, cmd, answered)
 
     def notify(self, event_id: str, notification: Notification, now: datetime) -> Decision:
-        """What a provider reported by webhook (`notifications.py`)."""
-        from service.domain.notifications import decide_notification
+        """What a provider reported by webhook (`provider_facts.py`)."""
+        from service.domain.provider_facts import decide_notification
 
         return decide_notification(self, event_id, notification, now)
 
@@ -444,21 +579,3 @@ class PaymentCollection(_Model):
         from service.domain.reconcile import settle_reconcile
 
         return settle_reconcile(self, answered, now)
-
-
-class Notification(_Model):
-    """A provider fact (a webhook, or an object the audit read), as its adapter read
-    it: see `service.ports.providers.WebhookAction` for what each field means."""
-
-    meaning: str
-    provider_id: str
-    session_id: str | None = None
-    reference: str | None = None
-    """The provider's authorization object the fact is about (Stripe: PaymentIntent)."""
-    event_id: str | None = None
-    """The provider's own id of the event, if it came as one."""
-    amount: int | None = None
-    capturable: int | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
-    action: dict[str, Any] | None = None
-    message: str = ""

@@ -95,6 +95,7 @@ def _reject(
     amount: int | None = None,
     discriminator: str = "",
     record: bool = True,
+    retryable: bool = False,
 ) -> Decision:
     payment = collection.payment
     fail(
@@ -102,7 +103,7 @@ def _reject(
         operation=cmd.operation,
         reason=reason,
         message=message,
-        retryable=False,
+        retryable=retryable,
         causation_id=cmd.command_id,
         now=cmd.now,
         provider_id=payment.provider_id if payment else None,
@@ -133,6 +134,7 @@ def pending_call(
         payment_id=payment.id,
         data=payment.data,
         reason=pending.reason,
+        final_capture=pending.final,
         ref=f"pending:{pending.command_id}",
     )
 
@@ -314,32 +316,52 @@ def _decide(
 def _decide_capture(
     collection: PaymentCollection, payment: Payment, cmd: CapturePayment
 ) -> Decision | PendingOperation:
-    """Partial captures up to the authorized amount; nothing on a canceled payment."""
-    # A cancel in flight counts as canceled: a capture reserved now would
-    # settle on a canceled payment (canceled -> captured is illegal).
-    if payment.is_canceled or any(p.operation == "cancel" for p in payment.pending):
+    """Partial captures up to what is capturable; nothing on a canceled payment.
+
+    A capture whose answer depends on an operation still in flight (a cancel; a
+    capture that may yet fail and free the amount) is answered `operation_in_flight`,
+    never with the refusal the in-flight outcome might make true.
+    """
+    if payment.is_canceled:
         return _reject(
             collection, cmd, "payment_canceled", "the payment is canceled", amount=cmd.amount
         )
-    remaining = payment.amount - payment.captured_total - payment.pending_capture
-    return _reserve_within(
-        collection, cmd, remaining, "authorized and not yet captured", "amount_exceeds_authorized"
+    if any(p.operation == "cancel" for p in payment.pending):
+        return _in_flight(collection, cmd, "a cancel of the payment is in flight")
+    available = payment.capturable
+    amount = cmd.amount if cmd.amount is not None else available
+    if amount > available and amount <= available + payment.pending_capture:
+        return _in_flight(collection, cmd, "a capture of the payment is in flight")
+    reserved = _reserve_within(
+        collection, cmd, available, "authorized and not yet captured", "amount_exceeds_authorized"
     )
+    if isinstance(reserved, PendingOperation):
+        # Without multicapture every capture is the last; with it, only the one that
+        # takes all that is left. Stored with the reservation: a retry sends the same.
+        reserved.final = not payment.capabilities.multicapture or reserved.amount == available
+    return reserved
 
 
 def _decide_refund(
     collection: PaymentCollection, payment: Payment, cmd: RefundPayment
 ) -> Decision | PendingOperation:
-    """Partial refunds up to the captured amount."""
+    """Partial refunds up to what is refundable: captured, and not refunded, reserved
+    for a refund, or given back by a lost dispute."""
+    waiting = payment.pending_capture + payment.pending_refund
     if payment.captured_total == 0:
+        if payment.pending_capture:
+            return _in_flight(collection, cmd, "a capture of the payment is in flight")
         return _reject(
             collection, cmd, "nothing_captured", "nothing is captured", amount=cmd.amount
         )
-    refundable = payment.captured_total - payment.refunded_total - payment.pending_refund
+    available = payment.refundable
+    amount = cmd.amount if cmd.amount is not None else available
+    if waiting and (amount > available or available == 0) and amount <= available + waiting:
+        return _in_flight(collection, cmd, "a capture or refund of the payment is in flight")
     return _reserve_within(
         collection,
         cmd,
-        refundable,
+        available,
         "captured and not yet refunded",
         "amount_exceeds_captured",
         reason=cmd.reason,
@@ -356,14 +378,32 @@ def _decide_cancel(
         _history(payment, cmd, "already canceled", None)
         _processed(collection, cmd)
         return Decision("settled", collection, note="already canceled: republished")
-    if payment.captured_total > 0 or payment.pending_capture > 0:
+    if payment.captured_total > 0:
         return _reject(
             collection,
             cmd,
             "already_captured",
             "the payment has captures and cannot be canceled",
         )
+    if payment.pending_capture > 0:
+        return _in_flight(collection, cmd, "a capture of the payment is in flight")
     return _reservation(collection, cmd, payment.amount)
+
+
+def _in_flight(collection: PaymentCollection, cmd: PaymentCommand, message: str) -> Decision:
+    """`operation_in_flight` (retryable): the answer depends on an operation still in
+    flight. The command id stays free: the same command is decided again when sent
+    again."""
+    return _reject(
+        collection,
+        cmd,
+        "operation_in_flight",
+        f"{message}; its outcome decides this {cmd.operation}: send it again later",
+        amount=cmd.amount,
+        discriminator=":in_flight",
+        record=False,
+        retryable=True,
+    )
 
 
 def _reserve_within(
@@ -475,12 +515,12 @@ def apply_late_success(collection: PaymentCollection, call: ProviderCall, now: d
     if operation == "capture":
         if any(c.command_id == command_id for c in payment.captures):
             return False
-        if payment.is_canceled or payment.captured_total + call.amount > payment.amount:
+        if payment.is_canceled or call.amount > payment.capturable:
             return False
     elif operation == "refund":
         if any(r.command_id == command_id for r in payment.refunds):
             return False
-        if payment.refunded_total + call.amount > payment.captured_total:
+        if call.amount > payment.refundable:
             return False
     elif payment.is_canceled or payment.captured_total > 0:
         return False
@@ -507,9 +547,13 @@ def settle_pending(
     assert payment is not None
     if outcome.kind in (OutcomeKind.UNKNOWN, OutcomeKind.PENDING):
         # The owner is done and got no answer: release the lease, so the
-        # reconciler asks at once instead of waiting for it to run out.
+        # reconciler asks at once instead of waiting for it to run out. A pending
+        # answer names the provider's object (a refund accepted, not money yet):
+        # every later fact about it finds the reservation by that id.
         pending.owner = None
         pending.lease_until = None
+        if outcome.reference is not None:
+            pending.reference = outcome.reference
         collection.updated_at = now
         return collection
     payment.pending.remove(pending)
@@ -518,7 +562,7 @@ def settle_pending(
     # the provider answered: completed/partially_captured -> canceled is illegal.
     captured_meanwhile = pending.operation == "cancel" and payment.captured_total > 0
     if outcome.kind == OutcomeKind.SUCCEEDED and not captured_meanwhile:
-        _book_success(collection, payment, pending, now)
+        _book_success(collection, payment, pending, outcome.reference or pending.reference, now)
         result = "succeeded"
     else:
         result = _book_failure(collection, payment, pending, outcome, now, captured_meanwhile)
@@ -527,7 +571,11 @@ def settle_pending(
 
 
 def _book_success(
-    collection: PaymentCollection, payment: Payment, pending: PendingOperation, now: datetime
+    collection: PaymentCollection,
+    payment: Payment,
+    pending: PendingOperation,
+    reference: str | None,
+    now: datetime,
 ) -> None:
     """The provider did what the reservation asked: the books follow."""
     if pending.operation == "capture":
@@ -538,6 +586,7 @@ def _book_success(
             amount=pending.amount,
             causation_id=pending.command_id,
             now=now,
+            releases_rest=pending.final and payment.capabilities.partial_capture_releases_rest,
         )
     elif pending.operation == "refund":
         record_refund(
@@ -548,6 +597,7 @@ def _book_success(
             reason=pending.reason,
             causation_id=pending.command_id,
             now=now,
+            reference=reference,
         )
     elif payment.is_canceled:
         # A second cancel that was in flight at the same time: already canceled,

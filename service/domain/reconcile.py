@@ -15,6 +15,7 @@ came back, so the unit tests and the model test use the very same rules.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Literal
 
 from service.domain.authorization import (
@@ -24,7 +25,13 @@ from service.domain.authorization import (
 )
 from service.domain.backoff import Backoff
 from service.domain.calls import Answered, Ask, ProviderCall
-from service.domain.model import LostAuthorization, PaymentCollection
+from service.domain.failures import fail
+from service.domain.model import (
+    LostAuthorization,
+    PaymentCollection,
+    PendingOperation,
+    ReleasedHold,
+)
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.domain.payment_operations import apply_late_success, pending_call, settle_pending
 from service.domain.results import Decision
@@ -41,8 +48,10 @@ _NO_ANSWER = (OutcomeKind.UNKNOWN, OutcomeKind.PENDING)
 
 
 def void_call(collection: PaymentCollection, void: LostAuthorization) -> ProviderCall:
-    """The cancel that releases a lost authorization, under its own stable key."""
-    return _about_void(collection, void, "cancel", void.void_key)
+    """The call that releases a lost authorization, naming its provider object, under
+    its own stable key: a cancel of the hold, or a refund of all of it when it was
+    captured too (automatic capture: a canceled charge cannot be canceled)."""
+    return _about_void(collection, void, "refund" if void.captured else "cancel", void.void_key)
 
 
 def _void_authorization_call(
@@ -55,7 +64,7 @@ def _void_authorization_call(
 def _about_void(
     collection: PaymentCollection,
     void: LostAuthorization,
-    operation: Literal["authorize", "cancel"],
+    operation: Literal["authorize", "cancel", "refund"],
     idempotency_key: str,
 ) -> ProviderCall:
     return ProviderCall(
@@ -79,17 +88,22 @@ def decide_reconcile(collection: PaymentCollection, now: datetime) -> Decision:
     if not queries:
         return Decision("ignored", collection)
     return Decision(
-        "call", collection, calls=queries, how="status", chain=_then_repeat, settle_fresh=True
+        "call",
+        collection,
+        calls=queries,
+        how="status",
+        chain=partial(_then_repeat, now=now),
+        settle_fresh=True,
     )
 
 
-def _then_repeat(decision: Decision, answered: Answered) -> Ask | None:
+def _then_repeat(decision: Decision, answered: Answered, *, now: datetime) -> Ask | None:
     """Status queries first; then the calls their answers ask to make (same keys)."""
     asked = len(decision.calls)
     if len(answered) < asked:
         return Ask(decision.calls[len(answered)], "status")
     statuses = answered[:asked]
-    repeats = calls_to_repeat(statuses) + void_calls_for_found_authorizations(
+    repeats = calls_to_repeat(statuses, decision.stored, now) + void_calls_for_found_authorizations(
         decision.stored, statuses
     )
     made = len(answered) - asked
@@ -126,17 +140,42 @@ def status_queries(collection: PaymentCollection, now: datetime) -> list[Provide
     return queries
 
 
-def calls_to_repeat(statuses: Answers) -> list[ProviderCall]:
-    """The money calls the provider says never happened: safe to make (same key).
+def calls_to_repeat(
+    statuses: Answers, collection: PaymentCollection | None = None, now: datetime | None = None
+) -> list[ProviderCall]:
+    """The money calls the provider says never happened: safe to make (same key), and
+    only inside the provider's idempotency window (after it, a repeat would be a new
+    request: :func:`past_window`).
 
     Authorizations are never repeated; a void whose authorization turned out to
     exist is made now.
     """
     repeats: list[ProviderCall] = []
     for call, outcome in statuses:
-        if call.operation in ("capture", "refund", "cancel") and outcome.is_not_found:
-            repeats.append(call)
+        if call.operation not in ("capture", "refund", "cancel") or not outcome.is_not_found:
+            continue
+        if collection is not None and now is not None and past_window(collection, call, now):
+            continue
+        repeats.append(call)
     return repeats
+
+
+def past_window(collection: PaymentCollection, call: ProviderCall, now: datetime) -> bool:
+    """Whether a reserved operation started longer ago than its provider remembers keys."""
+    payment = collection.payment
+    pending = _pending_of(collection, call)
+    if payment is None or pending is None:
+        return False
+    window = payment.capabilities.idempotency_window_s
+    return window is not None and (now - pending.started_at).total_seconds() > window
+
+
+def _pending_of(collection: PaymentCollection, call: ProviderCall) -> PendingOperation | None:
+    payment = collection.payment
+    if payment is None or not (call.ref or "").startswith("pending:"):
+        return None
+    pending = payment.pending_for((call.ref or "").removeprefix("pending:"))
+    return pending if pending is not None and pending.provider_key == call.idempotency_key else None
 
 
 def void_calls_for_found_authorizations(
@@ -238,9 +277,48 @@ def _apply_pending(
         return False, True
     if _question_failed(outcome) or outcome.is_not_found:
         # No answer, or not found and not (yet) repeated: the money may move still.
+        # Past the provider's window nothing may be repeated and nothing guessed.
+        if past_window(collection, call, now):
+            return _needs_attention(collection, pending, outcome, now), False
         return False, False
     settle_pending(collection, pending, outcome, now)
     return True, True
+
+
+def _needs_attention(
+    collection: PaymentCollection,
+    pending: PendingOperation,
+    outcome: ProviderOutcome,
+    now: datetime,
+) -> bool:
+    """The operation's outcome cannot be known without a person (promise 9): the
+    provider cannot tell, and a repeat is no longer safe. The amount stays reserved,
+    `payment.failed` (`needs_attention`, not retryable) says so once, and the
+    reconciler keeps asking (the provider may tell later; the audit may find it)."""
+    if pending.attention is not None:
+        return False
+    payment = collection.payment
+    assert payment is not None
+    pending.attention = (
+        f"{pending.operation} {pending.command_id}: the provider cannot tell what became of "
+        f"it ({outcome.message or outcome.kind.value}) and its idempotency window has passed"
+    )
+    fail(
+        collection,
+        operation=pending.operation,
+        reason="needs_attention",
+        message=pending.attention,
+        retryable=False,
+        causation_id=pending.command_id,
+        now=now,
+        provider_id=payment.provider_id,
+        amount=pending.amount,
+        payment_id=payment.id,
+        session_id=payment.session_id,
+        discriminator=":attention",
+    )
+    collection.updated_at = now
+    return True
 
 
 def _apply_void(
@@ -261,6 +339,17 @@ def _apply_void(
         return True, True  # the cancel is made in the same pass, or on the next
     if _question_failed(outcome) or outcome.is_not_found:
         return False, False
-    # Voided, or the provider refuses (nothing left to void): either way done.
+    # Released, or the provider refuses (nothing left to release): either way done;
+    # a release that took effect is booked for good.
     collection.voids.remove(void)
+    if outcome.kind == OutcomeKind.SUCCEEDED:
+        collection.released_holds.append(
+            ReleasedHold(
+                reference=void.reference or void.authorization_key,
+                provider_id=void.provider_id,
+                amount=void.amount,
+                how="refund" if void.captured else "cancel",
+                released_at=now,
+            )
+        )
     return True, True

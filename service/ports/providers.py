@@ -17,16 +17,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from service.domain.calls import CallOperation, ProviderCall
 from service.domain.capabilities import LENIENT, Capabilities
-from service.domain.model import Notification
-from service.domain.notifications import Meaning
+from service.domain.model import Meaning, Notification
 from service.domain.outcomes import ProviderOutcome
 
 # What a webhook can mean is the domain's vocabulary; adapters map onto it.
-WebhookMeaning = Meaning
+WebhookMeaning: TypeAlias = Meaning
 """`refund_*` and `disputed` carry the provider's object in `WebhookAction.data`:
 `refund_id`, `provider_key` (ours: the call's idempotency key), `failure_reason`,
 `reason`; `dispute_id`, `status` (open/won/lost), `provider_status`, `reason`,

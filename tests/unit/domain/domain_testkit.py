@@ -21,7 +21,7 @@ from service.domain.commands import (
     RefundPayment,
     UpdateCart,
 )
-from service.domain.model import OutboxEvent, PaymentCollection
+from service.domain.model import Meaning, Notification, OutboxEvent, PaymentCollection
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.domain.payment_operations import finish_payment_command
 from service.domain.results import Decision
@@ -275,3 +275,40 @@ def only_event(events: list[OutboxEvent], event_type: str) -> OutboxEvent:
     matching = [e for e in events if e.type == event_type]
     assert len(matching) == 1, types_of(events)
     return matching[0]
+
+
+# -- provider facts ----------------------------------------------------------------------
+
+
+def apply_notification(
+    collection: PaymentCollection,
+    *,
+    event_id: str,
+    meaning: Meaning,
+    session_id: str | None,
+    provider_id: str,
+    now: datetime,
+    amount: int | None = None,
+    data: dict[str, Any] | None = None,
+    action: dict[str, Any] | None = None,
+    message: str = "",
+    reference: str | None = None,
+    provider_event: str | None = None,
+    capturable: int | None = None,
+) -> bool:
+    """Apply one webhook's fact to `collection` in place, as the unit of work has the
+    aggregate do it; True when it changed something (applied or kept for later)."""
+    notification = Notification(
+        meaning=meaning,
+        provider_id=provider_id,
+        session_id=session_id,
+        reference=reference,
+        event_id=provider_event,
+        amount=amount,
+        capturable=capturable,
+        data=data or {},
+        action=action,
+        message=message,
+    )
+    decision = collection.notify(event_id, notification, now)
+    return decision.kind == "settled" and decision.changed

@@ -16,8 +16,8 @@ from domain_testkit import (
 )
 
 from service.domain.model import PaymentCollection
-from service.domain.notifications import apply_notification
 from service.domain.statuses import CollectionStatus, SessionStatus
+from tests.unit.domain.domain_testkit import apply_notification
 
 
 def _canceled_state(collection: PaymentCollection) -> tuple[object, ...]:
@@ -33,11 +33,12 @@ def test_a_cancel_books_the_same_by_command_and_by_the_provider() -> None:
 
     _, by_command = run_command(authorized, cancel("cmd_cancel", payment_id_of(authorized)))
     by_provider = authorized.model_copy(deep=True)
+    assert by_provider.payment is not None
     assert apply_notification(
         by_provider,
         event_id="evt_expired",
         meaning="canceled",
-        session_id=None,
+        session_id=by_provider.payment.session_id,
         provider_id="sandbox",
         now=LATER,
     )

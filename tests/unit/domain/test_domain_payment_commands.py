@@ -46,7 +46,12 @@ def _failed(before: PaymentCollection, after: PaymentCollection) -> dict[str, ob
 
 
 def _rejected(
-    collection: PaymentCollection, cmd: PaymentCommand, reason: str, *, recorded: bool = True
+    collection: PaymentCollection,
+    cmd: PaymentCommand,
+    reason: str,
+    *,
+    recorded: bool = True,
+    retryable: bool = False,
 ) -> dict[str, object]:
     decision = begin_payment_command(collection, cmd)
     assert decision.kind == "settled"
@@ -55,7 +60,7 @@ def _rejected(
     after = decision.collection
     data = _failed(collection, after)
     assert data["reason"] == reason
-    assert data["retryable"] is False
+    assert data["retryable"] is retryable
     assert after.has_processed(cmd.command_id) is recorded
     assert after.payment is not None and collection.payment is not None
     assert after.payment.captures == collection.payment.captures
@@ -162,10 +167,19 @@ def test_capture_when_everything_is_captured(authorized: PaymentCollection) -> N
     assert data["message"] == "nothing left to capture"
 
 
+def _in_flight(collection: PaymentCollection, cmd: PaymentCommand) -> dict[str, object]:
+    """`operation_in_flight`: retryable, and the command id stays free (decided again
+    when it is sent again)."""
+    return _rejected(collection, cmd, "operation_in_flight", recorded=False, retryable=True)
+
+
 def test_reserved_capture_counts_as_taken(authorized: PaymentCollection) -> None:
     pid = _pid(authorized)
     first = begin_payment_command(authorized, capture("cmd_cap_1", pid, 3000))
-    _rejected(first.collection, capture("cmd_cap_2", pid, 3000), "amount_exceeds_authorized")
+    # 3000 more fits only if the capture in flight fails: its outcome decides.
+    _in_flight(first.collection, capture("cmd_cap_2", pid, 3000))
+    # More than the whole authorization: refused whatever happens to the first.
+    _rejected(first.collection, capture("cmd_cap_3", pid, 5001), "amount_exceeds_authorized")
     second = begin_payment_command(first.collection, capture("cmd_cap_2", pid))
     assert second.calls[0].amount == 2000
 
@@ -179,7 +193,8 @@ def test_capture_on_a_canceled_payment(authorized: PaymentCollection) -> None:
 def test_capture_while_a_cancel_is_in_flight(authorized: PaymentCollection) -> None:
     pid = _pid(authorized)
     reserved = begin_payment_command(authorized, cancel("cmd_cancel", pid)).collection
-    _rejected(reserved, capture("cmd_cap_1", pid, 100), "payment_canceled")
+    # Not `payment_canceled`: the cancel may still fail.
+    _in_flight(reserved, capture("cmd_cap_1", pid, 100))
 
 
 def test_payment_not_found(authorized: PaymentCollection) -> None:
@@ -246,7 +261,8 @@ def test_refund_when_everything_is_refunded(captured: PaymentCollection) -> None
 def test_reserved_refund_counts_as_taken(captured: PaymentCollection) -> None:
     pid = _pid(captured)
     reserved = begin_payment_command(captured, refund("cmd_ref_1", pid, 2000)).collection
-    _rejected(reserved, refund("cmd_ref_2", pid, 1001), "amount_exceeds_captured")
+    _in_flight(reserved, refund("cmd_ref_2", pid, 2500))  # fits if the first fails
+    _rejected(reserved, refund("cmd_ref_3", pid, 3001), "amount_exceeds_captured")
 
 
 def test_refund_with_nothing_captured(authorized: PaymentCollection) -> None:
@@ -300,7 +316,8 @@ def test_cancel_after_a_capture(captured: PaymentCollection) -> None:
 def test_cancel_while_a_capture_is_in_flight(authorized: PaymentCollection) -> None:
     pid = _pid(authorized)
     reserved = begin_payment_command(authorized, capture("cmd_cap_1", pid, 100)).collection
-    _rejected(reserved, cancel("cmd_cancel", pid), "already_captured")
+    # Not `already_captured`: the capture may still fail.
+    _in_flight(reserved, cancel("cmd_cancel", pid))
 
 
 # -- provider outcomes of a reserved command ------------------------------------------------

@@ -24,12 +24,11 @@ from domain_testkit import (
 )
 
 from service.domain import derived_ids as ids
-from service.domain.model import PaymentCollection
-from service.domain.notifications import Meaning, apply_notification
+from service.domain.model import Meaning, PaymentCollection
 from service.domain.outcomes import ProviderOutcome
 from service.domain.payment_operations import finish_payment_command
 from service.domain.statuses import CollectionStatus
-from tests.unit.domain.domain_testkit import begin_payment_command
+from tests.unit.domain.domain_testkit import apply_notification, begin_payment_command
 
 
 def _notify(
@@ -40,11 +39,13 @@ def _notify(
     amount: int | None = None,
     **data: Any,
 ) -> bool:
+    # Every fact names its object: here the payment's (its session), as a provider's does.
+    session_id = collection.payment.session_id if collection.payment else None
     return apply_notification(
         collection,
         event_id=event_id,
         meaning=meaning,
-        session_id=None,
+        session_id=session_id,
         provider_id="sandbox",
         now=LATER,
         amount=amount,
@@ -86,8 +87,10 @@ def test_cancel_at_the_provider_is_applied_once_and_not_after_a_capture() -> Non
 def test_refund_made_in_the_dashboard_is_booked_once_across_its_events() -> None:
     collection = _captured()
     before = len(collection.events)
-    assert not _notify(collection, "refund_pending", "evt_1", amount=1500, refund_id="re_1")
-    assert _new_types(collection, before) == []  # pending is not money back
+    # Pending is not money back: kept as the refund object it is, and announced when
+    # it succeeds.
+    assert _notify(collection, "refund_pending", "evt_1", amount=1500, refund_id="re_1")
+    assert _new_types(collection, before) == []
     assert _notify(collection, "refund_succeeded", "evt_2", amount=1500, refund_id="re_1")
     # charge.refunded and refund.updated about the same refund: booked once.
     assert not _notify(collection, "refund_succeeded", "evt_3", amount=1500, refund_id="re_1")
@@ -99,16 +102,18 @@ def test_refund_made_in_the_dashboard_is_booked_once_across_its_events() -> None
     validate_outbox(collection)
 
 
-def test_refund_beyond_what_is_refundable_is_not_booked() -> None:
-    """E.g. the uncaptured rest of a partial capture, shown by Stripe as a refund."""
+def test_refund_beyond_what_is_refundable_is_kept_not_booked() -> None:
+    """A refund the books cannot hold yet (its capture is not booked: Stripe does not
+    order its webhooks) is kept, never dropped, and booked when it fits."""
     collection = _captured()
     _notify(collection, "refund_succeeded", "evt_1", amount=4000, refund_id="re_1")
     before = len(collection.events)
-    _notify(collection, "refund_succeeded", "evt_2", amount=4000, refund_id="re_2")
+    assert _notify(collection, "refund_succeeded", "evt_2", amount=4000, refund_id="re_2")
     assert collection.payment is not None
     assert collection.payment.refunded_total == 4000  # refunded ≤ captured
     assert _new_types(collection, before) == []
-    assert "not booked" in collection.payment.history[-1].outcome
+    [parked] = collection.parked
+    assert parked.notification.data["refund_id"] == "re_2"
 
 
 def _pending_refund(collection: PaymentCollection, amount: int) -> tuple[PaymentCollection, str]:

@@ -23,12 +23,11 @@ from domain_testkit import (
 )
 
 from service.domain import derived_ids as ids
-from service.domain.model import PaymentCollection, PaymentSession
-from service.domain.notifications import Meaning, apply_notification
+from service.domain.model import Meaning, PaymentCollection, PaymentSession
 from service.domain.outcomes import ProviderOutcome
 from service.domain.payment_operations import finish_payment_command
 from service.domain.statuses import CollectionStatus, SessionStatus
-from tests.unit.domain.domain_testkit import begin_payment_command
+from tests.unit.domain.domain_testkit import apply_notification, begin_payment_command
 
 
 def _sandbox(collection: PaymentCollection) -> PaymentSession:
@@ -78,11 +77,27 @@ def test_authorized_without_a_payment_creates_it() -> None:
     validate_outbox(collection)
 
 
-def test_authorized_found_by_provider_when_no_session_id() -> None:
+def test_authorized_found_by_its_provider_object_when_no_session_id() -> None:
     collection = cart_with_sessions()
-    assert _notify(collection, "authorized", provider_id="manual")
+    manual = collection.session_for("manual")
+    assert manual is not None
+    manual.data = {"id": "pi_manual_1"}
+    assert _notify(collection, "authorized", provider_id="manual", reference="pi_manual_1")
     assert collection.payment is not None
     assert collection.payment.provider_id == "manual"
+    assert collection.payment.reference == "pi_manual_1"
+
+
+def test_a_fact_naming_no_object_of_ours_is_never_applied_to_the_providers_session() -> None:
+    """Sequence 9: no fallback from a session or object the books do not know to the
+    provider's current session (it could bind the payment to a canceled intent)."""
+    collection = cart_with_sessions()
+    assert not _notify(collection, "authorized", provider_id="sandbox")
+    assert not _notify(
+        collection, "authorized", "evt_wh_2", provider_id="sandbox", session_id="payses_gone"
+    )
+    assert collection.payment is None
+    assert collection.voids == []  # no object named: nothing that could be released
 
 
 def test_captured_without_a_payment_authorizes_and_captures() -> None:
@@ -182,14 +197,21 @@ def test_late_failed_webhook_after_authorization_changes_nothing() -> None:
     collection = authorized_collection()
     before = collection.model_dump(exclude={"processed", "updated_at"})
     assert not _notify(collection, "failed", session_id=_sandbox(collection).id, message="declined")
-    assert not _notify(collection, "requires_more", "evt_wh_2", action={"type": "x"})
+    assert not _notify(
+        collection,
+        "requires_more",
+        "evt_wh_2",
+        session_id=_sandbox(collection).id,
+        action={"type": "x"},
+    )
     assert collection.model_dump(exclude={"processed", "updated_at"}) == before
     assert collection.status == CollectionStatus.AUTHORIZED
 
 
 def test_failed_webhook_before_authorization_declines() -> None:
     collection = cart_with_sessions()
-    assert _notify(collection, "failed", message="insufficient funds")
+    session_id = _sandbox(collection).id
+    assert _notify(collection, "failed", session_id=session_id, message="insufficient funds")
     assert _sandbox(collection).status == SessionStatus.ERROR
     assert collection.status == CollectionStatus.FAILED
     data = data_of(only_event(collection.events, "payment.failed"))
@@ -204,12 +226,15 @@ def test_failed_webhook_on_an_errored_session_changes_nothing() -> None:
 
 def test_requires_more_webhook_on_a_pending_session() -> None:
     collection = cart_with_sessions()
-    assert _notify(collection, "requires_more", action={"type": "use_stripe_sdk"})
+    sid = _sandbox(collection).id
+    assert _notify(collection, "requires_more", session_id=sid, action={"type": "use_stripe_sdk"})
     assert _sandbox(collection).status == SessionStatus.REQUIRES_MORE
     event = only_event(collection.events, "payment.requires_action")
     assert data_of(event)["action"] == {"type": "use_stripe_sdk"}
     # Only a pending session moves: a second one changes nothing.
-    assert not _notify(collection, "requires_more", "evt_wh_2", action={"type": "x"})
+    assert not _notify(
+        collection, "requires_more", "evt_wh_2", session_id=sid, action={"type": "x"}
+    )
     validate_outbox(collection)
 
 
@@ -218,7 +243,7 @@ def test_canceled_webhook_settles_the_cancel_in_flight() -> None:
     pid = payment_id_of(collection)
     cmd = cancel("cmd_cancel", pid)
     reserved = begin_payment_command(collection, cmd).collection
-    assert _notify(reserved, "canceled")
+    assert _notify(reserved, "canceled", session_id=_sandbox(reserved).id)
     assert reserved.status == CollectionStatus.CANCELED
     assert reserved.payment is not None and reserved.payment.is_canceled
     assert types_of(new_events(collection, reserved)) == ["payment.canceled"]
@@ -229,7 +254,7 @@ def test_canceled_webhook_settles_the_cancel_in_flight() -> None:
 def test_canceled_webhook_without_a_cancel_in_flight_cancels_the_payment() -> None:
     """Issue 13: an authorization expired or canceled at the provider is canceled here."""
     collection = authorized_collection()
-    assert _notify(collection, "canceled")
+    assert _notify(collection, "canceled", session_id=_sandbox(collection).id)
     assert collection.status == CollectionStatus.CANCELED
     assert collection.payment is not None and collection.payment.is_canceled
     assert types_of(collection.unsent_events)[-1] == "payment.canceled"
@@ -242,18 +267,49 @@ def test_captured_webhook_on_a_canceled_payment_changes_nothing() -> None:
     assert collection.payment is not None and collection.payment.captures == []
 
 
-def test_webhook_for_another_session_than_the_payments_changes_nothing() -> None:
+def test_a_hold_live_on_another_session_is_released_not_booked() -> None:
+    """Sequence 2: the shopper finishes 3-D Secure on a session that is not the
+    payment's; the provider holds (or charged) money there. Never booked as the
+    payment's capture; recorded to be released at the provider (a refund when it was
+    captured, a cancel otherwise), once, whatever repeats."""
     collection = authorized_collection()
     manual = collection.session_for("manual")
     assert manual is not None
-    assert not _notify(collection, "captured", session_id=manual.id, provider_id="manual", amount=1)
+    manual.data = {"id": "pi_other"}
+    assert _notify(
+        collection,
+        "captured",
+        session_id=manual.id,
+        provider_id="manual",
+        amount=5000,
+        reference="pi_other",
+    )
     assert collection.payment is not None and collection.payment.captures == []
+    [void] = collection.voids
+    assert (void.reference, void.captured, void.amount) == ("pi_other", True, 5000)
+    assert not _notify(
+        collection,
+        "authorized",
+        "evt_wh_2",
+        session_id=manual.id,
+        provider_id="manual",
+        reference="pi_other",
+        amount=5000,
+    )
+    assert len(collection.voids) == 1
+    # A session with no provider object of its own names nothing that could be released.
+    bare = cart_with_sessions()
+    _, bare = run_checkout(bare, checkout())
+    bare_manual = bare.session_for("manual")
+    assert bare_manual is not None and bare_manual.reference is None
+    assert not _notify(bare, "captured", session_id=bare_manual.id, provider_id="manual", amount=1)
+    assert bare.voids == []
 
 
-def test_webhook_for_an_unknown_session_is_not_recorded() -> None:
+def test_webhook_for_an_unknown_session_and_object_changes_nothing() -> None:
     collection = cart_with_sessions()
     assert not _notify(collection, "authorized", session_id="payses_x", provider_id="stripe")
-    assert not collection.has_processed("evt_wh_1")
+    assert collection.has_processed("evt_wh_1")  # proven irrelevant: consumed
     assert collection.payment is None
 
 
@@ -262,7 +318,7 @@ def test_captured_webhook_during_a_cancel_in_flight_fails_the_cancel() -> None:
     pid = payment_id_of(collection)
     cmd = cancel("cmd_cancel", pid)
     reserved = begin_payment_command(collection, cmd).collection
-    assert _notify(reserved, "captured", amount=1000)
+    assert _notify(reserved, "captured", session_id=_sandbox(reserved).id, amount=1000)
     assert reserved.status == CollectionStatus.PARTIALLY_CAPTURED
     # Whatever the provider answers to the cancel, captured money cannot be canceled.
     after = finish_payment_command(reserved.model_copy(deep=True), cmd, OK)

@@ -338,10 +338,25 @@ class PaymentModel(RuleBasedStateMachine):
         if event_id in self.redeliver:
             return  # its first handling never finished: see `restart`
         answered = self.answer_of(event_id)
+        retried = self.answered_in_flight(event_id)
         self.run(self._handle(event_id))
-        # The same answer: no new event ids for an event that already had one.
-        if answered:
+        # The same answer: no new event ids for an event that already had one; except
+        # for a command answered `operation_in_flight`, which did not take effect and
+        # is decided again when sent again (as its answer asks).
+        if answered and not retried:
             assert self.answer_of(event_id) == answered, (event_id, answered)
+
+    def answered_in_flight(self, event_id: str) -> bool:
+        return any(
+            e.causation_id == event_id
+            and e.payload.get("data", {}).get("reason") == "operation_in_flight"
+            for e in self.world.publisher.published
+        ) or any(
+            e.causation_id == event_id
+            and e.payload.get("data", {}).get("reason") == "operation_in_flight"
+            for c in self.collections()
+            for e in c.outbox
+        )
 
     def answer_of(self, event_id: str) -> set[str]:
         """Ids of the events an inbound event caused, stored or published."""
