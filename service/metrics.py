@@ -212,7 +212,12 @@ class Metrics:
                 continue
             data = event.payload.get("data")
             data = data if isinstance(data, dict) else {}
-            self.payments.labels(event.type, str(data.get("reason") or "")).inc()
+            reason = str(data.get("reason") or "")
+            self.payments.labels(event.type, reason).inc()
+            if reason == "needs_attention":
+                self.needs_attention_raised.labels(
+                    str(data.get("provider_id") or ""), str(data.get("operation") or "")
+                ).inc()
             if event.type == PAYMENT_DISPUTED:
                 self.disputes.labels(
                     str(data.get("status") or ""), str(data.get("reason") or "")

@@ -40,6 +40,9 @@ class Reconciler:
 
     async def run_once(self, min_age: timedelta) -> int:
         self.metrics.reconciler_runs.inc()
+        counts = await self.service.store.counts(self.service.clock() - min_age)
+        self.metrics.reconcile_backlog.set(counts.reconcile_due)
+        self.metrics.needs_attention.set(counts.needs_attention)
         results = await self.reconcile_due(min_age)
         settled = [item for r in results if r.status == "applied" for item in r.saved]
         if settled:

@@ -25,7 +25,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
 from service.adapters.driver_errors import store_errors
 from service.domain.model import OutboxEvent, PaymentCollection
-from service.ports.store import ConcurrencyConflict, Loaded, OrphanOutcome
+from service.ports.store import ConcurrencyConflict, Loaded, OrphanOutcome, StoreCounts
 
 COLLECTIONS = "payment_collections"
 ORPHANS = "orphan_outcomes"
@@ -90,6 +90,8 @@ class MongoCollectionStore:
             # Oldest unsent event: the relay takes the longest waiting first.
             "outbox_at": min(unsent) if unsent else None,
             "reconcile": collection.needs_reconcile,
+            # Operations a person must look at (`needs_attention`), for the gauge.
+            "attention": bool(collection.needs_attention),
             # When the reconciler is due (leases, back-off): it takes the longest due first.
             "reconcile_at": collection.reconcile_due_at,
             "updated_at": collection.updated_at,
@@ -167,6 +169,15 @@ class MongoCollectionStore:
             .limit(limit)
         )
         return [self.from_document(d) async for d in cursor]
+
+    @store_errors
+    async def counts(self, now: datetime) -> StoreCounts:
+        return StoreCounts(
+            reconcile_due=await self.collections.count_documents(
+                {"reconcile": True, "reconcile_at": {"$lt": now}}
+            ),
+            needs_attention=await self.collections.count_documents({"attention": True}),
+        )
 
     @store_errors
     async def needing_reconcile(self, older_than: datetime, limit: int) -> list[Loaded]:

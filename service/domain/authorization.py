@@ -17,6 +17,7 @@ from service.domain import derived_ids as ids
 from service.domain.bookings import record_capture
 from service.domain.calls import Answers, ProviderCall
 from service.domain.capabilities import LENIENT
+from service.domain.cart import apply_deferred_cart
 from service.domain.events import new_event
 from service.domain.failures import fail
 from service.domain.model import (
@@ -157,6 +158,7 @@ def authorize_session(
     _cancel_other_sessions(collection, session, now)
     collection.status = collection_transition(collection.status, CollectionStatus.AUTHORIZED)
     collection.selected_provider_id = session.provider_id
+    collection.deferred_cart = None  # authorized: the collection no longer follows its cart
     payment = _new_payment(collection, session, outcome, causation_id, now)
     collection.payment = payment
     if outcome.captured and payment.amount > 0:
@@ -286,6 +288,7 @@ def finish_authorization(
         _requires_more(collection, session, attempt, outcome, causation_id, now)
     else:
         _authorization_failed(collection, session, attempt, outcome, causation_id, now)
+    apply_deferred_cart(collection, now)
     return collection
 
 

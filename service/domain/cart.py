@@ -8,7 +8,7 @@ from schemas.topics import CART_UPDATED
 from service.domain import derived_ids as ids
 from service.domain.calls import Answered, ProviderCall
 from service.domain.commands import UpdateCart
-from service.domain.model import PaymentCollection, PaymentSession, ProcessedEvent
+from service.domain.model import DeferredCart, PaymentCollection, PaymentSession, ProcessedEvent
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.domain.results import Decision
 from service.domain.statuses import CollectionStatus, collection_transition
@@ -81,6 +81,8 @@ def decide_cart_update(collection: PaymentCollection | None, cmd: UpdateCart) ->
         skipped = _skipped(collection, cmd)
         if skipped is not None:
             return skipped
+        if _authorization_in_flight(collection) and _changes_money(collection, cmd):
+            return _defer(collection, cmd)
 
     changed = _follow_cart(collection, cmd)
     wanted = list(cmd.enabled_providers) if cmd.amount > 0 else []
@@ -111,6 +113,61 @@ def _skipped(collection: PaymentCollection, cmd: UpdateCart) -> Decision | None:
             note=f"stale cart version {cmd.version} < {collection.cart_version}",
         )
     return None
+
+
+def _authorization_in_flight(collection: PaymentCollection) -> bool:
+    """An authorization is being made or its outcome is unknown: what it asked the
+    provider for (amount, currency) is what the payment will be, if it becomes one."""
+    return any(s.needs_reconcile for s in collection.sessions)
+
+
+def _changes_money(collection: PaymentCollection, cmd: UpdateCart) -> bool:
+    return (
+        collection.amount != cmd.amount
+        or collection.currency_code != cmd.currency_code.lower()
+        or collection.context != cmd.context
+    )
+
+
+def _defer(collection: PaymentCollection, cmd: UpdateCart) -> Decision:
+    """Frozen while an authorization is in flight or unknown: the cart's new amount,
+    currency and context wait, and apply once it settles without a payment
+    (:func:`apply_deferred_cart`); a later update replaces this one."""
+    collection.deferred_cart = DeferredCart(
+        event_id=cmd.event_id,
+        region_id=cmd.region_id,
+        currency_code=cmd.currency_code.lower(),
+        amount=cmd.amount,
+        version=cmd.version,
+        context=dict(cmd.context),
+    )
+    if cmd.email is not None:
+        collection.email = cmd.email
+    if cmd.customer is not None:
+        collection.customer = dict(cmd.customer)
+    collection.updated_at = cmd.now
+    collection.processed.append(ProcessedEvent(id=cmd.event_id, type=CART_UPDATED, at=cmd.now))
+    return Decision("settled", collection, note="deferred: an authorization is in flight")
+
+
+def apply_deferred_cart(collection: PaymentCollection, now: datetime) -> bool:
+    """The cart update that waited for an authorization, once it settled without a
+    payment (declined, failed, 3-D Secure pending): the collection follows the cart
+    again; the sessions follow at the next authorization, which names the amount."""
+    deferred = collection.deferred_cart
+    if deferred is None or _authorization_in_flight(collection):
+        return False
+    collection.deferred_cart = None
+    if collection.payment is not None:
+        return True  # authorized meanwhile: the collection no longer follows its cart
+    collection.region_id = deferred.region_id
+    collection.currency_code = deferred.currency_code
+    collection.amount = deferred.amount
+    collection.context = dict(deferred.context)
+    if deferred.version is not None:
+        collection.cart_version = deferred.version
+    collection.updated_at = now
+    return True
 
 
 def _follow_cart(collection: PaymentCollection, cmd: UpdateCart) -> bool:

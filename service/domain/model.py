@@ -479,6 +479,11 @@ class PaymentCollection(_Model):
         )
 
     @property
+    def needs_attention(self) -> list[PendingOperation]:
+        """Operations whose outcome cannot be known without a person (promise 9)."""
+        return [p for p in self.payment.pending if p.attention] if self.payment else []
+
+    @property
     def reconcile_due_at(self) -> datetime | None:
         """When the reconciler should look at this collection next (None: never).
 
@@ -530,7 +535,7 @@ class PaymentCollection(_Model):
         from service.domain.cart import finish_cart_update
         from service.domain.results import Decision
 
-        return Decision("settled", finish_cart_update(self, answered, now))
+        return self._then_parked(Decision("settled", finish_cart_update(self, answered, now)), now)
 
     def checkout(
         self, cmd: CompleteCheckout, lease_until: datetime | None, answers: Answers
@@ -538,7 +543,7 @@ class PaymentCollection(_Model):
         """`checkout.completed`: reserve the authorization, or answer (`checkout.py`)."""
         from service.domain.checkout import decide_checkout
 
-        return decide_checkout(self, cmd, lease_until, answers)
+        return self._then_parked(decide_checkout(self, cmd, lease_until, answers), cmd.now)
 
     def settle_checkout(
         self, cmd: CompleteCheckout, answered: Answered, answers: Answers
@@ -546,7 +551,7 @@ class PaymentCollection(_Model):
         """The answers to a checkout's initiate and authorize calls (`checkout.py`)."""
         from service.domain.checkout import settle_checkout
 
-        return settle_checkout(self, cmd, answered, answers)
+        return self._then_parked(settle_checkout(self, cmd, answered, answers), cmd.now)
 
     def payment_command(
         self, cmd: PaymentCommand, lease: Lease | None, conflict: str | None
@@ -560,7 +565,7 @@ class PaymentCollection(_Model):
         """The provider's answer to a reserved operation (`payment_operations.py`)."""
         from service.domain.payment_operations import settle_payment_command
 
-        return settle_payment_command(self, cmd, answered)
+        return self._then_parked(settle_payment_command(self, cmd, answered), cmd.now)
 
     def notify(self, event_id: str, notification: Notification, now: datetime) -> Decision:
         """What a provider reported by webhook (`provider_facts.py`)."""
@@ -578,4 +583,14 @@ class PaymentCollection(_Model):
         """The providers' answers to the reconciler's questions (`reconcile.py`)."""
         from service.domain.reconcile import settle_reconcile
 
-        return settle_reconcile(self, answered, now)
+        return self._then_parked(settle_reconcile(self, answered, now), now)
+
+    def _then_parked(self, decision: Decision, now: datetime) -> Decision:
+        """After a change, the provider facts kept for later are tried again: what they
+        waited for (a capture booked, an operation of ours settled) may be there now."""
+        if self.parked and decision.kind in ("settled", "call"):
+            from service.domain.provider_facts import retry_parked
+
+            if retry_parked(self, now) and decision.kind == "settled":
+                decision.changed = True
+        return decision

@@ -39,6 +39,15 @@ class Loaded:
     version: int
 
 
+@dataclass(frozen=True, slots=True)
+class StoreCounts:
+    """What the gauges show: collections due for reconciliation, and those holding an
+    operation that needs a person (`needs_attention`)."""
+
+    reconcile_due: int
+    needs_attention: int
+
+
 @dataclass(slots=True)
 class OrphanOutcome:
     """An answer to an event that found no collection (e.g. unknown payment)."""
@@ -72,6 +81,11 @@ class CollectionStore(Protocol):
     async def needing_reconcile(self, older_than: datetime, limit: int) -> list[Loaded]:
         """Collections whose reconciliation was due before `older_than`
         (:attr:`PaymentCollection.reconcile_due_at`), the longest due first."""
+        ...
+
+    async def counts(self, now: datetime) -> StoreCounts:
+        """How many collections are due for reconciliation at `now`, and how many hold
+        an operation that needs a person."""
         ...
 
     async def claim_command(self, command_id: str, fingerprint: str) -> str | None:

@@ -50,6 +50,19 @@ class Inspection:
                 for d in (p.disputes if p else [])
             ],
             "pending_operations": len(p.pending) if p else 0,
+            "released_amount": p.released_amount if p else 0,
+            "needs_attention": [
+                {
+                    "operation": op.operation,
+                    "command_id": op.command_id,
+                    "amount": op.amount,
+                    "why": op.attention,
+                }
+                for op in c.needs_attention
+            ],
+            "holds_to_release": len(c.voids),
+            "released_holds": len(c.released_holds),
+            "facts_kept": len(c.parked),
             "inbox_events": len(c.processed),
             "outbox_events": len(c.outbox),
             "unsent_events": len(c.unsent_events),

@@ -120,7 +120,13 @@ def _payment(c: PaymentCollection) -> list[RenderableType]:
             _time(dispute.opened_at),
         )
     pending = _table(
-        "Pending operations", "operation", "amount", "command", "provider key", "since"
+        "Pending operations",
+        "operation",
+        "amount",
+        "command",
+        "provider key",
+        "since",
+        "needs attention",
     )
     for op in p.pending:
         pending.add_row(
@@ -129,6 +135,7 @@ def _payment(c: PaymentCollection) -> list[RenderableType]:
             op.command_id,
             op.provider_key,
             _time(op.started_at),
+            op.attention or "",
         )
     history = _table("History", "at", "action", "amount", "outcome", "by", "key id", "note")
     for entry in p.history:

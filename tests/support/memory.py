@@ -17,7 +17,7 @@ from typing import Any
 
 from service.adapters.mongo_store import release_held
 from service.domain.model import OutboxEvent, PaymentCollection
-from service.ports.store import ConcurrencyConflict, Loaded, OrphanOutcome
+from service.ports.store import ConcurrencyConflict, Loaded, OrphanOutcome, StoreCounts
 
 
 def _reconcile_at(collection: PaymentCollection) -> datetime | None:
@@ -83,6 +83,7 @@ class MemoryCollectionStore:
             "version": version,
             "outbox_at": min(unsent) if unsent else None,
             "reconcile_at": _reconcile_at(collection),
+            "attention": bool(collection.needs_attention),
             "state": collection.stored_state(),
         }
 
@@ -124,6 +125,15 @@ class MemoryCollectionStore:
         pending = [d for d in self.documents.values() if d["outbox_at"] is not None]
         pending.sort(key=lambda d: d["outbox_at"])
         return [self._loaded(d) for d in pending[:limit]]
+
+    async def counts(self, now: datetime) -> StoreCounts:
+        documents = list(self.documents.values())
+        return StoreCounts(
+            reconcile_due=sum(
+                1 for d in documents if d["reconcile_at"] is not None and d["reconcile_at"] < now
+            ),
+            needs_attention=sum(1 for d in documents if d["attention"]),
+        )
 
     async def needing_reconcile(self, older_than: datetime, limit: int) -> list[Loaded]:
         due = [
@@ -280,6 +290,9 @@ class MemoryStoreBatch:
 
     async def needing_reconcile(self, older_than: datetime, limit: int) -> list[Loaded]:
         return await self.store.needing_reconcile(older_than, limit)
+
+    async def counts(self, now: datetime) -> StoreCounts:
+        return await self.store.counts(now)
 
     async def save_orphan(self, outcome: OrphanOutcome) -> OrphanOutcome:
         return await self.store.save_orphan(outcome)

@@ -26,7 +26,13 @@ import typer
 from typer.testing import CliRunner
 
 from schemas.dead_letter import DeadLetter, DeadLetterError, DeadLetterKind
-from service.domain.model import Dispute, OutboxEvent, Payment, PaymentCollection
+from service.domain.model import (
+    Dispute,
+    OutboxEvent,
+    Payment,
+    PaymentCollection,
+    PendingOperation,
+)
 from service.entrypoints.cli import app
 from service.tools import demo as demo_tool
 from service.tools import dlq as dlq_tool
@@ -136,6 +142,16 @@ def _collection() -> PaymentCollection:
                 reason="fraudulent",
                 opened_at=NOW,
                 updated_at=NOW,
+            )
+        ],
+        pending=[
+            PendingOperation(
+                operation="capture",
+                command_id="cmd_docs",
+                amount=2000,
+                provider_key="capture_docs",
+                started_at=NOW,
+                attention="capture cmd_docs: the provider cannot tell what became of it",
             )
         ],
     )

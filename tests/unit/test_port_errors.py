@@ -107,6 +107,7 @@ STORE_CALLS: dict[str, Callable[[Any], Any]] = {
     "mark_sent": lambda s: s.mark_sent([(_collection(), 1)]),
     "pending_outbox": lambda s: s.pending_outbox(10),
     "needing_reconcile": lambda s: s.needing_reconcile(NOW, 10),
+    "counts": lambda s: s.counts(NOW),
     "claim_command": lambda s: s.claim_command("cmd", "f"),
     "save_orphan": lambda s: s.save_orphan(
         OrphanOutcome(
