@@ -127,6 +127,16 @@ class Settings(BaseSettings):
     """How often the reconciler looks for unknown outcomes and expired leases."""
     reconcile_min_age_s: float = Field(default=5.0, ge=0)
     """A session or reserved operation younger than this is left to its handler."""
+    audit_interval_s: float = Field(default=300.0, gt=0)
+    """How often the provider audit sweep runs: it re-reads, from each payment's
+    provider, the objects of payments active within `PAYMENTS_AUDIT_WINDOW_S` (the
+    authorization, its refunds and disputes) and applies any difference as a fact
+    (a dashboard refund whose webhook never came, a dispute, an expired hold)."""
+    audit_window_s: float = Field(default=30 * 24 * 3600.0, gt=0)
+    """Payments whose collection changed within this many seconds are audited (default
+    30 days: past Stripe's 7-day authorization expiry and the usual refund window)."""
+    audit_batch: int = Field(default=100, ge=1)
+    """Payments audited per pass; the sweep goes round all of them, a batch per pass."""
 
     embedded_data_dir: str = ".data"
     """Where `payments run` with embedded servers keeps the MongoDB file and

@@ -171,6 +171,16 @@ class MongoCollectionStore:
         return [self.from_document(d) async for d in cursor]
 
     @store_errors
+    async def payments_active_since(
+        self, since: datetime, after: str | None, limit: int
+    ) -> list[Loaded]:
+        query: dict[str, Any] = {"payment_id": {"$ne": None}, "updated_at": {"$gte": since}}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        cursor = self.collections.find(query).sort("_id", ASCENDING).limit(limit)
+        return [self.from_document(d) async for d in cursor]
+
+    @store_errors
     async def counts(self, now: datetime) -> StoreCounts:
         return StoreCounts(
             reconcile_due=await self.collections.count_documents(

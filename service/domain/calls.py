@@ -22,6 +22,7 @@ CallOperation = Literal[
     "capture",
     "refund",
     "cancel",
+    "retrieve",
 ]
 
 

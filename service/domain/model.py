@@ -573,6 +573,12 @@ class PaymentCollection(_Model):
 
         return decide_notification(self, event_id, notification, now)
 
+    def audit(self, facts: list[Notification], now: datetime) -> Decision:
+        """The provider's objects as they are now, read by the audit (`provider_facts.py`)."""
+        from service.domain.provider_facts import audit_facts
+
+        return audit_facts(self, facts, now)
+
     def reconcile(self, now: datetime) -> Decision:
         """What the reconciler asks the providers about now (`reconcile.py`)."""
         from service.domain.reconcile import decide_reconcile

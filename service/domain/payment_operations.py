@@ -205,6 +205,21 @@ def unknown_payment_answer(cmd: PaymentCommand, conflict: str | None) -> list[Ou
     return [event]
 
 
+def payment_call(collection: PaymentCollection, payment: Payment) -> ProviderCall:
+    """The payment as a call names it to its provider (reading its objects)."""
+    return ProviderCall(
+        operation="retrieve",
+        provider_id=payment.provider_id,
+        idempotency_key=f"{payment.id}:read",
+        session_id=payment.session_id,
+        amount=payment.amount,
+        currency_code=payment.currency_code,
+        cart_id=collection.cart_id,
+        payment_id=payment.id,
+        data=payment.data,
+    )
+
+
 def begin_payment_command(
     collection: PaymentCollection,
     cmd: PaymentCommand,

@@ -50,7 +50,7 @@ from service.domain.model import (
 from service.domain.outcomes import ProviderOutcome
 from service.domain.payment_operations import settle_pending
 from service.domain.results import Decision
-from service.domain.statuses import CollectionStatus, SessionStatus
+from service.domain.statuses import CollectionStatus, SessionStatus, collection_transition
 
 Applied = Literal["applied", "parked", "irrelevant"]
 
@@ -103,6 +103,23 @@ def take_fact(
     elif applied == "applied":
         retry_parked(collection, now)
     return applied
+
+
+def audit_facts(
+    collection: PaymentCollection, facts: list[Notification], now: datetime
+) -> Decision:
+    """What the provider's objects are now, read by the audit sweep: each difference
+    from the books is applied as a fact. A fact that cannot apply yet is not kept: the
+    next pass reads it again. `corrections` names the kind of each one applied."""
+    corrections: list[str] = []
+    for fact in facts:
+        cause = f"audit:{fact.meaning}:{_object_key(fact)[1]}:{fact.amount}"
+        if apply_fact(collection, fact, cause, now) == "applied":
+            corrections.append(fact.meaning)
+    if not corrections:
+        return Decision("ignored", collection)
+    retry_parked(collection, now)
+    return Decision("settled", collection, note=",".join(corrections), corrections=corrections)
 
 
 def retry_parked(collection: PaymentCollection, now: datetime) -> bool:
@@ -304,6 +321,8 @@ def _captured(
         settle_pending(collection, landed, ProviderOutcome.succeeded(), now)
         return "applied"
     if total <= payment.captured_total:
+        if total == payment.captured_total and fact.capturable == 0 and not ours:
+            return _rest_released(collection, payment, cause, now)
         return "irrelevant"  # booked already (or an older state)
     if ours:
         return "parked"  # a capture of ours is in flight: its own answer decides first
@@ -323,6 +342,30 @@ def _captured(
         now=now,
         releases_rest=released and total < payment.amount - payment.released_amount,
     )
+    return "applied"
+
+
+def _rest_released(
+    collection: PaymentCollection, payment: Payment, cause: str, now: datetime
+) -> Applied:
+    """The provider released what was left to capture (a final partial capture at a
+    provider that allows one): nothing is left to capture or cancel."""
+    rest = payment.amount - payment.captured_total - payment.released_amount
+    if rest <= 0 or payment.captured_total == 0 or payment.is_canceled:
+        return "irrelevant"
+    payment.released_amount += rest
+    if collection.status != CollectionStatus.COMPLETED:
+        collection.status = collection_transition(collection.status, CollectionStatus.COMPLETED)
+    payment.history.append(
+        HistoryEntry(
+            at=now,
+            action="release",
+            command_id=cause,
+            amount=rest,
+            outcome="the rest of the authorization was released at the provider",
+        )
+    )
+    collection.updated_at = now
     return "applied"
 
 

@@ -50,6 +50,8 @@ class Decision:
     chain: Chain | None = None
     """Chooses each next question from the answers so far; None: `calls` in order."""
     events: list[OutboxEvent] = field(default_factory=list)
+    corrections: list[str] = field(default_factory=list)
+    """The audit: the kind of each difference from the provider applied as a fact."""
 
     def next_ask(self, answered: Answered) -> Ask | None:
         """The next question to put, given the answers to the ones before (None: done)."""

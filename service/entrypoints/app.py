@@ -32,6 +32,7 @@ from service.adapters.kafka_topics import ensure_topics
 from service.adapters.mongo_store import MongoCollectionStore
 from service.adapters.providers import ProviderRegistry
 from service.admin_auth import AdminAuthenticator
+from service.auditor import Auditor
 from service.consumer import BatchProcessor, Record, StallMonitor, letter_budget
 from service.entrypoints.http import EmbeddedServer, build_http_app
 from service.entrypoints.raw_records import decode_nothing, parse_batch
@@ -159,6 +160,13 @@ class PaymentsApp:
         )
         self.relay = OutboxRelay(self.store, self.publisher, self.metrics)
         self.reconciler = Reconciler(self.service, self.relay, self.metrics)
+        self.auditor = Auditor(
+            self.service,
+            self.relay,
+            self.metrics,
+            window=timedelta(seconds=settings.audit_window_s),
+            batch=settings.audit_batch,
+        )
         self.webhooks = WebhookIntake(self.providers, self.publisher)
         self.subscriber = self.broker.subscriber(
             *(topic_for(t, settings.topic_prefix) for t in INBOUND_TOPICS),
@@ -268,6 +276,11 @@ class PaymentsApp:
                     timedelta(seconds=settings.reconcile_min_age_s),
                 ),
                 name="reconciler",
+            )
+        )
+        self._tasks.append(
+            asyncio.create_task(
+                self.auditor.run_forever(settings.audit_interval_s), name="provider-audit"
             )
         )
 

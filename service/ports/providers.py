@@ -209,18 +209,10 @@ class PaymentProvider(Protocol):
 def operation_method(
     provider: PaymentProvider, operation: CallOperation
 ) -> Callable[[ProviderCall], Awaitable[ProviderOutcome]]:
-    """The port method that makes a call of `operation` (`ProviderCall.operation`)."""
-    methods: dict[CallOperation, Callable[[ProviderCall], Awaitable[ProviderOutcome]]] = {
-        "initiate": provider.initiate,
-        "update": provider.update,
-        "update_data": provider.update_data,
-        "delete": provider.delete,
-        "authorize": provider.authorize,
-        "capture": provider.capture,
-        "refund": provider.refund,
-        "cancel": provider.cancel,
-    }
-    return methods[operation]
+    """The port method that makes a call of `operation` (`ProviderCall.operation`): each
+    operation is the port method of the same name."""
+    method: Callable[[ProviderCall], Awaitable[ProviderOutcome]] = getattr(provider, operation)
+    return method
 
 
 class InstalledProviders(Protocol):

@@ -83,6 +83,13 @@ class CollectionStore(Protocol):
         (:attr:`PaymentCollection.reconcile_due_at`), the longest due first."""
         ...
 
+    async def payments_active_since(
+        self, since: datetime, after: str | None, limit: int
+    ) -> list[Loaded]:
+        """Collections with a payment, changed at or after `since`, in id order after the
+        collection id `after` (None: from the start): the audit sweep's pages."""
+        ...
+
     async def counts(self, now: datetime) -> StoreCounts:
         """How many collections are due for reconciliation at `now`, and how many hold
         an operation that needs a person."""

@@ -83,6 +83,7 @@ class MemoryCollectionStore:
             "version": version,
             "outbox_at": min(unsent) if unsent else None,
             "reconcile_at": _reconcile_at(collection),
+            "updated_at": collection.updated_at,
             "attention": bool(collection.needs_attention),
             "state": collection.stored_state(),
         }
@@ -125,6 +126,18 @@ class MemoryCollectionStore:
         pending = [d for d in self.documents.values() if d["outbox_at"] is not None]
         pending.sort(key=lambda d: d["outbox_at"])
         return [self._loaded(d) for d in pending[:limit]]
+
+    async def payments_active_since(
+        self, since: datetime, after: str | None, limit: int
+    ) -> list[Loaded]:
+        found = sorted(
+            (collection_id, d)
+            for collection_id, d in self.documents.items()
+            if d["payment_id"] is not None
+            and d["updated_at"] >= since
+            and (after is None or collection_id > after)
+        )
+        return [self._loaded(d) for _, d in found[:limit]]
 
     async def counts(self, now: datetime) -> StoreCounts:
         documents = list(self.documents.values())
@@ -293,6 +306,11 @@ class MemoryStoreBatch:
 
     async def counts(self, now: datetime) -> StoreCounts:
         return await self.store.counts(now)
+
+    async def payments_active_since(
+        self, since: datetime, after: str | None, limit: int
+    ) -> list[Loaded]:
+        return await self.store.payments_active_since(since, after, limit)
 
     async def save_orphan(self, outcome: OrphanOutcome) -> OrphanOutcome:
         return await self.store.save_orphan(outcome)

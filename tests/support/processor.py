@@ -203,7 +203,10 @@ class Processor(PaymentProvider):
                 hold.captured = hold.amount
                 self.operations.append(("capture", call.idempotency_key, call.amount))
             return ProviderOutcome.succeeded(
-                {"hold_id": hold.id}, captured=self.capture_on_authorize, amount=call.amount
+                {"hold_id": hold.id},
+                captured=self.capture_on_authorize,
+                amount=call.amount,
+                reference=hold.id,
             )
 
         method = call.payment_data.get("payment_method", call.data.get("payment_method"))

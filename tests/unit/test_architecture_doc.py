@@ -72,7 +72,7 @@ def test_every_class_and_function_on_the_page_is_defined() -> None:
 DRIVERS = frozenset({"pymongo", "aiokafka", "faststream", "stripe"})
 SERVICE_LAYER = frozenset(
     {"bus", "consumer", "handlers", "unit_of_work", "provider_calls", "retry", "outbox"}
-    | {"outbox_relay", "reconciler", "webhook_intake", "admin_auth"}
+    | {"outbox_relay", "reconciler", "auditor", "webhook_intake", "admin_auth"}
 )
 SHARED = frozenset({"settings", "metrics", "observability"})
 ALLOWED = {

@@ -108,6 +108,7 @@ STORE_CALLS: dict[str, Callable[[Any], Any]] = {
     "pending_outbox": lambda s: s.pending_outbox(10),
     "needing_reconcile": lambda s: s.needing_reconcile(NOW, 10),
     "counts": lambda s: s.counts(NOW),
+    "payments_active_since": lambda s: s.payments_active_since(NOW, "c", 10),
     "claim_command": lambda s: s.claim_command("cmd", "f"),
     "save_orphan": lambda s: s.save_orphan(
         OrphanOutcome(
