@@ -217,6 +217,7 @@ def _new_payment(
         data=dict(outcome.data),
         authorized_at=now,
         authorized_event_id=event.id,
+        authorized_event=event,
         reference=outcome.reference or session.reference,
         capabilities=session.capabilities or LENIENT,
     )

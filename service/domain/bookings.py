@@ -149,3 +149,4 @@ def record_cancel(
         now,
     )
     payment.canceled_event_id = event.id
+    payment.canceled_event = event

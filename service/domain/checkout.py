@@ -220,7 +220,9 @@ def _canceled_or_authorized(
     if payment is None:
         return None
     # Already authorized: answer with the stored payment.authorized, same id.
-    collection.republish(payment.authorized_event_id)
+    collection.republish(
+        payment.authorized_event or collection.outbox_event(payment.authorized_event_id)
+    )
     collection.updated_at = cmd.now
     _processed(collection, cmd)
     return Decision("settled", collection, note="already authorized: republished")

@@ -193,8 +193,13 @@ class Payment(_Model):
     data: dict[str, Any] = Field(default_factory=dict)
     authorized_at: datetime
     authorized_event_id: str
+    authorized_event: OutboxEvent | None = None
+    """`payment.authorized` as first published: the answer to a repeated checkout is
+    this event again, the same bytes, after it left the outbox."""
     canceled_at: datetime | None = None
     canceled_event_id: str | None = None
+    canceled_event: OutboxEvent | None = None
+    """`payment.canceled` as first published, for the same reason."""
     captures: list[Capture] = Field(default_factory=list)
     refunds: list[Refund] = Field(default_factory=list)
     disputes: list[Dispute] = Field(default_factory=list)
@@ -459,12 +464,17 @@ class PaymentCollection(_Model):
         """A stored or recorded outbound event."""
         return next((e for e in self.events if e.id == event_id), None)
 
-    def republish(self, event_id: str | None) -> None:
-        """Mark a stored outbound event unsent, so it is published again with its id:
-        the answer to a repeated request that took effect already."""
-        stored = self.outbox_event(event_id) if event_id else None
+    def republish(self, event: OutboxEvent | None) -> None:
+        """Publish a stored outbound event again, with its id and bytes: the answer to a
+        repeated request that took effect already. Still unsent: it goes out as it is;
+        sent (gone from the outbox): the kept copy is recorded again."""
+        if event is None:
+            return
+        stored = self.outbox_event(event.id)
         if stored is not None:
             stored.sent = False
+            return
+        self._recorded.append(event.model_copy(update={"sent": False}))
 
     @property
     def unsent_events(self) -> list[OutboxEvent]:

@@ -389,7 +389,7 @@ def _decide_cancel(
     """Cancel only while nothing is captured; a repeated cancel republishes its event."""
     if payment.is_canceled:
         # Cancel is idempotent in effect: answer with the stored event, same id.
-        collection.republish(payment.canceled_event_id)
+        collection.republish(payment.canceled_event)
         _history(payment, cmd, "already canceled", None)
         _processed(collection, cmd)
         return Decision("settled", collection, note="already canceled: republished")
@@ -618,7 +618,7 @@ def _book_success(
         # A second cancel that was in flight at the same time: already canceled,
         # so answer with the stored payment.canceled (same id) as a repeated
         # cancel does, instead of a second event and a new canceled_at.
-        collection.republish(payment.canceled_event_id)
+        collection.republish(payment.canceled_event)
     else:
         record_cancel(collection, payment, causation_id=pending.command_id, now=now)
 
