@@ -8,7 +8,7 @@ from schemas.topics import CART_UPDATED
 from service.domain import derived_ids as ids
 from service.domain.calls import Answered, ProviderCall
 from service.domain.commands import UpdateCart
-from service.domain.model import DeferredCart, PaymentCollection, PaymentSession, ProcessedEvent
+from service.domain.model import DeferredCart, PaymentCollection, PaymentSession
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.domain.results import Decision
 from service.domain.statuses import CollectionStatus, collection_transition
@@ -92,7 +92,7 @@ def decide_cart_update(collection: PaymentCollection | None, cmd: UpdateCart) ->
 
     if collection.sessions and collection.status == CollectionStatus.NOT_PAID:
         collection.status = collection_transition(collection.status, CollectionStatus.AWAITING)
-    collection.processed.append(ProcessedEvent(id=cmd.event_id, type=CART_UPDATED, at=cmd.now))
+    collection.remember(cmd.event_id, CART_UPDATED, cmd.now)
     return Decision("call", collection, calls=calls)
 
 
@@ -146,7 +146,7 @@ def _defer(collection: PaymentCollection, cmd: UpdateCart) -> Decision:
     if cmd.customer is not None:
         collection.customer = dict(cmd.customer)
     collection.updated_at = cmd.now
-    collection.processed.append(ProcessedEvent(id=cmd.event_id, type=CART_UPDATED, at=cmd.now))
+    collection.remember(cmd.event_id, CART_UPDATED, cmd.now)
     return Decision("settled", collection, note="deferred: an authorization is in flight")
 
 

@@ -31,7 +31,6 @@ from service.domain.model import (
     CheckoutAttempt,
     PaymentCollection,
     PaymentSession,
-    ProcessedEvent,
 )
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.domain.reconcile import apply_reconcile
@@ -89,13 +88,11 @@ def settle_checkout(
 
 
 def _processed(collection: PaymentCollection, cmd: CompleteCheckout) -> None:
-    collection.processed.append(
-        ProcessedEvent(
-            id=cmd.event_id,
-            type=CHECKOUT_COMPLETED,
-            at=cmd.now,
-            fingerprint=f"{cmd.idempotency_key}|{cmd.amount}|{cmd.provider_id}",
-        )
+    collection.remember(
+        cmd.event_id,
+        CHECKOUT_COMPLETED,
+        cmd.now,
+        fingerprint=f"{cmd.idempotency_key}|{cmd.amount}|{cmd.provider_id}",
     )
 
 
@@ -296,7 +293,7 @@ def _reserve_attempt(
             created_at=cmd.now,
             updated_at=cmd.now,
         )
-        collection.checkout_attempts.append(attempt)
+        collection.add_attempt(attempt)
     else:
         attempt.tries += 1
         attempt.updated_at = cmd.now
@@ -370,7 +367,7 @@ def _authorize_zero(collection: PaymentCollection, cmd: CompleteCheckout) -> Dec
     )
     session.initiated = True
     session.authorization_key = cmd.idempotency_key
-    collection.checkout_attempts.append(
+    collection.add_attempt(
         CheckoutAttempt(
             idempotency_key=cmd.idempotency_key,
             amount=0,

@@ -67,7 +67,7 @@ def apply_dispute(
         if evidence_due_by is not None:
             existing.evidence_due_by = evidence_due_by
         existing.updated_at = now
-    payment.history.append(
+    payment.log(
         HistoryEntry(
             at=now,
             action="dispute",

@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.domain.capabilities import Capabilities
 from service.domain.statuses import CollectionStatus, SessionStatus
@@ -33,6 +33,16 @@ if TYPE_CHECKING:
     from service.domain.results import Decision
 
 Operation = Literal["authorize", "capture", "refund", "cancel"]
+
+INBOX_WINDOW = 64
+"""Consumed event ids a collection keeps (the last ones): a redelivery or replay of a
+recent event is recognised by its id; an older replay by the state it would change
+(see `docs/contract.md`, "Replays"). Bounded, so state does not grow with messages."""
+HISTORY_LIMIT = 50
+"""History entries a payment keeps (the last ones). What moved money is kept for good
+on its capture, refund or cancel record; history is the who-did-what of the last."""
+ATTEMPTS_KEPT = 10
+"""Checkout attempts kept besides those a session still refers to."""
 
 
 class _Model(BaseModel):
@@ -256,6 +266,21 @@ class Payment(_Model):
     def pending_for(self, command_id: str) -> PendingOperation | None:
         return next((p for p in self.pending if p.command_id == command_id), None)
 
+    def log(self, entry: HistoryEntry) -> None:
+        """Add to the payment's history, keeping the last `HISTORY_LIMIT` entries."""
+        self.history.append(entry)
+        if len(self.history) > HISTORY_LIMIT:
+            del self.history[: len(self.history) - HISTORY_LIMIT]
+
+    def took_effect(self, operation: str, command_id: str) -> bool:
+        """Whether a command of ours moved money here (booked): recognised by the state
+        it changed, however long ago it came. (One still reserved is resumed instead.)"""
+        if operation == "capture":
+            return any(c.command_id == command_id for c in self.captures)
+        if operation == "refund":
+            return any(r.command_id == command_id for r in self.refunds)
+        return False
+
 
 class LostAuthorization(_Model):
     """An authorization the provider holds that is not the collection's payment.
@@ -402,7 +427,7 @@ class PaymentCollection(_Model):
     created_at: datetime
     updated_at: datetime
 
-    _recorded: list[OutboxEvent] = PrivateAttr(default_factory=list)
+    recorded_events: list[OutboxEvent] = Field(default_factory=list, exclude=True, repr=False)
     """Events recorded by decisions since the aggregate was loaded (not stored yet)."""
 
     # -- recorded events -------------------------------------------------------
@@ -414,30 +439,31 @@ class PaymentCollection(_Model):
         existing = self.outbox_event(event.id)
         if existing is not None:
             return existing
-        self._recorded.append(event)
+        self.recorded_events.append(event)
         return event
 
     @property
     def recorded(self) -> list[OutboxEvent]:
         """What decisions recorded since the load, in order (not in the outbox yet)."""
-        return list(self._recorded)
+        return list(self.recorded_events)
 
     @property
     def events(self) -> list[OutboxEvent]:
         """Every outbound event of the aggregate: in its outbox, then recorded since the load."""
-        return [*self.outbox, *self._recorded]
+        return [*self.outbox, *self.recorded_events]
 
     def stored_state(self) -> dict[str, Any]:
         """The aggregate as a stored document's state (JSON types): recorded events are
         in its outbox, so whatever stores it stores them, however it is called."""
         state = self.model_dump(mode="json")
-        state["outbox"].extend(e.model_dump(mode="json") for e in self._recorded)
+        state["outbox"].extend(e.model_dump(mode="json") for e in self.recorded_events)
         return state
 
     def commit_recorded(self) -> list[OutboxEvent]:
         """Move the recorded events into the outbox (the unit of work, as it stores
         the change); returns them."""
-        recorded, self._recorded = self._recorded, []
+        recorded = self.recorded_events
+        self.recorded_events = []
         self.outbox.extend(recorded)
         return recorded
 
@@ -453,6 +479,32 @@ class PaymentCollection(_Model):
         return next(
             (a for a in self.checkout_attempts if a.idempotency_key == idempotency_key), None
         )
+
+    def remember(
+        self, event_id: str, event_type: str, at: datetime, fingerprint: str | None = None
+    ) -> None:
+        """Record an event as consumed (the inbox), keeping the last `INBOX_WINDOW`."""
+        self.processed.append(
+            ProcessedEvent(id=event_id, type=event_type, at=at, fingerprint=fingerprint)
+        )
+        if len(self.processed) > INBOX_WINDOW:
+            del self.processed[: len(self.processed) - INBOX_WINDOW]
+
+    def add_attempt(self, attempt: CheckoutAttempt) -> None:
+        """A new checkout attempt; the oldest ones that no session refers to any more
+        are dropped beyond `ATTEMPTS_KEPT` (a storefront retrying with new keys)."""
+        self.checkout_attempts.append(attempt)
+        in_use = {s.authorization_key for s in self.sessions}
+        extra = len(self.checkout_attempts) - ATTEMPTS_KEPT
+        if extra <= 0:
+            return
+        kept = []
+        for old in self.checkout_attempts:
+            if extra > 0 and old.idempotency_key not in in_use and old is not attempt:
+                extra -= 1
+                continue
+            kept.append(old)
+        self.checkout_attempts = kept
 
     def processed_event(self, event_id: str) -> ProcessedEvent | None:
         return next((p for p in self.processed if p.id == event_id), None)
@@ -474,7 +526,7 @@ class PaymentCollection(_Model):
         if stored is not None:
             stored.sent = False
             return
-        self._recorded.append(event.model_copy(update={"sent": False}))
+        self.recorded_events.append(event.model_copy(update={"sent": False}))
 
     @property
     def unsent_events(self) -> list[OutboxEvent]:

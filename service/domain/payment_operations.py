@@ -39,7 +39,6 @@ from service.domain.model import (
     Payment,
     PaymentCollection,
     PendingOperation,
-    ProcessedEvent,
 )
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.domain.results import Decision
@@ -61,7 +60,7 @@ COMMAND_TYPES = {
 
 
 def _history(payment: Payment, cmd: PaymentCommand, outcome: str, amount: int | None) -> None:
-    payment.history.append(
+    payment.log(
         HistoryEntry(
             at=cmd.now,
             action=cmd.operation,
@@ -76,13 +75,8 @@ def _history(payment: Payment, cmd: PaymentCommand, outcome: str, amount: int | 
 
 
 def _processed(collection: PaymentCollection, cmd: PaymentCommand) -> None:
-    collection.processed.append(
-        ProcessedEvent(
-            id=cmd.command_id,
-            type=COMMAND_TYPES[cmd.operation],
-            at=cmd.now,
-            fingerprint=command_fingerprint(cmd),
-        )
+    collection.remember(
+        cmd.command_id, COMMAND_TYPES[cmd.operation], cmd.now, command_fingerprint(cmd)
     )
 
 
@@ -273,6 +267,11 @@ def _seen_before(collection: PaymentCollection, cmd: PaymentCommand) -> Decision
     """The command id took effect already: a duplicate, or a conflict if it meant otherwise."""
     seen = collection.processed_event(cmd.command_id)
     if seen is None:
+        # Older than the inbox window: recognised by what it did (a capture or refund
+        # booked or reserved under its id), which a replay must not do again.
+        payment = collection.payment
+        if payment is not None and payment.took_effect(cmd.operation, cmd.command_id):
+            return Decision("duplicate", collection)
         return None
     if seen.fingerprint == command_fingerprint(cmd):
         return Decision("duplicate", collection)
@@ -670,7 +669,7 @@ def _record_settled(
         _history(payment, cmd, result, pending.amount)
         _processed(collection, cmd)
         return
-    payment.history.append(
+    payment.log(
         HistoryEntry(
             at=now,
             action=pending.operation,
@@ -680,13 +679,8 @@ def _record_settled(
         )
     )
     if not collection.has_processed(pending.command_id):
-        collection.processed.append(
-            ProcessedEvent(
-                id=pending.command_id,
-                type=COMMAND_TYPES[pending.operation],
-                at=now,
-                fingerprint=pending.fingerprint,
-            )
+        collection.remember(
+            pending.command_id, COMMAND_TYPES[pending.operation], now, pending.fingerprint
         )
 
 

@@ -43,7 +43,6 @@ from service.domain.model import (
     PaymentCollection,
     PaymentSession,
     PendingOperation,
-    ProcessedEvent,
     Refund,
     RefundStatus,
 )
@@ -161,7 +160,7 @@ def _object_key(fact: Notification) -> tuple[str, str]:
 def _remember(
     collection: PaymentCollection, event_id: str, provider_event: str | None, now: datetime
 ) -> None:
-    collection.processed.append(ProcessedEvent(id=event_id, type=PAYMENT_PROVIDER_WEBHOOK, at=now))
+    collection.remember(event_id, PAYMENT_PROVIDER_WEBHOOK, now)
     if provider_event is not None and provider_event not in collection.provider_events:
         collection.provider_events = [*collection.provider_events, provider_event][
             -PROVIDER_EVENT_WINDOW:
@@ -356,7 +355,7 @@ def _rest_released(
     payment.released_amount += rest
     if collection.status != CollectionStatus.COMPLETED:
         collection.status = collection_transition(collection.status, CollectionStatus.COMPLETED)
-    payment.history.append(
+    payment.log(
         HistoryEntry(
             at=now,
             action="release",
@@ -387,7 +386,7 @@ def _canceled(
     ):
         return "irrelevant"
     record_cancel(collection, payment, causation_id=cause, now=now)
-    payment.history.append(
+    payment.log(
         HistoryEntry(
             at=now,
             action="cancel",
@@ -554,7 +553,7 @@ def _refund_elsewhere(
         now=now,
         reference=reference,
     )
-    payment.history.append(
+    payment.log(
         HistoryEntry(
             at=now,
             action="refund",
@@ -610,7 +609,7 @@ def _refund_reversed(
 ) -> None:
     """A refund booked as money back failed at the provider: the money is back with the
     merchant, so the books follow; `payment.failed` says so."""
-    payment.history.append(
+    payment.log(
         HistoryEntry(
             at=now,
             action="refund_failed",
