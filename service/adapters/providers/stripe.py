@@ -423,12 +423,14 @@ class StripeProvider(PaymentProvider):
         """
         intent_id = self._intent_id(call)
         try:
-            intent = (
-                await self._retrieve(intent_id)
-                if intent_id is not None
-                else await self._create_intent(call)
-            )
-            intent_id = object_id(intent.get("id"))
+            if intent_id is None:
+                # Created under a key of the session and the parameters, so a retry
+                # reaches the same intent; Stripe replays the create's answer, the
+                # intent as it was then, so it is read again as it is now.
+                intent_id = object_id((await self._create_intent(call)).get("id"))
+            if intent_id is None:
+                raise _Answer(ProviderOutcome.failed("Stripe created no PaymentIntent id"))
+            intent = await self._retrieve(intent_id)
             outcome = await self._authorize(call, intent)
         except _Answer as answer:
             outcome = answer.outcome
@@ -533,9 +535,12 @@ class StripeProvider(PaymentProvider):
         * not found (Stripe shows the operation never happened) → the refusal stands
           (failed, code ``idempotency_error``): nothing moved, and the key cannot be
           used with these parameters for 24 hours;
-        * could not tell → unknown: the status query is asked again later.
+        * could not tell → unknown: the status query is asked again later. Where a
+          status would have said "re-send under the same key to tell" (a capture
+          among several partial ones), re-sending is what Stripe just refused: could
+          not tell.
         """
-        status = await self._status(call, intent_id)
+        status = await self._status(call, intent_id, resend_tells=False)
         if status.is_not_found:
             return refused
         if status.kind in (OutcomeKind.UNKNOWN, OutcomeKind.TRANSIENT):
@@ -694,7 +699,9 @@ class StripeProvider(PaymentProvider):
         """
         return await self._status(call)
 
-    async def _status(self, call: ProviderCall, intent_id: str | None = None) -> ProviderOutcome:
+    async def _status(
+        self, call: ProviderCall, intent_id: str | None = None, *, resend_tells: bool = True
+    ) -> ProviderOutcome:
         intent_id = intent_id or self._intent_id(call)
         try:
             if call.operation == "authorize":
@@ -707,7 +714,9 @@ class StripeProvider(PaymentProvider):
                     return await self._refund_status(call, intent_id)
                 intent = await self._read(self._client.v1.payment_intents.retrieve_async(intent_id))
                 if call.operation == "capture":
-                    return with_reference(self._capture_status(intent, call), intent_id)
+                    return with_reference(
+                        self._capture_status(intent, call, resend_tells=resend_tells), intent_id
+                    )
                 if intent.get("status") == "canceled":
                     return with_reference(
                         ProviderOutcome.succeeded(public_intent_data(intent)), intent_id
@@ -725,17 +734,20 @@ class StripeProvider(PaymentProvider):
     async def _authorize_status(self, call: ProviderCall, intent_id: str | None) -> ProviderOutcome:
         if intent_id is None:
             # An authorization without an intent created one, under a key of the
-            # session and the parameters; the same request replays it (Stripe
-            # remembers keys for 24 hours), so a confirmation whose answer was lost
-            # is found on it. Made anew, it is an intent nobody confirmed.
+            # session and the parameters; the same request replays its answer
+            # (Stripe remembers keys for 24 hours), which names the intent, so a
+            # confirmation whose answer was lost is found on it. Made anew, it is an
+            # intent nobody confirmed.
             try:
-                intent = await self._create_intent(call)
+                intent_id = object_id((await self._create_intent(call)).get("id"))
             except _Answer as answer:
                 return ProviderOutcome.unknown(
                     f"no PaymentIntent to ask about: {answer.outcome.message}"
                 )
-        else:
-            intent = await self._read(self._client.v1.payment_intents.retrieve_async(intent_id))
+            if intent_id is None:
+                return ProviderOutcome.unknown("Stripe answered a create without an id")
+        # Read as it is now: a replayed answer is the intent as it was then.
+        intent = await self._read(self._client.v1.payment_intents.retrieve_async(intent_id))
         if intent.get("status") in CONFIRMABLE and not self._failed_with(
             intent, self._payment_method(call, intent)
         ):
@@ -745,7 +757,9 @@ class StripeProvider(PaymentProvider):
             )
         return intent_outcome(intent)
 
-    def _capture_status(self, intent: Mapping[str, Any], call: ProviderCall) -> ProviderOutcome:
+    def _capture_status(
+        self, intent: Mapping[str, Any], call: ProviderCall, *, resend_tells: bool = True
+    ) -> ProviderOutcome:
         """Whether *this* capture happened, from the intent.
 
         An intent says how much was captured in all (`amount_received`), not by which
@@ -755,7 +769,8 @@ class StripeProvider(PaymentProvider):
         * nothing received and not canceled: no capture happened → not found;
         * still capturable after partial captures (multicapture): ours may be one of
           them; re-sending under the same key is how Stripe tells → not found (the
-          domain repeats a call only inside the key window);
+          domain repeats a call only inside the key window), or could not tell when
+          re-sending is not an option (`resend_tells` False: Stripe just refused it);
         * succeeded with exactly our amount received, the whole intent: ours (or one
           of the same amount that took all: the books end the same) → succeeded;
         * succeeded without multicapture with another amount received: one capture
@@ -794,10 +809,13 @@ class StripeProvider(PaymentProvider):
                 "the PaymentIntent is canceled", code="payment_intent_unexpected_state"
             )
         if received:
-            return ProviderOutcome.not_found(
-                f"PaymentIntent is {status} with {received} captured so far; re-sending "
-                "under the same key lets Stripe say whether this capture was one of them"
+            message = (
+                f"PaymentIntent is {status} with {received} captured so far; only Stripe's "
+                "record of this capture's key can say whether it was one of them"
             )
+            if resend_tells:
+                return ProviderOutcome.not_found(f"{message} (re-send under the same key)")
+            return ProviderOutcome.unknown(message)
         return ProviderOutcome.not_found(f"PaymentIntent is {status}, nothing captured")
 
     async def _refund_status(self, call: ProviderCall, intent_id: str) -> ProviderOutcome:
