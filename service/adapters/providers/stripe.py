@@ -255,6 +255,9 @@ class StripeProvider(PaymentProvider):
         answer: dict[str, Any] = result.to_dict()
         return answer
 
+    async def _read_intent(self, intent_id: str) -> dict[str, Any]:
+        return await self._read(self._client.v1.payment_intents.retrieve_async(intent_id))
+
     async def _read_all(
         self, listing: Any, params: dict[str, Any], *, limit: int = 100
     ) -> list[dict[str, Any]]:
@@ -667,7 +670,7 @@ class StripeProvider(PaymentProvider):
         dashboard, Stripe's expiry) → succeeded; otherwise the refusal stands. A key
         conflict whose intent cannot be read is *could not tell*."""
         try:
-            current = await self._read(self._client.v1.payment_intents.retrieve_async(intent_id))
+            current = await self._read_intent(intent_id)
         except _Answer as answer:
             if refused.code == IDEMPOTENCY_ERROR:
                 return ProviderOutcome.unknown(f"{refused.message}; {answer.outcome.message}")
@@ -689,7 +692,9 @@ class StripeProvider(PaymentProvider):
 
         * authorize: the intent's status, mapped as in :meth:`authorize`; an intent
           still waiting for confirmation (and whose last failure, if any, was with
-          another method) is not found: the confirmation never took effect;
+          another method) is not found: the confirmation never took effect. Without
+          an intent in the call's data, the intent is the one the authorization's
+          create key names (Stripe replays that create within 24 hours);
         * capture: see :meth:`_capture_status`;
         * refund: the refund carrying our key in its metadata, or not found when the
           intent's refunds show none;
@@ -712,7 +717,7 @@ class StripeProvider(PaymentProvider):
                     return ProviderOutcome.not_found("no PaymentIntent: nothing was sent")
                 if call.operation == "refund":
                     return await self._refund_status(call, intent_id)
-                intent = await self._read(self._client.v1.payment_intents.retrieve_async(intent_id))
+                intent = await self._read_intent(intent_id)
                 if call.operation == "capture":
                     return with_reference(
                         self._capture_status(intent, call, resend_tells=resend_tells), intent_id
@@ -747,7 +752,7 @@ class StripeProvider(PaymentProvider):
             if intent_id is None:
                 return ProviderOutcome.unknown("Stripe answered a create without an id")
         # Read as it is now: a replayed answer is the intent as it was then.
-        intent = await self._read(self._client.v1.payment_intents.retrieve_async(intent_id))
+        intent = await self._read_intent(intent_id)
         if intent.get("status") in CONFIRMABLE and not self._failed_with(
             intent, self._payment_method(call, intent)
         ):
@@ -840,7 +845,7 @@ class StripeProvider(PaymentProvider):
         if intent_id is None:
             return []
         try:
-            intent = await self._read(self._client.v1.payment_intents.retrieve_async(intent_id))
+            intent = await self._read_intent(intent_id)
             metadata = intent.get("metadata")
             if not isinstance(metadata, Mapping) or metadata.get("cart_id") != call.cart_id:
                 return []
@@ -936,9 +941,7 @@ class StripeProvider(PaymentProvider):
         if action is None or action.cart_id is not None:
             return action
         try:
-            intent = await self._read(
-                self._client.v1.payment_intents.retrieve_async(action.provider_reference)
-            )
+            intent = await self._read_intent(action.provider_reference)
         except _Answer as answer:
             cause = answer.__cause__
             if isinstance(cause, stripe.InvalidRequestError) and cause.http_status == 404:
