@@ -141,9 +141,10 @@ async def test_authorize_capture_refund_and_their_status_queries(
     assert (captured.kind, captured.amount) == (OutcomeKind.SUCCEEDED, 3000)
     assert (await localstripe.payment_intent(intent_id))["status"] == "succeeded"
     # A succeeded intent does not prove that a *partial* capture was this one (issue
-    # 13, phantom captures): the status query has the caller re-send under the same
-    # key, which Stripe answers from its record (see test_stripe_adapter_fixes.py).
-    assert (await provider.get_status(capture)).kind is OutcomeKind.TRANSIENT
+    # 13, phantom captures): the status query could not tell (issue 22); the caller
+    # re-sends under the same key, which Stripe answers from its record (see
+    # test_stripe_adapter_fixes.py).
+    assert (await provider.get_status(capture)).kind is OutcomeKind.UNKNOWN
 
     refund = session.call("refund", "cmd_ref", amount=1000, reason="damaged")
     assert (await provider.get_status(refund)).kind is OutcomeKind.TRANSIENT

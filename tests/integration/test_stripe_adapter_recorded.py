@@ -210,7 +210,7 @@ async def test_a_lost_authorization_answer_is_answered_from_the_intent(
 # -- multicapture, refunds, cancel -----------------------------------------------------------
 
 
-async def test_multicapture_sends_final_capture_false_until_the_last_capture(
+async def test_multicapture_sends_final_capture_false_for_captures_the_call_says_are_not_final(
     server: ScriptedStripe,
 ) -> None:
     provider = await make_provider(server, multicapture=True)
@@ -236,7 +236,8 @@ async def test_multicapture_sends_final_capture_false_until_the_last_capture(
     server.route("POST", f"{INTENT}/capture", capture)
     try:
         await provider.initiate(call("initiate", "ps_1:initiate", data={}))
-        first = await provider.capture(call("capture", "cmd_1", amount=2000))
+        # The domain decides which capture is the last and stores it with the call.
+        first = await provider.capture(call("capture", "cmd_1", amount=2000, final_capture=False))
         second = await provider.capture(call("capture", "cmd_2", amount=3000))
     finally:
         await provider.close()
@@ -249,6 +250,7 @@ async def test_multicapture_sends_final_capture_false_until_the_last_capture(
     assert forms[0] == {"amount_to_capture": "2000", "final_capture": "false"}
     assert forms[1] == {"amount_to_capture": "3000"}
     assert captured["total"] == 5000
+    assert server.sent("GET", INTENT) == [], "nothing is re-read to decide the parameters"
 
 
 async def test_without_multicapture_a_second_capture_is_stripes_refusal(
@@ -453,7 +455,7 @@ async def test_confirm_errors_map_to_outcome_kinds(
     assert len(server.sent("POST", f"{INTENT}/confirm")) == 1, "the SDK must not retry by itself"
 
 
-async def test_a_5xx_on_a_read_is_transient_and_an_unreachable_stripe_too() -> None:
+async def test_a_5xx_status_read_could_not_tell_and_an_unreachable_stripe_is_transient() -> None:
     with ScriptedStripe() as server:
         server.route("GET", INTENT, (503, load("error_api.json")))
         provider = await make_provider(server)
@@ -462,7 +464,9 @@ async def test_a_5xx_on_a_read_is_transient_and_an_unreachable_stripe_too() -> N
         finally:
             await provider.close()
         unreachable_base = server.api_base
-    assert status.kind is OutcomeKind.TRANSIENT
+    # An error of the status query itself says nothing of the authorization.
+    assert status.kind is OutcomeKind.UNKNOWN
+    assert status.reference == PI
 
     # The server is gone: the connection is refused, nothing can have reached Stripe.
     provider = StripeProvider({"api_key": "sk_test_x", "api_base": unreachable_base})

@@ -17,7 +17,11 @@ via ``/_authenticate``), one capture per intent (partial captures release the
 rest as a refund), refunds by intent, cancel, and signed webhook delivery. It
 ignores ``Idempotency-Key``, has no multicapture (``final_capture``), rejects a
 refund ``reason`` and a ``payment_method`` on confirm, and leaves
-``amount_received``/``amount_capturable`` out of its PaymentIntents.
+``amount_received``/``amount_capturable`` out of its PaymentIntents. It has no
+disputes: the launcher answers ``GET /v1/disputes`` with an empty list, so the
+audit's read (``read_objects``) works against it. Where a test needs Stripe's
+documented behaviour that localstripe lacks, it uses
+:class:`tests.fixtures.stripe.faithful.FaithfulStripe` instead.
 """
 
 from __future__ import annotations
@@ -41,6 +45,16 @@ from localstripe import resources, server
 
 # In memory only: see tests.support.localstripe.
 resources.Store.dump_to_disk = lambda self: None
+
+
+async def no_disputes(request):
+    # localstripe has no disputes; Stripe lists a PaymentIntent's (none here).
+    return web.json_response(
+        {"object": "list", "data": [], "has_more": False, "url": "/v1/disputes"}
+    )
+
+
+server.app.router.add_get("/v1/disputes", no_disputes)
 web.run_app(server.app, host=sys.argv[1], port=int(sys.argv[2]), access_log=None, print=None)
 """
 

@@ -11,11 +11,14 @@ import stripe
 
 from service.adapters.providers.stripe_mapping import (
     MAX_IDEMPOTENCY_KEY,
+    could_not_tell,
     error_outcome,
     idempotency_key,
     intent_outcome,
     interpret_event,
+    object_facts,
     public_intent_data,
+    refund_outcome,
     refund_reason,
 )
 from service.domain.outcomes import OutcomeKind
@@ -53,6 +56,7 @@ def test_intent_status_table(
     assert outcome.kind is kind
     assert outcome.captured is captured
     assert outcome.amount == amount
+    assert outcome.reference == "pi_3QfXyZ2eZvKYlo2C0a1b2c3d", "every outcome names the intent"
 
 
 def test_requires_action_carries_what_a_storefront_needs() -> None:
@@ -442,3 +446,127 @@ def test_refund_and_dispute_events_carry_what_the_aggregate_needs() -> None:
     assert opened is not None and opened.meaning == "disputed" and opened.cart_id is None
     assert opened.provider_reference == "pi_1" and opened.amount == 5000
     assert opened.data["evidence_due_by"].isoformat() == "2025-01-14T23:59:59+00:00"
+
+
+# -- issue 22: references, could-not-tell, event ids, capturable, the audit's facts -------
+
+
+def test_refund_outcomes_name_the_refund_and_carry_its_own_amount() -> None:
+    refund = load("refund_succeeded.json")
+
+    done = refund_outcome(refund, fallback_amount=999)
+    pending = refund_outcome({**refund, "status": "pending"}, 999)
+    failed = refund_outcome({**refund, "status": "failed", "failure_reason": "unknown"}, 999)
+
+    assert (done.kind, done.amount, done.reference) == (OutcomeKind.SUCCEEDED, 1000, refund["id"])
+    assert (pending.kind, pending.reference) == (OutcomeKind.PENDING, refund["id"])
+    assert (failed.kind, failed.code, failed.reference) == (
+        OutcomeKind.FAILED,
+        "unknown",
+        refund["id"],
+    )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: stripe.AuthenticationError("bad key", None, 401),
+        lambda: stripe.PermissionError("restricted key", None, 403),
+        lambda: stripe.InvalidRequestError(  # type: ignore[no-untyped-call]
+            "No such payment_intent", "intent", "resource_missing", http_status=404
+        ),
+        lambda: api_error(500),
+        lambda: connection_error(httpx.ReadTimeout("lost", request=REQUEST)),
+    ],
+)
+def test_an_error_of_a_status_query_could_not_tell(make: Any) -> None:
+    outcome = could_not_tell(make())
+
+    assert outcome.kind is OutcomeKind.UNKNOWN and not outcome.is_not_found
+
+
+def test_every_event_fact_carries_the_events_own_id() -> None:
+    pi = intent("payment_intent_requires_capture.json")
+    refund = {**load("refund_succeeded.json"), "metadata": IDS}
+    dispute = load("dispute_needs_response.json", payment_intent="pi_1", charge="ch_1")
+    payloads = [
+        event("payment_intent.amount_capturable_updated", pi, event_id="evt_a"),
+        event("refund.updated", refund, event_id="evt_b"),
+        event("charge.dispute.created", dispute, event_id="evt_c"),
+    ]
+
+    read = [interpret_event(json.dumps(p)) for p in payloads]
+
+    assert [a.event_id if a else None for a in read] == ["evt_a", "evt_b", "evt_c"]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "event_type", "meaning", "amount", "capturable"),
+    [
+        (
+            "payment_intent_requires_capture.json",
+            "payment_intent.amount_capturable_updated",
+            "authorized",
+            5000,
+            5000,
+        ),
+        # Multicapture: 2000 captured, 3000 still held — money in, not a new hold.
+        (
+            "payment_intent_partially_captured.json",
+            "payment_intent.amount_capturable_updated",
+            "captured",
+            2000,
+            3000,
+        ),
+        ("payment_intent_succeeded.json", "payment_intent.succeeded", "captured", 5000, 0),
+        ("payment_intent_canceled.json", "payment_intent.canceled", "canceled", None, 0),
+    ],
+)
+def test_intent_facts_carry_what_is_still_capturable(
+    fixture: str, event_type: str, meaning: str, amount: int | None, capturable: int
+) -> None:
+    action = interpret_event(json.dumps(event(event_type, intent(fixture))))
+
+    assert action is not None
+    assert (action.meaning, action.amount, action.capturable) == (meaning, amount, capturable)
+
+
+def test_a_final_partial_capture_leaves_nothing_capturable() -> None:
+    partial = intent("payment_intent_succeeded.json", amount_received=3000, amount_capturable=0)
+
+    action = interpret_event(json.dumps(event("payment_intent.succeeded", partial)))
+
+    assert action is not None and (action.amount, action.capturable) == (3000, 0)
+
+
+def test_object_facts_name_the_intents_cart_on_refunds_and_disputes() -> None:
+    pi = intent("payment_intent_partially_captured.json")
+    refund = load("refund_succeeded.json")  # the dashboard's: no metadata of ours
+    dispute = load("dispute_needs_response.json", payment_intent=pi["id"], charge="ch_1")
+
+    read = object_facts(pi, [refund], [dispute])
+
+    assert [(f.meaning, f.amount, f.capturable) for f in read] == [
+        ("captured", 2000, 3000),
+        ("refund_succeeded", 1000, None),
+        ("disputed", 5000, None),
+    ]
+    assert {(f.cart_id, f.session_id, f.event_id) for f in read} == {("cart_1", "ps_1", None)}
+    assert object_facts({**pi, "metadata": {}}, [refund], [dispute]) == []
+
+
+@pytest.mark.parametrize(
+    ("fixture", "meanings"),
+    [
+        ("payment_intent_requires_capture.json", ["authorized"]),
+        ("payment_intent_succeeded.json", ["captured"]),
+        ("payment_intent_canceled.json", ["canceled"]),
+        ("payment_intent_requires_action.json", []),
+        ("payment_intent_payment_failed.json", []),
+        ("payment_intent_requires_payment_method.json", []),
+    ],
+)
+def test_object_facts_of_an_intent_are_its_money_states_only(
+    fixture: str, meanings: list[str]
+) -> None:
+    assert [f.meaning for f in object_facts(intent(fixture), [], [])] == meanings

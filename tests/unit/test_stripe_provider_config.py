@@ -11,6 +11,7 @@ import pytest
 
 from service.adapters.providers import PROVIDER_FACTORIES, ProviderConfigError
 from service.adapters.providers.stripe import DEFAULT_API_BASE, StripeOptions, StripeProvider
+from service.domain.capabilities import Capabilities
 from service.ports.providers import PaymentProvider, WebhookVerificationError
 from tests.fixtures.stripe.kit import event, load, sign
 
@@ -50,6 +51,22 @@ async def test_capture_option_means_capture_on_authorization() -> None:
         assert built.capture_on_authorize is True
         assert built.api_base == "http://x"
         assert "sk_test_x" not in repr(built)
+    finally:
+        await built.close()
+
+
+@pytest.mark.parametrize("multicapture", [False, True])
+async def test_capabilities_follow_the_options(multicapture: bool) -> None:
+    """Stripe keeps keys for 24 hours, refunds can be pending, and without
+    multicapture a partial capture releases the rest (issue 22)."""
+    built = StripeProvider({"api_key": "sk_test_x", "multicapture": multicapture})
+    try:
+        assert built.capabilities == Capabilities(
+            multicapture=multicapture,
+            partial_capture_releases_rest=not multicapture,
+            refunds_can_be_pending=True,
+            idempotency_window_s=24 * 3600,
+        )
     finally:
         await built.close()
 

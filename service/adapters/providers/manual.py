@@ -3,6 +3,12 @@
 Money moves outside the service (cash on delivery, bank transfer), so there is
 nobody to ask: every call succeeds at once and capture, refund and cancel only
 keep the books. No I/O, hence nothing to de-duplicate and nothing to close.
+
+Its objects (issue 22) are named after the session (the authorization, which its
+captures and cancel are on: one per session, as nothing else exists to name) and
+after the call's key (a refund). The books are its only ledger, so there is nothing
+for the audit to read (`read_objects` keeps the port's default, no facts), and its
+capabilities are the lenient default.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from service.domain.calls import ProviderCall
+from service.domain.capabilities import LENIENT, Capabilities
 from service.domain.outcomes import ProviderOutcome
 from service.ports.providers import (
     PaymentProvider,
@@ -42,6 +49,14 @@ class ManualProvider(PaymentProvider):
             options = ManualOptions.parse(options)
         self.id: str = MANUAL_PROVIDER_ID
         self.capture_on_authorize: bool = options.capture
+        self.capabilities: Capabilities = LENIENT
+
+    @staticmethod
+    def _reference(call: ProviderCall) -> str:
+        """The object `call` is about: the session's authorization, or a refund."""
+        if call.operation == "refund":
+            return f"refund:{call.idempotency_key}"
+        return call.session_id
 
     async def initiate(self, call: ProviderCall) -> ProviderOutcome:
         return ProviderOutcome.succeeded({})
@@ -57,12 +72,19 @@ class ManualProvider(PaymentProvider):
         return ProviderOutcome.succeeded({})
 
     async def authorize(self, call: ProviderCall) -> ProviderOutcome:
-        return ProviderOutcome.succeeded({}, captured=self.capture_on_authorize, amount=call.amount)
+        return ProviderOutcome.succeeded(
+            {},
+            captured=self.capture_on_authorize,
+            amount=call.amount,
+            reference=self._reference(call),
+        )
 
     async def get_status(self, call: ProviderCall) -> ProviderOutcome:
         # Every manual call succeeds when made, so whatever was asked took effect.
         captured = self.capture_on_authorize and call.operation == "authorize"
-        return ProviderOutcome.succeeded({}, captured=captured, amount=call.amount)
+        return ProviderOutcome.succeeded(
+            {}, captured=captured, amount=call.amount, reference=self._reference(call)
+        )
 
     async def retrieve(self, call: ProviderCall) -> ProviderOutcome:
         return ProviderOutcome.succeeded(dict(call.data))
@@ -71,13 +93,13 @@ class ManualProvider(PaymentProvider):
         return {}
 
     async def capture(self, call: ProviderCall) -> ProviderOutcome:
-        return ProviderOutcome.succeeded({}, amount=call.amount)
+        return ProviderOutcome.succeeded({}, amount=call.amount, reference=self._reference(call))
 
     async def refund(self, call: ProviderCall) -> ProviderOutcome:
-        return ProviderOutcome.succeeded({}, amount=call.amount)
+        return ProviderOutcome.succeeded({}, amount=call.amount, reference=self._reference(call))
 
     async def cancel(self, call: ProviderCall) -> ProviderOutcome:
-        return ProviderOutcome.succeeded({})
+        return ProviderOutcome.succeeded({}, reference=self._reference(call))
 
     async def list_payment_methods(self, customer_id: str) -> list[SavedPaymentMethod]:
         return []

@@ -26,6 +26,14 @@ only when the claim says the key was used before.
 
 Money is integers, ids are strings and booleans are only written by inserts:
 nx-27017 rejects Decimal128 and turns booleans written by ``$set`` into 0/1.
+
+Provider objects (issue 22): each authorization record is its own object, named by
+a stable id derived from its key (``sbx_au_…``: the `reference` of its outcomes, and
+``authorization_id`` in its data, so a payment's calls carry it); captures and
+cancels name the authorization of the call's data (and record it); a refund is
+named by its record's id (``sbx_re_…``). :meth:`SandboxProvider.read_objects` reads
+them back from the ledger for the audit. Capabilities are the lenient default
+(several captures, nothing pending, keys remembered for ever).
 """
 
 from __future__ import annotations
@@ -35,7 +43,9 @@ import contextlib
 import hashlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
@@ -46,6 +56,7 @@ from pymongo.errors import DuplicateKeyError
 
 from service.adapters.driver_errors import provider_errors
 from service.domain.calls import ProviderCall
+from service.domain.capabilities import LENIENT, Capabilities
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.ports.providers import (
     PaymentProvider,
@@ -102,6 +113,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _recorded_order(document: Mapping[str, Any]) -> tuple[float, str]:
+    """When a ledger document was written (naive datetimes are the driver's UTC)."""
+    created = document.get("created_at")
+    if not isinstance(created, datetime):
+        return (0.0, str(document.get("_id")))
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return (created.timestamp(), str(document.get("_id")))
+
+
 def _reference(prefix: str, *parts: str) -> str:
     # Stable provider-side ids make replays return byte-identical data.
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
@@ -110,6 +131,20 @@ def _reference(prefix: str, *parts: str) -> str:
 
 def _ledger_id(operation: str, key: str) -> str:
     return f"{operation}:{key}"
+
+
+def authorization_reference(key: str) -> str:
+    """The sandbox's id of the authorization made under `key` (stable: its outcomes,
+    replays and status answers all name it)."""
+    return _reference("sbx_au", key)
+
+
+AUTHORIZATION_ID: Final = "authorization_id"
+"""Where an authorization's data names it, so the payment's calls carry its id."""
+
+
+def _named(outcome: ProviderOutcome, reference: str) -> ProviderOutcome:
+    return replace(outcome, reference=reference)
 
 
 def three_ds_url(session_id: str) -> str:
@@ -153,6 +188,7 @@ class SandboxProvider(PaymentProvider):
             options = SandboxOptions.parse(options)
         self.id: str = SANDBOX_PROVIDER_ID
         self.capture_on_authorize: bool = options.capture
+        self.capabilities: Capabilities = LENIENT
         self.fail_rate = options.fail_rate
         self.lose_rate = options.lose_rate
         self.delay_s = options.delay_s
@@ -329,13 +365,16 @@ class SandboxProvider(PaymentProvider):
                             "created_at": _now(),
                         }
                     )
-            return ProviderOutcome.requires_more(
-                action,
-                {
-                    "id": _reference("sbx_pi", call.session_id),
-                    "status": "requires_action",
-                    "payment_method": PM_AUTHENTICATION_REQUIRED,
-                },
+            return _named(
+                ProviderOutcome.requires_more(
+                    action,
+                    {
+                        "id": _reference("sbx_pi", call.session_id),
+                        "status": "requires_action",
+                        "payment_method": PM_AUTHENTICATION_REQUIRED,
+                    },
+                ),
+                authorization_reference(call.idempotency_key),
             )
         if result == "succeeded":
             outcome = await self._authorize_approved(call, PM_AUTHENTICATION_REQUIRED)
@@ -368,6 +407,7 @@ class SandboxProvider(PaymentProvider):
         if outcome == "authorized":
             data = {
                 "id": _reference("sbx_pi", call.session_id),
+                AUTHORIZATION_ID: authorization_reference(call.idempotency_key),
                 "status": "captured" if captured else "authorized",
                 "payment_method": payment_method,
                 "amount": call.amount,
@@ -392,14 +432,20 @@ class SandboxProvider(PaymentProvider):
         conflict = self._mismatch("authorize", call, document)
         if conflict is not None:
             return conflict
+        reference = authorization_reference(document["idempotency_key"])
         if document["outcome"] == "declined":
-            return ProviderOutcome.declined(document.get("message", ""), document.get("code"))
+            return _named(
+                ProviderOutcome.declined(document.get("message", ""), document.get("code")),
+                reference,
+            )
         captured = bool(document.get("captured"))
         if captured:
             # Also on replays: the process may have stopped between the two inserts.
             await self._ensure_auto_capture(document)
+        # Records written before authorizations were named get their name on replay.
+        data = {**(document.get("data") or {}), AUTHORIZATION_ID: reference}
         return ProviderOutcome.succeeded(
-            dict(document.get("data") or {}), captured=captured, amount=document["amount"]
+            data, captured=captured, amount=document["amount"], reference=reference
         )
 
     async def _ensure_auto_capture(self, authorization: dict[str, Any]) -> None:
@@ -416,6 +462,7 @@ class SandboxProvider(PaymentProvider):
                     "currency_code": authorization["currency_code"],
                     "outcome": "captured",
                     "auto": True,
+                    AUTHORIZATION_ID: authorization_reference(authorization["idempotency_key"]),
                     "data": {"id": _reference("sbx_ch", "auto", authorization["idempotency_key"])},
                     "created_at": _now(),
                 }
@@ -447,6 +494,11 @@ class SandboxProvider(PaymentProvider):
         # entry is the key's claim, and a repeated call reads it back and is
         # answered (or refused, other parameters) from it.
         prefix = {"capture": "sbx_ch", "refund": "sbx_re", "cancel": "sbx_cn"}[operation]
+        extra: dict[str, Any] = {"reason": call.reason} if call.reason is not None else {}
+        authorization = call.data.get(AUTHORIZATION_ID)
+        if isinstance(authorization, str):
+            # What the operation is on, for the audit (read_objects).
+            extra[AUTHORIZATION_ID] = authorization
         recorded, _ = await self._insert_ledger(
             operation,
             call,
@@ -456,7 +508,7 @@ class SandboxProvider(PaymentProvider):
                 "status": outcome,
                 "amount": call.amount,
             },
-            extra={"reason": call.reason} if call.reason is not None else {},
+            extra=extra,
         )
         return self._ledger_outcome(operation, call, recorded)
 
@@ -494,17 +546,114 @@ class SandboxProvider(PaymentProvider):
                     {"_id": self._three_ds_id(call.idempotency_key)}
                 )
                 if pending is not None:
-                    return ProviderOutcome.requires_more(
-                        dict(pending["action"]),
-                        {
-                            "id": _reference("sbx_pi", pending["session_id"]),
-                            "status": "requires_action",
-                            "payment_method": PM_AUTHENTICATION_REQUIRED,
-                        },
+                    return _named(
+                        ProviderOutcome.requires_more(
+                            dict(pending["action"]),
+                            {
+                                "id": _reference("sbx_pi", pending["session_id"]),
+                                "status": "requires_action",
+                                "payment_method": PM_AUTHENTICATION_REQUIRED,
+                            },
+                        ),
+                        authorization_reference(call.idempotency_key),
                     )
             return ProviderOutcome.not_found(NO_RECORD_MESSAGE)
 
         return await self._answer("get_status", act)
+
+    # -- the audit ---------------------------------------------------------------------
+
+    @provider_errors
+    async def read_objects(self, call: ProviderCall) -> list[WebhookAction]:
+        """The session's authorizations and refunds as the ledger holds them, as facts
+        for the audit (`event_id` None):
+
+        * each authorization: `authorized` (nothing captured yet), `captured` (all
+          captured on it so far, with what is left `capturable`), `canceled` (after a
+          `captured` fact when something was captured before the cancel);
+        * each refund: `refund_succeeded` (the sandbox's refunds never pend), with its
+          id and our key.
+
+        Captures, refunds and cancels recorded without the authorization they were on
+        (before authorizations were named) count for the payment's: the one the call's
+        data names, else the session's latest.
+        """
+        documents = [
+            document
+            async for document in self.ledger.find(
+                {"session_id": call.session_id, "cart_id": call.cart_id}
+            )
+        ]
+        documents.sort(key=_recorded_order)
+        authorizations = {
+            authorization_reference(document["idempotency_key"]): document
+            for document in documents
+            if document.get("operation") == "authorize" and document.get("outcome") == "authorized"
+        }
+        named = call.data.get(AUTHORIZATION_ID)
+        payment = named if named in authorizations else next(reversed(authorizations), None)
+
+        def owner(document: Mapping[str, Any]) -> str | None:
+            reference = document.get(AUTHORIZATION_ID)
+            if isinstance(reference, str) and reference in authorizations:
+                return reference
+            if document.get("auto"):  # the capture made with its authorization
+                return authorization_reference(document["idempotency_key"])
+            return payment
+
+        captured: dict[str | None, int] = {}
+        canceled: set[str | None] = set()
+        refunds: list[WebhookAction] = []
+        for document in documents:
+            operation = document.get("operation")
+            if operation == "capture":
+                reference = owner(document)
+                captured[reference] = captured.get(reference, 0) + int(document["amount"])
+            elif operation == "cancel":
+                canceled.add(owner(document))
+            elif operation == "refund":
+                refunds.append(self._refund_fact(call, document, owner(document)))
+        facts: list[WebhookAction] = []
+        for reference, authorization in authorizations.items():
+            held = int(authorization["amount"])
+            got = captured.get(reference, 0)
+            ended = reference in canceled
+            fact = partial(
+                WebhookAction,
+                session_id=call.session_id,
+                cart_id=call.cart_id,
+                provider_reference=reference,
+                data={**(authorization.get("data") or {}), AUTHORIZATION_ID: reference},
+            )
+            if got:
+                left = 0 if ended else max(held - got, 0)
+                facts.append(fact(meaning="captured", amount=got, capturable=left))
+            if ended:
+                facts.append(fact(meaning="canceled", capturable=0))
+            elif not got:
+                facts.append(fact(meaning="authorized", amount=held, capturable=held))
+        return facts + refunds
+
+    @staticmethod
+    def _refund_fact(
+        call: ProviderCall, document: Mapping[str, Any], authorization: str | None
+    ) -> WebhookAction:
+        data = document.get("data") or {}
+        return WebhookAction(
+            meaning="refund_succeeded",
+            session_id=call.session_id,
+            cart_id=call.cart_id,
+            provider_reference=authorization or "",
+            amount=int(document["amount"]),
+            data={
+                "refund_id": data.get("id"),
+                "refund_status": "succeeded",
+                "provider_key": document.get("idempotency_key"),
+                "reason": document.get("reason"),
+                "failure_reason": None,
+            },
+            message=f"refund {data.get('id')} succeeded",
+        )
 
     # -- webhooks ----------------------------------------------------------------------
 
@@ -531,8 +680,17 @@ class SandboxProvider(PaymentProvider):
         conflict = self._mismatch(operation, call, document)
         if conflict is not None:
             return conflict
+        data = dict(document.get("data") or {})
+        # A refund is its own object; a capture or cancel is about an authorization.
+        reference = (
+            data.get("id")
+            if operation == "refund"
+            else document.get(AUTHORIZATION_ID) or call.data.get(AUTHORIZATION_ID)
+        )
         return ProviderOutcome.succeeded(
-            dict(document.get("data") or {}), amount=document.get("amount")
+            data,
+            amount=document.get("amount"),
+            reference=reference if isinstance(reference, str) else None,
         )
 
     async def _insert_ledger(

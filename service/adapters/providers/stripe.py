@@ -16,6 +16,16 @@ is already past confirmation).
 
 Amounts cross the boundary through :mod:`.stripe_money`: exact or refused, never
 rounded (KWD amounts must end in 0 at Stripe, for instance).
+
+What the domain is told (issue 22): every outcome names its Stripe object
+(`reference`: the PaymentIntent, or a refund's ``re_…`` id); the provider's
+:attr:`~StripeProvider.capabilities` follow the options (Stripe's 24-hour key
+window, refunds that can be pending, multicapture or a partial capture that
+releases the rest); a capture sends exactly what its call says (``final_capture``
+is the domain's decision, stored with the capture, never re-read from Stripe); a
+status query answers found, not found, or *could not tell*; and
+:meth:`~StripeProvider.read_objects` reads a payment's intent, refunds and disputes
+for the audit.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ if TYPE_CHECKING:
     )
 
 from service.domain.calls import ProviderCall
+from service.domain.capabilities import Capabilities
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from service.ports.providers import (
     PaymentProvider,
@@ -53,18 +64,24 @@ from .options import ProviderOptions
 from .stripe_mapping import (
     CANCELABLE,
     CONFIRMABLE,
+    IDEMPOTENCY_ERROR,
+    IDEMPOTENCY_WINDOW_S,
     REFUND_CALL_KEY_METADATA,
     UPDATABLE,
     as_int,
+    could_not_tell,
     error_outcome,
     failed_payment_method,
     idempotency_key,
     intent_outcome,
     interpret_event,
+    object_facts,
     object_id,
     our_amount,
     public_intent_data,
+    refund_outcome,
     refund_reason,
+    with_reference,
 )
 from .stripe_money import AmountNotRepresentable, UnsupportedCurrency, to_stripe_amount
 
@@ -103,10 +120,11 @@ class StripeOptions(ProviderOptions):
     """Capture on authorization (``capture_method: automatic``)."""
     multicapture: bool = False
     """Request Stripe's multicapture on new intents and send ``final_capture: false``
-    on captures that leave an amount capturable, so several partial captures work.
-    Stripe only offers it to some accounts and card brands; without it a partial
-    capture releases the rest and a second capture is refused by Stripe (reported
-    as a capture `provider_error`)."""
+    on captures the domain reserved as not final, so several partial captures work.
+    Stripe only offers it to some accounts and card brands; without it every capture
+    is final: a partial capture releases the rest, and Stripe refuses a second one.
+    The provider's capabilities say which (`multicapture`,
+    `partial_capture_releases_rest`)."""
     payment_method_types: Annotated[
         list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)
     ] = ["card"]
@@ -144,6 +162,13 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def _intent_success(intent: Mapping[str, Any]) -> ProviderOutcome:
+    """A session call's success: the intent's public data, naming the intent."""
+    return ProviderOutcome.succeeded(
+        public_intent_data(intent), reference=object_id(intent.get("id"))
+    )
+
+
 def _signature_timestamp(header: str) -> int | None:
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
@@ -168,6 +193,12 @@ class StripeProvider(PaymentProvider):
         self._webhook_secrets = options.all_webhook_secrets()
         self.capture_on_authorize: bool = options.capture
         self.multicapture: bool = options.multicapture
+        self.capabilities: Capabilities = Capabilities(
+            multicapture=options.multicapture,
+            partial_capture_releases_rest=not options.multicapture,
+            refunds_can_be_pending=True,
+            idempotency_window_s=IDEMPOTENCY_WINDOW_S,
+        )
         self.timeout_s: float = options.timeout_s
         self.payment_method_types: list[str] = list(options.payment_method_types)
         # Built now but connects lazily: httpx opens nothing until the first request.
@@ -212,6 +243,36 @@ class StripeProvider(PaymentProvider):
             self._client.v1.payment_intents.retrieve_async(intent_id), moves_money=False
         )
 
+    @staticmethod
+    async def _read(request: Awaitable[Any]) -> dict[str, Any]:
+        """One read for a status query or the audit: any error of it (a rotated key,
+        an object this key cannot see, a 5xx, a connection) is *could not tell*, an
+        :class:`_Answer` with an unknown outcome — never an outcome of what is asked."""
+        try:
+            result = await request
+        except stripe.StripeError as exc:
+            raise _Answer(could_not_tell(exc)) from exc
+        answer: dict[str, Any] = result.to_dict()
+        return answer
+
+    async def _read_intent(self, intent_id: str) -> dict[str, Any]:
+        return await self._read(self._client.v1.payment_intents.retrieve_async(intent_id))
+
+    async def _read_all(
+        self, listing: Any, params: dict[str, Any], *, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Every object of a Stripe list (refunds, disputes), page after page."""
+        found: list[dict[str, Any]] = []
+        page_params = {**params, "limit": limit}
+        while True:
+            page = await self._read(listing(page_params))
+            items = [item for item in page.get("data") or [] if isinstance(item, Mapping)]
+            found.extend(dict(item) for item in items)
+            last = object_id(items[-1].get("id")) if items else None
+            if not page.get("has_more") or last is None:
+                return found
+            page_params = {**page_params, "starting_after": last}
+
     async def _create_intent(self, call: ProviderCall) -> dict[str, Any]:
         params: dict[str, Any] = {
             "amount": self._amount(call),
@@ -245,21 +306,19 @@ class StripeProvider(PaymentProvider):
             intent = await self._create_intent(call)
         except _Answer as answer:
             return answer.outcome
-        return ProviderOutcome.succeeded(public_intent_data(intent))
+        return _intent_success(intent)
 
     async def update(self, call: ProviderCall) -> ProviderOutcome:
         """New amount or currency, while Stripe allows it (before confirmation)."""
         intent_id = self._intent_id(call)
         try:
             if intent_id is None:
-                return ProviderOutcome.succeeded(
-                    public_intent_data(await self._create_intent(call))
-                )
+                return _intent_success(await self._create_intent(call))
             intent = await self._retrieve(intent_id)
             wanted = self._amount(call)
             currency = call.currency_code.lower()
             if as_int(intent.get("amount")) == wanted and intent.get("currency") == currency:
-                return ProviderOutcome.succeeded(public_intent_data(intent))
+                return _intent_success(intent)
             if intent.get("status") not in UPDATABLE:
                 return ProviderOutcome.failed(
                     f"PaymentIntent {intent_id} is {intent.get('status')}; Stripe no longer "
@@ -276,7 +335,7 @@ class StripeProvider(PaymentProvider):
             )
         except _Answer as answer:
             return answer.outcome
-        return ProviderOutcome.succeeded(public_intent_data(updated))
+        return _intent_success(updated)
 
     async def update_data(self, call: ProviderCall) -> ProviderOutcome:
         """Keep the customer's payment method (and return URL) for the authorization.
@@ -301,7 +360,7 @@ class StripeProvider(PaymentProvider):
         try:
             intent = await self._retrieve(intent_id)
             if intent.get("status") == "canceled":
-                return ProviderOutcome.succeeded(public_intent_data(intent))
+                return _intent_success(intent)
             if intent.get("status") not in CANCELABLE:
                 return ProviderOutcome.failed(
                     f"PaymentIntent {intent_id} is {intent.get('status')} and cannot be canceled",
@@ -317,14 +376,14 @@ class StripeProvider(PaymentProvider):
             )
         except _Answer as answer:
             return answer.outcome
-        return ProviderOutcome.succeeded(public_intent_data(canceled))
+        return _intent_success(canceled)
 
     async def retrieve(self, call: ProviderCall) -> ProviderOutcome:
         intent_id = self._intent_id(call)
         if intent_id is None:
             return ProviderOutcome.succeeded(dict(call.data))
         try:
-            return ProviderOutcome.succeeded(public_intent_data(await self._retrieve(intent_id)))
+            return _intent_success(await self._retrieve(intent_id))
         except _Answer as answer:
             return answer.outcome
 
@@ -363,37 +422,56 @@ class StripeProvider(PaymentProvider):
         it stands, so a re-try never confirms twice. An intent whose last attempt
         failed with the same payment method is a decline (Medusa maps
         `last_payment_error` to an error); a different method starts a new attempt.
+        Every answer names the intent: all attempts on a session share it.
         """
-        try:
-            return await self._authorize(call)
-        except _Answer as answer:
-            return answer.outcome
-
-    async def _authorize(self, call: ProviderCall) -> ProviderOutcome:
         intent_id = self._intent_id(call)
-        intent = (
-            await self._retrieve(intent_id)
-            if intent_id is not None
-            else await self._create_intent(call)
+        try:
+            if intent_id is None:
+                # Created under a key of the session and the parameters, so a retry
+                # reaches the same intent; Stripe replays the create's answer, the
+                # intent as it was then, so it is read again as it is now.
+                intent_id = object_id((await self._create_intent(call)).get("id"))
+            if intent_id is None:
+                raise _Answer(ProviderOutcome.failed("Stripe created no PaymentIntent id"))
+            intent = await self._retrieve(intent_id)
+            outcome = await self._authorize(call, intent)
+        except _Answer as answer:
+            outcome = answer.outcome
+        if outcome.code == IDEMPOTENCY_ERROR:
+            outcome = await self._key_conflict(call, outcome, intent_id)
+        return with_reference(outcome, intent_id)
+
+    @staticmethod
+    def _payment_method(call: ProviderCall, intent: Mapping[str, Any]) -> str | None:
+        """The method an authorization confirms with: the customer's, else the intent's."""
+        method = (
+            call.payment_data.get("payment_method")
+            or call.data.get("payment_method")
+            or object_id(intent.get("payment_method"))
         )
+        return method if isinstance(method, str) and method else None
+
+    @staticmethod
+    def _failed_with(intent: Mapping[str, Any], payment_method: str | None) -> bool:
+        """Whether the intent's last attempt failed with this method (a decline of this
+        attempt, not of an earlier one with another method)."""
+        return bool(intent.get("last_payment_error")) and failed_payment_method(intent) in (
+            None,
+            payment_method,
+        )
+
+    async def _authorize(self, call: ProviderCall, intent: Mapping[str, Any]) -> ProviderOutcome:
         intent_id = str(intent["id"])
         status = intent.get("status")
         if status not in CONFIRMABLE:
             return intent_outcome(intent)
 
-        payment_method = (
-            call.payment_data.get("payment_method")
-            or call.data.get("payment_method")
-            or object_id(intent.get("payment_method"))
-        )
-        if not isinstance(payment_method, str) or not payment_method:
+        payment_method = self._payment_method(call, intent)
+        if payment_method is None:
             return ProviderOutcome.invalid_data(
                 "no payment method: give payment_data.payment_method (a Stripe PaymentMethod id)"
             )
-        if intent.get("last_payment_error") and failed_payment_method(intent) in (
-            None,
-            payment_method,
-        ):
+        if self._failed_with(intent, payment_method):
             return intent_outcome(intent)
 
         changes: dict[str, Any] = {}
@@ -449,16 +527,47 @@ class StripeProvider(PaymentProvider):
             )
         return intent_id
 
+    async def _key_conflict(
+        self, call: ProviderCall, refused: ProviderOutcome, intent_id: str | None = None
+    ) -> ProviderOutcome:
+        """Stripe refused our key as used before with other parameters
+        (`idempotency_error`): a request under it began executing, and may have moved
+        money. What it did is asked, not assumed (issue 22, sequence 4):
+
+        * found (the operation's outcome) → that outcome;
+        * not found (Stripe shows the operation never happened) → the refusal stands
+          (failed, code ``idempotency_error``): nothing moved, and the key cannot be
+          used with these parameters for 24 hours;
+        * could not tell → unknown: the status query is asked again later. Where a
+          status would have said "re-send under the same key to tell" (a capture
+          among several partial ones), re-sending is what Stripe just refused: could
+          not tell.
+        """
+        status = await self._status(call, intent_id, resend_tells=False)
+        if status.is_not_found:
+            return refused
+        if status.kind in (OutcomeKind.UNKNOWN, OutcomeKind.TRANSIENT):
+            return ProviderOutcome.unknown(
+                f"{refused.message} (an earlier request under this key may have acted; "
+                f"its status: {status.message})"
+            )
+        return status
+
     async def capture(self, call: ProviderCall) -> ProviderOutcome:
-        """Capture `call.amount` (partial captures as `amount_to_capture`)."""
+        """Capture `call.amount` (partial captures as `amount_to_capture`).
+
+        The request is exactly what the call says: ``final_capture: false`` only for a
+        capture the domain reserved as not final, and only with multicapture. Nothing
+        is re-read from Stripe to decide it, so a retry under the same key sends the
+        same parameters (Stripe answers a key reused with other parameters with
+        `idempotency_error`).
+        """
+        intent_id = self._intent_id(call)
         try:
             intent_id = self._payment_intent(call)
             params: dict[str, Any] = {"amount_to_capture": self._amount(call)}
-            if self.multicapture:
-                current = await self._retrieve(intent_id)
-                capturable = as_int(current.get("amount_capturable"))
-                if capturable is not None and params["amount_to_capture"] < capturable:
-                    params["final_capture"] = False
+            if self.multicapture and not call.final_capture:
+                params["final_capture"] = False
             captured = await self._stripe(
                 self._client.v1.payment_intents.capture_async(
                     intent_id,
@@ -468,18 +577,25 @@ class StripeProvider(PaymentProvider):
                 moves_money=True,
             )
         except _Answer as answer:
-            return answer.outcome
-        if captured.get("status") in ("succeeded", "requires_capture"):
-            return ProviderOutcome.succeeded(public_intent_data(captured), amount=call.amount)
-        return ProviderOutcome.failed(
-            f"capture left PaymentIntent {captured.get('id')} {captured.get('status')}",
-            code="payment_intent_unexpected_state",
-        )
+            outcome = answer.outcome
+        else:
+            if captured.get("status") in ("succeeded", "requires_capture"):
+                outcome = ProviderOutcome.succeeded(
+                    public_intent_data(captured), amount=call.amount
+                )
+            else:
+                outcome = ProviderOutcome.failed(
+                    f"capture left PaymentIntent {captured.get('id')} {captured.get('status')}",
+                    code="payment_intent_unexpected_state",
+                )
+        if outcome.code == IDEMPOTENCY_ERROR:
+            outcome = await self._key_conflict(call, outcome)
+        return with_reference(outcome, intent_id)
 
     async def refund(self, call: ProviderCall) -> ProviderOutcome:
         """Refund `call.amount`; our reason goes to Stripe's field when it is one of
         Stripe's three (duplicate, fraudulent, requested_by_customer), and always to
-        the refund's metadata."""
+        the refund's metadata. The answer names the refund (``re_…``)."""
         key = idempotency_key("refund", call.idempotency_key)
         try:
             intent_id = self._payment_intent(call)
@@ -508,151 +624,239 @@ class StripeProvider(PaymentProvider):
                 moves_money=True,
             )
         except _Answer as answer:
+            if answer.outcome.code == IDEMPOTENCY_ERROR:
+                return await self._key_conflict(call, answer.outcome)
             return answer.outcome
-        return self._refund_outcome(refund, call)
-
-    @staticmethod
-    def _refund_outcome(refund: Mapping[str, Any], call: ProviderCall) -> ProviderOutcome:
-        status = refund.get("status")
-        data = {"id": refund.get("id"), "status": status}
-        # `pending` is accepted by Stripe but is not money back yet: the refund
-        # stays reserved until `refund.updated` says succeeded or failed (or the
-        # reconciler's status query finds it settled).
-        if status in ("succeeded", None):
-            return ProviderOutcome.succeeded(data, amount=call.amount)
-        if status in ("pending", "requires_action"):
-            return ProviderOutcome.pending(data)
-        reason = refund.get("failure_reason")
-        return ProviderOutcome.failed(
-            f"refund {refund.get('id')} {status}" + (f": {reason}" if reason else ""),
-            code=str(reason) if reason else "refund_failed",
-        )
+        return refund_outcome(refund, call.amount)
 
     async def cancel(self, call: ProviderCall) -> ProviderOutcome:
-        """Cancel (void) the authorization; an intent already canceled is a success."""
+        """Cancel (void) the authorization; an intent already canceled is a success.
+
+        Stripe refuses to cancel an intent that is canceled already: a refusal is
+        checked against the intent, so a cancel repeated (or made in the dashboard
+        first) is answered with the intent as it is."""
+        intent_id = self._intent_id(call)
         try:
             intent_id = self._payment_intent(call)
-            try:
-                canceled = await self._stripe(
-                    self._client.v1.payment_intents.cancel_async(
-                        intent_id,
-                        {},
-                        {"idempotency_key": idempotency_key("cancel", call.idempotency_key)},
-                    ),
-                    moves_money=True,
-                )
-            except _Answer as answer:
-                if answer.outcome.kind != OutcomeKind.FAILED:
-                    raise
-                current = await self._retrieve(intent_id)
-                if current.get("status") != "canceled":
-                    raise
-                canceled = current
+            canceled = await self._stripe(
+                self._client.v1.payment_intents.cancel_async(
+                    intent_id,
+                    {},
+                    {"idempotency_key": idempotency_key("cancel", call.idempotency_key)},
+                ),
+                moves_money=True,
+            )
         except _Answer as answer:
-            return answer.outcome
+            outcome = answer.outcome
+            if outcome.kind == OutcomeKind.FAILED and intent_id is not None:
+                outcome = await self._refused_cancel(call, intent_id, outcome)
+            return with_reference(outcome, intent_id)
         if canceled.get("status") == "canceled":
-            return ProviderOutcome.succeeded(public_intent_data(canceled))
-        return ProviderOutcome.failed(
-            f"cancel left PaymentIntent {intent_id} {canceled.get('status')}",
-            code="payment_intent_unexpected_state",
+            return with_reference(
+                ProviderOutcome.succeeded(public_intent_data(canceled)), intent_id
+            )
+        return with_reference(
+            ProviderOutcome.failed(
+                f"cancel left PaymentIntent {intent_id} {canceled.get('status')}",
+                code="payment_intent_unexpected_state",
+            ),
+            intent_id,
         )
+
+    async def _refused_cancel(
+        self, call: ProviderCall, intent_id: str, refused: ProviderOutcome
+    ) -> ProviderOutcome:
+        """A refused cancel, checked against the intent: canceled (by us earlier, the
+        dashboard, Stripe's expiry) → succeeded; otherwise the refusal stands. A key
+        conflict whose intent cannot be read is *could not tell*."""
+        try:
+            current = await self._read_intent(intent_id)
+        except _Answer as answer:
+            if refused.code == IDEMPOTENCY_ERROR:
+                return ProviderOutcome.unknown(f"{refused.message}; {answer.outcome.message}")
+            return refused
+        if current.get("status") == "canceled":
+            return ProviderOutcome.succeeded(public_intent_data(current))
+        return refused
 
     # -- status ----------------------------------------------------------------------------
 
     async def get_status(self, call: ProviderCall) -> ProviderOutcome:
         """What became of `call`, read from Stripe's state after an unknown outcome.
 
-        * authorize: the intent's status, mapped as in :meth:`authorize` — except that
-          an intent still waiting for confirmation (and no failed attempt) answers
-          ``transient``: the confirmation never took effect, so re-sending it under
-          the same key is safe; answering ``pending`` would leave the session to wait
-          for a confirmation nobody will make;
-        * capture: once the intent is captured, whether by this capture (see
-          :meth:`_settled_capture_status`: succeeded, failed, or re-send under the
-          same key); still capturable → ``transient`` (re-send: Stripe
-          de-duplicates by key); canceled → failed;
-        * refund: the refund carrying our key in its metadata, or ``transient`` when
-          there is none (nothing was refunded under this key);
-        * cancel: ``succeeded`` when the intent is canceled, else ``transient``;
-        * session calls have no money effect: ``transient`` (safe to repeat).
+        Three kinds of answer (the port's): found (the operation's outcome, naming
+        its object), not found (Stripe positively shows it never happened: re-sending
+        it under the same key is safe), or *could not tell* (unknown). Any error of
+        the query itself — a key rotated (401) or restricted (403), an object this key
+        cannot see (404), a 5xx, a timeout — is could not tell, never an outcome.
+
+        * authorize: the intent's status, mapped as in :meth:`authorize`; an intent
+          still waiting for confirmation (and whose last failure, if any, was with
+          another method) is not found: the confirmation never took effect. Without
+          an intent in the call's data, the intent is the one the authorization's
+          create key names (Stripe replays that create within 24 hours);
+        * capture: see :meth:`_capture_status`;
+        * refund: the refund carrying our key in its metadata, or not found when the
+          intent's refunds show none;
+        * cancel: succeeded when the intent is canceled, else not found (a cancel
+          takes effect at once);
+        * session calls have no money effect: not found (safe to repeat).
         """
+        return await self._status(call)
+
+    async def _status(
+        self, call: ProviderCall, intent_id: str | None = None, *, resend_tells: bool = True
+    ) -> ProviderOutcome:
+        intent_id = intent_id or self._intent_id(call)
         try:
             if call.operation == "authorize":
-                intent_id = self._intent_id(call)
+                return await self._authorize_status(call, intent_id)
+            if call.operation in ("capture", "refund", "cancel"):
                 if intent_id is None:
-                    return ProviderOutcome.not_found("no PaymentIntent yet; safe to retry")
-                intent = await self._retrieve(intent_id)
-                if intent.get("status") in CONFIRMABLE and not intent.get("last_payment_error"):
-                    return ProviderOutcome.not_found("not confirmed at Stripe; safe to retry")
-                return intent_outcome(intent)
-            if call.operation == "capture":
-                intent = await self._retrieve(self._payment_intent(call))
-                status = intent.get("status")
-                if status == "succeeded":
-                    return self._settled_capture_status(intent, call)
-                if status == "canceled":
-                    return ProviderOutcome.failed(
-                        "the PaymentIntent is canceled", code="payment_intent_unexpected_state"
+                    # The call itself fails before any request without an intent.
+                    return ProviderOutcome.not_found("no PaymentIntent: nothing was sent")
+                if call.operation == "refund":
+                    return await self._refund_status(call, intent_id)
+                intent = await self._read_intent(intent_id)
+                if call.operation == "capture":
+                    return with_reference(
+                        self._capture_status(intent, call, resend_tells=resend_tells), intent_id
                     )
-                return ProviderOutcome.not_found(f"PaymentIntent is {status}; safe to re-send")
-            if call.operation == "refund":
-                return await self._refund_status(call)
-            if call.operation == "cancel":
-                intent = await self._retrieve(self._payment_intent(call))
                 if intent.get("status") == "canceled":
-                    return ProviderOutcome.succeeded(public_intent_data(intent))
-                return ProviderOutcome.not_found("not canceled at Stripe; safe to re-send")
+                    return with_reference(
+                        ProviderOutcome.succeeded(public_intent_data(intent)), intent_id
+                    )
+                return with_reference(
+                    ProviderOutcome.not_found(
+                        f"PaymentIntent is {intent.get('status')}, not canceled at Stripe"
+                    ),
+                    intent_id,
+                )
         except _Answer as answer:
-            return answer.outcome
-        return ProviderOutcome.transient("session calls are safe to repeat")
+            return with_reference(answer.outcome, intent_id)
+        return ProviderOutcome.not_found("session calls have no money effect; safe to repeat")
 
-    def _settled_capture_status(
-        self, intent: Mapping[str, Any], call: ProviderCall
+    async def _authorize_status(self, call: ProviderCall, intent_id: str | None) -> ProviderOutcome:
+        if intent_id is None:
+            # An authorization without an intent created one, under a key of the
+            # session and the parameters; the same request replays its answer
+            # (Stripe remembers keys for 24 hours), which names the intent, so a
+            # confirmation whose answer was lost is found on it. Made anew, it is an
+            # intent nobody confirmed.
+            try:
+                intent_id = object_id((await self._create_intent(call)).get("id"))
+            except _Answer as answer:
+                return ProviderOutcome.unknown(
+                    f"no PaymentIntent to ask about: {answer.outcome.message}"
+                )
+            if intent_id is None:
+                return ProviderOutcome.unknown("Stripe answered a create without an id")
+        # Read as it is now: a replayed answer is the intent as it was then.
+        intent = await self._read_intent(intent_id)
+        if intent.get("status") in CONFIRMABLE and not self._failed_with(
+            intent, self._payment_method(call, intent)
+        ):
+            return with_reference(
+                ProviderOutcome.not_found("not confirmed at Stripe; safe to retry"),
+                object_id(intent.get("id")),
+            )
+        return intent_outcome(intent)
+
+    def _capture_status(
+        self, intent: Mapping[str, Any], call: ProviderCall, *, resend_tells: bool = True
     ) -> ProviderOutcome:
-        """Whether *this* capture is the one a succeeded intent took.
+        """Whether *this* capture happened, from the intent.
 
-        An intent that succeeded says that some capture happened, not that ours
-        did: after a partial capture Stripe releases the rest (without
-        multicapture) and refuses every later capture, so a second partial capture
-        whose answer was lost must not be booked. Only Stripe's own record of our
-        key can tell, so the ambiguous cases are re-sent under the same key
-        (``not_found``): Stripe replays our capture's answer if it happened, or
-        refuses it if it did not.
+        An intent says how much was captured in all (`amount_received`), not by which
+        capture; only Stripe's record of our key knows that (re-sending under it within
+        24 hours replays our capture's answer). So:
 
-        * the whole intent received in one capture of exactly our amount: ours;
-        * without multicapture, a received amount other than ours: another
-          capture took the intent and ours was refused;
-        * anything else (a partial capture of our amount, multicapture, no
-          ``amount_received``): re-send under the same key.
+        * nothing received and not canceled: no capture happened → not found;
+        * still capturable after partial captures (multicapture): ours may be one of
+          them; re-sending under the same key is how Stripe tells → not found (the
+          domain repeats a call only inside the key window), or could not tell when
+          re-sending is not an option (`resend_tells` False: Stripe just refused it);
+        * succeeded with exactly our amount received, the whole intent: ours (or one
+          of the same amount that took all: the books end the same) → succeeded;
+        * succeeded without multicapture with another amount received: one capture
+          took the intent and Stripe refuses any other → failed;
+        * succeeded otherwise (a partial capture of our amount, multicapture, no
+          `amount_received`): could not tell;
+        * canceled with nothing received: no capture happened, and none can → failed;
+          with money received (multicapture): could not tell.
         """
+        status = intent.get("status")
         currency = intent.get("currency") if isinstance(intent.get("currency"), str) else None
         received = our_amount(intent.get("amount_received"), currency)
         whole = our_amount(intent.get("amount"), currency)
-        if received is not None and received == call.amount == whole:
-            return ProviderOutcome.succeeded(public_intent_data(intent), amount=call.amount)
-        if received is not None and received != call.amount and not self.multicapture:
-            return ProviderOutcome.failed(
-                f"PaymentIntent {intent.get('id')} was captured for {received}, not for this "
-                f"capture of {call.amount}; without multicapture Stripe refuses a second capture",
-                code="payment_intent_unexpected_state",
+        if status == "succeeded":
+            if received is not None and received == call.amount == whole:
+                return ProviderOutcome.succeeded(public_intent_data(intent), amount=call.amount)
+            if received is not None and received != call.amount and not self.multicapture:
+                return ProviderOutcome.failed(
+                    f"PaymentIntent {intent.get('id')} was captured for {received}, not for "
+                    f"this capture of {call.amount}; without multicapture Stripe refuses a "
+                    "second capture",
+                    code="payment_intent_unexpected_state",
+                )
+            return ProviderOutcome.unknown(
+                f"PaymentIntent {intent.get('id')} is captured ({received} received); "
+                f"whether by this capture of {call.amount} only Stripe's record of its "
+                "key can tell"
             )
-        return ProviderOutcome.not_found(
-            "the intent is captured; re-sending under the same key lets Stripe say whether "
-            "this capture was the one"
-        )
+        if status == "canceled":
+            if received:
+                return ProviderOutcome.unknown(
+                    f"PaymentIntent {intent.get('id')} is canceled after {received} was "
+                    "captured; whether by this capture Stripe's record of its key can tell"
+                )
+            return ProviderOutcome.failed(
+                "the PaymentIntent is canceled", code="payment_intent_unexpected_state"
+            )
+        if received:
+            message = (
+                f"PaymentIntent is {status} with {received} captured so far; only Stripe's "
+                "record of this capture's key can say whether it was one of them"
+            )
+            if resend_tells:
+                return ProviderOutcome.not_found(f"{message} (re-send under the same key)")
+            return ProviderOutcome.unknown(message)
+        return ProviderOutcome.not_found(f"PaymentIntent is {status}, nothing captured")
 
-    async def _refund_status(self, call: ProviderCall) -> ProviderOutcome:
+    async def _refund_status(self, call: ProviderCall, intent_id: str) -> ProviderOutcome:
         key = idempotency_key("refund", call.idempotency_key)
-        intent_id = self._payment_intent(call)
-        listing = await self._stripe(
-            self._client.v1.refunds.list_async({"payment_intent": intent_id, "limit": 100}),
-            moves_money=False,
+        refunds = await self._read_all(
+            self._client.v1.refunds.list_async, {"payment_intent": intent_id}
         )
-        for refund in listing.get("data") or []:
-            metadata = refund.get("metadata") if isinstance(refund, Mapping) else None
+        for refund in refunds:
+            metadata = refund.get("metadata")
             if isinstance(metadata, Mapping) and metadata.get(REFUND_KEY_METADATA) == key:
-                return self._refund_outcome(refund, call)
+                return refund_outcome(refund, call.amount)
         return ProviderOutcome.not_found("no refund under this key at Stripe; safe to retry")
+
+    # -- the audit ---------------------------------------------------------------------------
+
+    async def read_objects(self, call: ProviderCall) -> list[WebhookAction]:
+        """The payment's PaymentIntent, its refunds and its disputes as they are now,
+        as facts (:func:`.stripe_mapping.object_facts`). An intent whose metadata
+        does not name the payment's cart is not ours to report: no facts. A Stripe
+        error raises :class:`ProviderUnavailable` (the audit asks again later)."""
+        intent_id = self._intent_id(call)
+        if intent_id is None:
+            return []
+        try:
+            intent = await self._read_intent(intent_id)
+            metadata = intent.get("metadata")
+            if not isinstance(metadata, Mapping) or metadata.get("cart_id") != call.cart_id:
+                return []
+            params = {"payment_intent": intent_id}
+            refunds = await self._read_all(self._client.v1.refunds.list_async, params)
+            disputes = await self._read_all(self._client.v1.disputes.list_async, params)
+        except _Answer as answer:
+            raise ProviderUnavailable(
+                f"stripe: cannot read PaymentIntent {intent_id}: {answer.outcome.message}"
+            ) from answer
+        return object_facts(intent, refunds, disputes)
 
     # -- webhooks --------------------------------------------------------------------------
 
@@ -728,18 +932,20 @@ class StripeProvider(PaymentProvider):
         """:meth:`interpret_webhook`, with the cart looked up where the event lacks it.
 
         A refund made in the dashboard and every dispute name only the PaymentIntent;
-        its metadata names our session and cart. A Stripe error here raises, so the
-        consumer retries the webhook (and dead-letters it if Stripe stays away)
-        rather than dropping a dispute.
+        its metadata names our session and cart. Only an intent Stripe says does not
+        exist on this account (404) drops the webhook; any other error raises (a key
+        rotated or restricted, Stripe away), so the consumer retries the webhook (and
+        dead-letters it if Stripe stays away) rather than dropping a dispute.
         """
         action = interpret_event(payload)
         if action is None or action.cart_id is not None:
             return action
         try:
-            intent = await self._retrieve(action.provider_reference)
+            intent = await self._read_intent(action.provider_reference)
         except _Answer as answer:
-            if answer.outcome.kind == OutcomeKind.FAILED:
-                return None  # no such intent on this account (or not ours to read)
+            cause = answer.__cause__
+            if isinstance(cause, stripe.InvalidRequestError) and cause.http_status == 404:
+                return None  # no such intent on this account
             raise ProviderUnavailable(
                 f"stripe: cannot look up PaymentIntent {action.provider_reference} "
                 f"for a webhook: {answer.outcome.message}"

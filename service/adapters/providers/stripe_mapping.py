@@ -9,13 +9,24 @@ PaymentIntent statuses map as Medusa's Stripe provider maps them
 `processing` are pending — or an error when `last_payment_error` is set;
 `requires_action` needs the customer; `requires_capture` is authorized;
 `succeeded` is authorized and captured; `canceled` is canceled.
+
+Every outcome about a PaymentIntent names it (`reference`, the `pi_…` id) and every
+refund outcome names its refund (`re_…`): the books match provider objects by these
+ids only. Every attempt on one session confirms the same PaymentIntent, so they all
+answer with the same reference.
+
+Provider facts (webhooks, and what the audit reads: :func:`object_facts`) say what
+an object *is now*: an authorization's `capturable`, a capture's cumulative
+`amount_received`, a refund's status, a dispute's status; an event's own `evt_…` id
+rides along as `event_id`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -32,6 +43,13 @@ from .stripe_money import (
 
 MAX_IDEMPOTENCY_KEY: Final = 255
 """Stripe's limit on the `Idempotency-Key` header."""
+
+IDEMPOTENCY_WINDOW_S: Final = 24 * 3600
+"""How long Stripe is sure to remember an idempotency key ("at least 24 hours old"
+keys may be pruned; a key reused after that is a new request)."""
+
+IDEMPOTENCY_ERROR: Final = "idempotency_error"
+"""The code of Stripe's answer to a key reused with other parameters."""
 
 CONFIRMABLE: Final = frozenset({"requires_payment_method", "requires_confirmation"})
 """Statuses in which a PaymentIntent can be (re-)confirmed with a payment method."""
@@ -207,16 +225,28 @@ def _error_code(error: Mapping[str, Any]) -> str | None:
     return None
 
 
+def with_reference(outcome: ProviderOutcome, reference: str | None) -> ProviderOutcome:
+    """`outcome` naming the provider object it is about (unchanged without one)."""
+    if reference is None or outcome.reference == reference:
+        return outcome
+    return replace(outcome, reference=reference)
+
+
 def intent_outcome(intent: Mapping[str, Any]) -> ProviderOutcome:
-    """A PaymentIntent's status as an authorization outcome (Medusa's table).
+    """A PaymentIntent's status as an authorization outcome (Medusa's table), naming
+    the intent (`reference`).
 
     `amount` on a success is what Stripe holds for us, in our units: the amount
     received once captured, else the capturable (or, failing that, the intent's)
     amount.
     """
+    return with_reference(_intent_outcome(intent), object_id(intent.get("id")))
+
+
+def _intent_outcome(intent: Mapping[str, Any]) -> ProviderOutcome:
     status = intent.get("status")
     data = public_intent_data(intent)
-    currency = intent.get("currency") if isinstance(intent.get("currency"), str) else None
+    currency = _currency(intent)
     error = intent.get("last_payment_error")
     if status in ("requires_payment_method", "requires_confirmation", "processing"):
         if isinstance(error, Mapping) and status != "processing":
@@ -239,6 +269,38 @@ def intent_outcome(intent: Mapping[str, Any]) -> ProviderOutcome:
     return ProviderOutcome.failed(f"unexpected PaymentIntent status {status!r}", code="status")
 
 
+def refund_outcome(refund: Mapping[str, Any], fallback_amount: int) -> ProviderOutcome:
+    """A Refund as the outcome of a refund call, naming the refund (`re_…`).
+
+    `pending` (and `requires_action`) is accepted by Stripe but is not money back
+    yet: the refund stays reserved until it settles (`refund.updated`, or the status
+    query). The amount is the refund's own, as Stripe holds it.
+    """
+    status = refund.get("status")
+    refund_id = object_id(refund.get("id"))
+    data = {"id": refund_id, "status": status}
+    if status in ("succeeded", None):
+        amount = our_amount(refund.get("amount"), _currency(refund))
+        return ProviderOutcome.succeeded(
+            data, amount=fallback_amount if amount is None else amount, reference=refund_id
+        )
+    if status in ("pending", "requires_action"):
+        return ProviderOutcome.pending(data, reference=refund_id)
+    reason = refund.get("failure_reason")
+    return with_reference(
+        ProviderOutcome.failed(
+            f"refund {refund_id} {status}" + (f": {reason}" if reason else ""),
+            code=str(reason) if reason else "refund_failed",
+        ),
+        refund_id,
+    )
+
+
+def _currency(obj: Mapping[str, Any]) -> str | None:
+    currency = obj.get("currency")
+    return currency if isinstance(currency, str) else None
+
+
 def error_outcome(exc: stripe.StripeError, *, moves_money: bool) -> ProviderOutcome:
     """A Stripe SDK exception as an outcome kind.
 
@@ -254,7 +316,11 @@ def error_outcome(exc: stripe.StripeError, *, moves_money: bool) -> ProviderOutc
       because Stripe documents a 500 as indeterminate ("the request may or may not
       have been processed");
     * invalid request → failed (`provider_error`), except an unusable payment
-      method → invalid data; authentication and permission errors → failed.
+      method → invalid data; authentication and permission errors → failed;
+    * a key reused with other parameters (`idempotency_error`) → failed with code
+      :data:`IDEMPOTENCY_ERROR`. An earlier request under the key began executing,
+      so for a call that moves money the adapter asks the status before it lets
+      that failure stand (:meth:`StripeProvider._key_conflict`).
     """
     message = exc.user_message or str(exc) or type(exc).__name__
     code = exc.code
@@ -268,7 +334,7 @@ def error_outcome(exc: stripe.StripeError, *, moves_money: bool) -> ProviderOutc
             return ProviderOutcome.transient(f"stripe unreachable: {message}")
         return ProviderOutcome.unknown(f"stripe connection lost, outcome unknown: {message}")
     if isinstance(exc, stripe.IdempotencyError):
-        return ProviderOutcome.failed(message, code=code or "idempotency_error")
+        return ProviderOutcome.failed(message, code=code or IDEMPOTENCY_ERROR)
     if isinstance(exc, stripe.InvalidRequestError):
         if getattr(exc, "param", None) == "payment_method":
             return ProviderOutcome.invalid_data(message)
@@ -283,6 +349,21 @@ def error_outcome(exc: stripe.StripeError, *, moves_money: bool) -> ProviderOutc
             return ProviderOutcome.unknown(f"stripe error {status}, outcome unknown: {message}")
         return ProviderOutcome.transient(f"stripe error {status}: {message}")
     return ProviderOutcome.failed(message, code=code)
+
+
+def could_not_tell(exc: stripe.StripeError) -> ProviderOutcome:
+    """An error of a status query (or of an audit read) itself, as *could not tell*.
+
+    Whatever failed — the key rotated (401) or restricted (403), the object is not
+    visible to this key (404 `resource_missing`), a bad request, a rate limit, a 5xx,
+    a connection — says nothing about what became of the operation asked about, so
+    it is never an outcome of it (issue 22, sequence 7).
+    """
+    message = exc.user_message or str(exc) or type(exc).__name__
+    status = f" {exc.http_status}" if exc.http_status is not None else ""
+    return ProviderOutcome.unknown(
+        f"stripe could not tell ({type(exc).__name__}{status}): {message}"
+    )
 
 
 def _not_sent(exc: BaseException) -> bool:
@@ -345,7 +426,10 @@ def interpret_event(payload: str) -> WebhookAction | None:
     Refund, charge and dispute events name the PaymentIntent; refunds we created
     carry our ids in their metadata, others (the dashboard's, disputes) come back
     with ``cart_id`` None and the PaymentIntent id as ``provider_reference``, for
-    :meth:`StripeProvider.resolve_webhook` to look the cart up.
+    :meth:`StripeProvider.resolve_webhook` to look the cart up. The action carries
+    the event's own id (``evt_…``) as ``event_id``: Stripe delivers an event more
+    than once and in any order, and a signed body replayed under another envelope
+    is still the same event.
     """
     try:
         event = json.loads(payload)
@@ -353,11 +437,18 @@ def interpret_event(payload: str) -> WebhookAction | None:
         return None
     if not isinstance(event, Mapping):
         return None
-    event_type = str(event.get("type"))
     data = event.get("data")
     obj = data.get("object") if isinstance(data, Mapping) else None
     if not isinstance(obj, Mapping):
         return None
+    action = _event_action(str(event.get("type")), obj)
+    event_id = event.get("id")
+    if action is None or not isinstance(event_id, str) or not event_id:
+        return action
+    return replace(action, event_id=event_id)
+
+
+def _event_action(event_type: str, obj: Mapping[str, Any]) -> WebhookAction | None:
     if event_type in REFUND_EVENTS:
         return _refund_action(obj)
     if event_type == "charge.refunded":
@@ -367,26 +458,51 @@ def interpret_event(payload: str) -> WebhookAction | None:
     if event_type in DISPUTE_EVENTS:
         return _dispute_action(obj)
     meaning = WEBHOOK_MEANINGS.get(event_type)
-    intent = obj
     if meaning is None:
         return None
+    return intent_action(meaning, obj)
+
+
+def intent_capturable(intent: Mapping[str, Any]) -> int | None:
+    """What Stripe still lets be captured on `intent`, in our units (None: not said).
+
+    A succeeded intent has nothing left: its last capture was final, and a final
+    capture of less than what was capturable released the rest (without
+    multicapture every capture is final). A canceled intent released its hold.
+    """
+    if intent.get("status") in ("succeeded", "canceled"):
+        return 0
+    return our_amount(intent.get("amount_capturable"), _currency(intent))
+
+
+def intent_action(meaning: WebhookMeaning, intent: Mapping[str, Any]) -> WebhookAction | None:
+    """A PaymentIntent as a fact of `meaning` (from its event's type), or None when
+    the intent is not ours (no metadata naming our cart).
+
+    `authorized` carries the amount held (`amount_capturable`); `captured` the amount
+    received so far in all (`amount_received`, cumulative). An intent that still
+    holds money after partial captures (multicapture, `final_capture: false`) is
+    `captured`, whatever its event's type said: its captures are money in, and
+    `capturable` says what is still held. Every PaymentIntent fact carries
+    `capturable` where Stripe says it.
+    """
     if intent.get("object") not in (None, "payment_intent"):
         return None
-    metadata = intent.get("metadata")
-    metadata = metadata if isinstance(metadata, Mapping) else {}
-    session_id = metadata.get("session_id")
-    cart_id = metadata.get("cart_id")
+    session_id, cart_id = _ours(intent.get("metadata"))
     reference = object_id(intent.get("id"))
-    if not isinstance(cart_id, str) or not cart_id or reference is None:
+    if cart_id is None or reference is None:
         return None
-    currency = intent.get("currency") if isinstance(intent.get("currency"), str) else None
+    currency = _currency(intent)
+    received = our_amount(intent.get("amount_received"), currency)
     amount: int | None = None
     action: dict[str, Any] | None = None
     message = ""
+    if meaning == "authorized" and received:
+        meaning = "captured"
     if meaning == "captured":
         # Only what Stripe says it received: a fallback to `amount` would turn a
         # partial capture (the rest released) into a full one in our books.
-        amount = our_amount(intent.get("amount_received"), currency)
+        amount = received
     elif meaning == "authorized":
         amount = our_amount(intent.get("amount_capturable"), currency)
     elif meaning == "requires_more":
@@ -396,14 +512,61 @@ def interpret_event(payload: str) -> WebhookAction | None:
         message = _error_message(error) if isinstance(error, Mapping) else "the payment failed"
     return WebhookAction(
         meaning=meaning,
-        session_id=session_id if isinstance(session_id, str) and session_id else None,
+        session_id=session_id,
         cart_id=cart_id,
         provider_reference=reference,
         amount=amount,
         data=public_intent_data(intent),
         action=action,
         message=message,
+        capturable=intent_capturable(intent),
     )
+
+
+def object_facts(
+    intent: Mapping[str, Any],
+    refunds: Iterable[Mapping[str, Any]],
+    disputes: Iterable[Mapping[str, Any]],
+) -> list[WebhookAction]:
+    """A PaymentIntent, its refunds and its disputes as they are now, as facts (for
+    the audit: what a webhook never said still reaches the books). Empty when the
+    intent is not ours.
+
+    * the intent: `authorized` (held, nothing received), `captured` (received so
+      far in all, with what is still `capturable`), `canceled` (after a `captured`
+      fact when money was received before the cancel); an intent that holds no money
+      (waiting for a method, for the customer, failed) is no money fact;
+    * every refund: `refund_pending`, `refund_succeeded` or `refund_failed`, as in
+      its webhooks;
+    * every dispute: `disputed`, as in its webhooks.
+
+    Refunds made in the dashboard and disputes carry no metadata of ours: they are
+    named with the intent's session and cart. `event_id` is None: no event said it.
+    """
+    session_id, cart_id = _ours(intent.get("metadata"))
+    if cart_id is None:
+        return []
+    facts: list[WebhookAction | None] = []
+    status = intent.get("status")
+    received = our_amount(intent.get("amount_received"), _currency(intent))
+    if status == "requires_capture":
+        facts.append(intent_action("captured" if received else "authorized", intent))
+    elif status == "succeeded" and received is not None:
+        facts.append(intent_action("captured", intent))
+    elif status == "canceled":
+        if received:
+            facts.append(intent_action("captured", intent))
+        facts.append(intent_action("canceled", intent))
+    facts.extend(_refund_action(refund) for refund in refunds)
+    facts.extend(_dispute_action(dispute) for dispute in disputes)
+    named: list[WebhookAction] = []
+    for fact in facts:
+        if fact is None:
+            continue
+        if fact.cart_id is None:
+            fact = replace(fact, cart_id=cart_id, session_id=fact.session_id or session_id)
+        named.append(fact)
+    return named
 
 
 def _ours(metadata: Any) -> tuple[str | None, str | None]:
@@ -482,15 +645,7 @@ def _charge_refunded_action(charge: Mapping[str, Any]) -> WebhookAction | None:
     session_id, cart_id = _ours(charge.get("metadata"))
     if cart_id is None:
         return action
-    return WebhookAction(
-        meaning=action.meaning,
-        session_id=session_id,
-        cart_id=cart_id,
-        provider_reference=action.provider_reference,
-        amount=action.amount,
-        data=action.data,
-        message=action.message,
-    )
+    return replace(action, session_id=session_id, cart_id=cart_id)
 
 
 def _charge_captured_action(charge: Mapping[str, Any]) -> WebhookAction | None:
