@@ -19,9 +19,12 @@ answer through it. Each behaviour below names the Stripe documentation it follow
 * **Cancel** (docs.stripe.com/api/payment_intents/cancel): from
   `requires_payment_method`, `requires_confirmation`, `requires_action` or
   `requires_capture`; the remaining `amount_capturable` is released. Stripe
-  itself cancels an uncaptured intent 7 days after its creation (the capture
-  page: "Uncaptured PaymentIntents are cancelled a set number of days (7 by
-  default) after their creation"): :meth:`tick`.
+  itself cancels an authorization left uncaptured for 7 days (the capture page:
+  "Uncaptured PaymentIntents are cancelled a set number of days (7 by default)
+  after their creation"; docs.stripe.com/payments/place-a-hold-on-a-payment-method:
+  the card authorization's validity window, 7 days for a customer-initiated
+  payment, after which "the funds are released and the payment status changes to
+  canceled"), counted here from the authorization: :meth:`tick`.
 * **Refunds** (docs.stripe.com/refunds, the Refund object): `pending`, then
   `succeeded` or `failed` (or `canceled`); a succeeded refund can still fail
   later; refunded in all never more than received; a charge under a chargeback
@@ -78,7 +81,7 @@ from service.ports.providers import (
 KEY_WINDOW: Final = timedelta(hours=24)
 """Stripe prunes idempotency keys once they are at least 24 hours old."""
 UNCAPTURED_EXPIRY: Final = timedelta(days=7)
-"""Stripe cancels an uncaptured PaymentIntent 7 days after its creation."""
+"""Stripe cancels an authorization left uncaptured for 7 days."""
 
 CONFIRMABLE: Final = frozenset({"requires_payment_method", "requires_confirmation"})
 CANCELABLE: Final = frozenset(
@@ -151,6 +154,7 @@ class PaymentIntent:
     amount_received: int = 0
     authorized: int = 0
     """Ledger: what the card authorization held (0 until confirmed)."""
+    authorized_at: datetime | None = None
     released: int = 0
     """Ledger: authorized and never captured, given back (final partial capture,
     cancel, expiry)."""
@@ -444,6 +448,7 @@ class StripeProcessor(PaymentProvider):
 
     def _authorized(self, intent: PaymentIntent) -> None:
         intent.authorized = intent.amount
+        intent.authorized_at = self.clock()
         intent.last_payment_error = None
         if intent.capture_method == "automatic":
             intent.status = "succeeded"
@@ -577,10 +582,15 @@ class StripeProcessor(PaymentProvider):
     # -- outside the service ----------------------------------------------------------------
 
     def tick(self) -> None:
-        """Stripe's own clock: cancel uncaptured intents 7 days after their creation."""
+        """Stripe's own clock: an authorization left uncaptured for 7 days is canceled."""
         now = self.clock()
         for intent in self.intents.values():
-            if intent.status == "requires_capture" and now - intent.created_at >= UNCAPTURED_EXPIRY:
+            authorized_at = intent.authorized_at
+            if (
+                intent.status == "requires_capture"
+                and authorized_at is not None
+                and now - authorized_at >= UNCAPTURED_EXPIRY
+            ):
                 self._cancel(intent, "automatic")
 
     def finish_3ds(self, intent_id: str, succeeded: bool = True) -> bool:
