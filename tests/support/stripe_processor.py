@@ -721,7 +721,7 @@ class StripeProcessor(PaymentProvider):
                 )
             return saved.outcome
         outcome = act()
-        self.requests.append((operation, key[-1], params))
+        self.requests.append((operation, key[1], params))
         self.saved[key] = Saved(params, outcome, now)
         return outcome
 

@@ -777,3 +777,153 @@ StripeModel.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestStripeModel = StripeModel.TestCase
+
+
+# -- the Stripe model itself: what the proof above relies on --------------------------------
+
+
+def _stripe(**options: Any) -> tuple[World, StripeProcessor]:
+    world = World("manual")
+    return world, world.install(StripeProcessor("stripe", clock=world.clock, **options))
+
+
+def _authorize(world: World, stripe: StripeProcessor, key: str = "auth_1") -> PaymentIntent:
+    from tests.support.call_builders import provider_call
+
+    outcome = asyncio.run(
+        stripe.authorize(
+            provider_call("authorize", "stripe", key, payment_data={"payment_method": PM_OK})
+        )
+    )
+    intent = stripe.intent_of_session("ps_1")
+    assert intent is not None and outcome.reference == intent.id
+    return intent
+
+
+def _call(
+    operation: Any, key: str, intent: PaymentIntent, amount: int = 5000, **values: Any
+) -> Any:
+    from tests.support.call_builders import provider_call
+
+    return provider_call(operation, "stripe", key, amount, data={"id": intent.id}, **values)
+
+
+def test_the_stripe_model_answers_a_repeated_key_from_its_record_for_24_hours() -> None:
+    world, stripe = _stripe()
+    intent = _authorize(world, stripe)
+    first = asyncio.run(stripe.capture(_call("capture", "cap_1", intent, 3000)))
+    assert first.kind == "succeeded" and (intent.amount_received, intent.released) == (3000, 2000)
+    # The same request again: Stripe's saved answer, nothing executed.
+    assert asyncio.run(stripe.capture(_call("capture", "cap_1", intent, 3000))) == first
+    # Other parameters under the used key: refused.
+    other = asyncio.run(stripe.capture(_call("capture", "cap_1", intent, 1000)))
+    assert (other.kind, other.code) == ("failed", "idempotency_error")
+    # After 24 hours the key is forgotten: a new request, refused (already captured).
+    world.advance(hours=24)
+    late = asyncio.run(stripe.capture(_call("capture", "cap_1", intent, 3000)))
+    assert (late.kind, late.code) == ("failed", "payment_intent_unexpected_state")
+    assert [key for key, _ in stripe.executed("capture")] == ["cap_1", "cap_1"]
+    stripe.check_ledger()
+
+
+def test_the_stripe_model_keeps_the_rest_capturable_only_for_a_non_final_multicapture() -> None:
+    world, stripe = _stripe(multicapture=True)
+    intent = _authorize(world, stripe)
+    asyncio.run(stripe.capture(_call("capture", "cap_1", intent, 1000, final_capture=False)))
+    assert (intent.status, intent.amount_capturable, intent.released) == (
+        "requires_capture",
+        4000,
+        0,
+    )
+    asyncio.run(stripe.capture(_call("capture", "cap_2", intent, 1000)))  # final: the rest goes
+    assert (intent.status, intent.amount_received, intent.released) == ("succeeded", 2000, 3000)
+    refused = asyncio.run(stripe.capture(_call("capture", "cap_3", intent, 1000)))
+    assert refused.code == "payment_intent_unexpected_state"
+    types = [e["type"] for e in stripe.events]
+    assert types.count("charge.captured") == 2 and types[-1] == "payment_intent.succeeded"
+    stripe.check_ledger()
+
+
+def test_the_stripe_model_refunds_pending_then_settles_and_refuses_under_a_chargeback() -> None:
+    world, stripe = _stripe(automatic=True)
+    intent = _authorize(world, stripe)
+    assert intent.amount_received == 5000
+    stripe.pending_refunds = 1
+    pending = asyncio.run(stripe.refund(_call("refund", "ref_1", intent, 1000)))
+    assert pending.kind == "pending" and intent.refunded == 0
+    status = asyncio.run(stripe.get_status(_call("refund", "ref_1", intent, 1000)))
+    assert status.kind == "pending" and status.reference == pending.reference
+    assert stripe.settle_refund(str(pending.reference), "failed")
+    assert [e["type"] for e in stripe.events[-2:]] == ["refund.updated", "refund.failed"]
+    dispute = stripe.open_dispute(intent.id)
+    assert dispute is not None and dispute.amount == 5000
+    refused = asyncio.run(stripe.refund(_call("refund", "ref_2", intent, 1000)))
+    assert refused.code == "charge_disputed"
+    assert stripe.close_dispute(dispute.id, won=True)
+    assert asyncio.run(stripe.refund(_call("refund", "ref_3", intent, 1000))).kind == "succeeded"
+    assert stripe.ledger(intent.id).disputes == {dispute.id: "won"}
+    stripe.check_ledger()
+
+
+def test_the_stripe_model_expires_an_uncaptured_authorization_after_7_days() -> None:
+    world, stripe = _stripe()
+    intent = _authorize(world, stripe)
+    world.advance(days=7, seconds=-1)
+    stripe.tick()
+    assert intent.status == "requires_capture"
+    world.advance(seconds=1)
+    stripe.tick()
+    assert (intent.status, intent.cancellation_reason, intent.released) == (
+        "canceled",
+        "automatic",
+        5000,
+    )
+    assert stripe.events[-1]["type"] == "payment_intent.canceled"
+    assert stripe.ledger(intent.id).canceled
+
+
+def test_the_stripe_model_status_answers_found_not_found_or_could_not_tell() -> None:
+    world, stripe = _stripe()
+    intent = _authorize(world, stripe)
+    capture = _call("capture", "cap_1", intent)
+    assert asyncio.run(stripe.get_status(capture)).is_not_found  # nothing captured at all
+    stripe.inject("get_status", "status_fail")
+    assert asyncio.run(stripe.get_status(capture)).kind == "unknown"  # the query erred
+    stripe.inject("capture", "lose")
+    assert asyncio.run(stripe.capture(capture)).kind == "unknown"  # Stripe acted, no answer
+    # Captured, but Stripe keeps no capture by key: only a repeat under the key tells.
+    assert asyncio.run(stripe.get_status(capture)).is_not_found
+    assert asyncio.run(stripe.capture(capture)).kind == "succeeded"  # the saved answer
+    assert len(stripe.executed("capture")) == 1
+    authorization = asyncio.run(stripe.get_status(_call("authorize", "auth_1", intent)))
+    assert (authorization.kind, authorization.reference) == ("succeeded", intent.id)
+
+
+def test_the_stripe_model_shares_one_intent_between_the_attempts_of_a_session() -> None:
+    world, stripe = _stripe()
+    first = _authorize(world, stripe, "auth_1")
+    second = _authorize(world, stripe, "auth_2")  # reads the intent: confirms nothing
+    assert first is second and len(stripe.intents) == 1
+    assert [key for key, _ in stripe.executed("authorize")] == ["auth_1"]
+
+
+def test_the_stripe_model_sends_every_change_as_an_event_with_the_object_as_it_was() -> None:
+    world, stripe = _stripe()
+    intent = _authorize(world, stripe)
+    assert stripe.dashboard_capture(intent.id, 2000)
+    assert stripe.dashboard_refund(intent.id, 500) is not None
+    events = stripe.events
+    assert len({e["id"] for e in events}) == len(events)
+    authorized = events[0]
+    assert authorized["type"] == "payment_intent.amount_capturable_updated"
+    assert authorized["data"]["object"]["amount_capturable"] == 5000  # then, not now
+    facts = [stripe.interpret_webhook({}, stripe.body(e)) for e in events]
+    meanings = [(f.meaning, f.amount) for f in facts if f is not None]
+    assert meanings == [
+        ("authorized", 5000),
+        ("captured", 2000),
+        ("captured", 2000),
+        ("refund_succeeded", 500),
+    ]
+    assert all(f is None or f.event_id == e["id"] for f, e in zip(facts, events, strict=True))
+    assert stripe.ledger(intent.id).released == 3000
