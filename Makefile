@@ -83,13 +83,17 @@ fuzz: $(STAMP)
 	FUZZ_BROKER_RECORDS=$(FUZZ_BROKER_RECORDS) $(BIN)/python -m pytest -q --timeout 3600 \
 		tests/integration/test_fuzz_transport_broker.py tests/integration/test_hostile_records.py $(ARGS)
 
-## The stateful model test (issue 16) run longer than in `make test` (40 examples
-## of 40 steps there): `make prove PROVE_EXAMPLES=4000 PROVE_STEPS=100`.
+## The stateful model tests (tests/unit/model: issue 16's generic processor and
+## issue 22's Stripe model) run longer than in `make test` (40 examples of 40 steps
+## there): `make prove PROVE_EXAMPLES=4000 PROVE_STEPS=100`. A failure prints the
+## shortest sequence of steps Hypothesis found and a `@reproduce_failure` blob;
+## shrinking may take minutes, hence the longer timeout.
 PROVE_EXAMPLES ?= 400
 PROVE_STEPS ?= 40
 prove: $(STAMP)
 	PAYMENTS_MODEL_EXAMPLES=$(PROVE_EXAMPLES) PAYMENTS_MODEL_STEPS=$(PROVE_STEPS) \
-		$(BIN)/python -m pytest tests/unit/model $(ARGS)
+		$(BIN)/python -m pytest --timeout 7200 --hypothesis-show-statistics \
+		tests/unit/model $(ARGS)
 
 ## Throughput benchmark against the broker's and the store's own limits.
 ## `make bench ARGS=--quick` finishes in under a minute; `make bench ARGS="--flow full"`

@@ -8,7 +8,7 @@ service would put on the wire.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.inbound import AdminCancel, AdminCapture, AdminRefund, CartUpdated, CheckoutCompleted
 from schemas.topics import EVENT_TYPE_BY_DATA_MODEL
@@ -20,10 +20,13 @@ from service.domain.model import PaymentCollection
 from service.handlers import HandleResult, PaymentService
 from service.metrics import Metrics
 from service.outbox_relay import OutboxRelay
+from service.ports.providers import PaymentProvider
 from service.provider_calls import ProviderCaller, RetryPolicy
 from service.reconciler import Reconciler
 from tests.support.memory import MemoryCollectionStore, RecordingPublisher
 from tests.support.processor import Processor, Registry
+
+P = TypeVar("P", bound=PaymentProvider)
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 POLICY = RetryPolicy(timeout_s=10.0, max_attempts=2, base_delay_s=0.0, max_delay_s=0.0)
@@ -94,6 +97,12 @@ class World:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+    def install(self, provider: P) -> P:
+        """Register another provider (e.g. the Stripe model of
+        `tests/support/stripe_processor.py`, built with this world's clock)."""
+        self.registry.providers = {**self.registry.providers, provider.id: provider}
+        return provider
 
     @property
     def fake(self) -> Processor:
