@@ -21,6 +21,7 @@ from service.domain.cart import apply_deferred_cart
 from service.domain.events import new_event
 from service.domain.failures import fail
 from service.domain.model import (
+    OBJECT_RANK,
     CheckoutAttempt,
     LostAuthorization,
     Payment,
@@ -190,6 +191,8 @@ def _new_payment(
     """
     payment_id = ids.payment_id(session.id)
     amount = _held_amount(session, outcome)
+    answered = outcome.data.get("currency_code")
+    currency = answered.lower() if isinstance(answered, str) and answered else session.currency_code
     event = new_event(
         collection,
         PaymentAuthorized.model_validate(
@@ -197,7 +200,7 @@ def _new_payment(
                 "cart_id": collection.cart_id,
                 "collection_id": collection.id,
                 "provider_id": session.provider_id,
-                "currency_code": session.currency_code,
+                "currency_code": currency,
                 "payment_id": payment_id,
                 "session_id": session.id,
                 "amount": amount,
@@ -213,7 +216,7 @@ def _new_payment(
         session_id=session.id,
         provider_id=session.provider_id,
         amount=amount,
-        currency_code=session.currency_code,
+        currency_code=currency,
         data=dict(outcome.data),
         authorized_at=now,
         authorized_event_id=event.id,
@@ -239,6 +242,15 @@ def _held_amount(session: PaymentSession, outcome: ProviderOutcome) -> int:
     if session.provider_id == SYSTEM_PROVIDER:
         return 0
     return outcome.amount if outcome.amount is not None else session.amount
+
+
+def outcome_rank(outcome: ProviderOutcome) -> int:
+    """Where an authorization outcome puts its provider object (`OBJECT_RANK`)."""
+    if outcome.kind == OutcomeKind.SUCCEEDED:
+        return OBJECT_RANK["captured" if outcome.captured else "authorized"]
+    if outcome.kind == OutcomeKind.CANCELED:
+        return OBJECT_RANK["canceled"]
+    return OBJECT_RANK["open"]
 
 
 def finish_authorization(
@@ -271,6 +283,7 @@ def finish_authorization(
     kind = outcome.kind
     session.updated_at = now
     collection.updated_at = now
+    session.object_rank = max(session.object_rank, outcome_rank(outcome))
     if kind == OutcomeKind.SUCCEEDED:
         authorize_session(collection, session, outcome, causation_id, now)
         if attempt is not None:

@@ -94,9 +94,10 @@ class PaymentSession(_Model):
     capabilities: Capabilities | None = None
     """What the session's provider allows, as the checkout that reserved its last
     authorization found it; the payment keeps it."""
-    deleted: bool = False
-    """Deleted at the provider (the region no longer offers it): kept so a late fact
-    about its object is recognised as not the payment's, never applied to another."""
+    object_rank: int = 0
+    """How far the session's provider object has gone, as last reported (see
+    `OBJECT_RANK`): a later fact of a lower rank describes an older state and is stale
+    (a webhook of the authorization arriving after the intent was canceled)."""
     created_at: datetime
     updated_at: datetime
 
@@ -105,6 +106,12 @@ class PaymentSession(_Model):
         """The provider's object of the session (Stripe: its PaymentIntent id)."""
         value = self.data.get("id")
         return value if isinstance(value, str) and value else None
+
+
+OBJECT_RANK = {"open": 0, "authorized": 1, "captured": 2, "canceled": 3}
+"""An authorization object's states in the only order they can come: open (awaiting
+a payment method, 3-D Secure, or declined and open to another try), authorized (held),
+captured, canceled (final; after partial captures, the rest released)."""
 
 
 class Capture(_Model):

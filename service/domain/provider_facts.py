@@ -34,6 +34,7 @@ from service.domain.bookings import record_cancel, record_capture, record_refund
 from service.domain.disputes import apply_dispute
 from service.domain.failures import fail
 from service.domain.model import (
+    OBJECT_RANK,
     REFUND_RANK,
     HistoryEntry,
     LostAuthorization,
@@ -66,9 +67,9 @@ PROVIDER_EVENT_WINDOW = 50
 signed event replayed under a new envelope id); older replays are recognised by
 the objects' state, which a repeated fact does not change."""
 
-MAX_PARKED = 50
-"""Parked facts kept per collection: one per object and kind is all it takes (a newer
-fact about the same object replaces the parked one)."""
+MAX_PARKED = 100
+"""Parked facts kept per collection, each distinct (one per object, meaning and status):
+bounded by the provider objects of one cart and the words each can have."""
 
 
 # -- entry: a webhook ---------------------------------------------------------------------
@@ -141,11 +142,24 @@ def retry_parked(collection: PaymentCollection, now: datetime) -> bool:
 
 
 def _park(collection: PaymentCollection, fact: Notification, cause: str, now: datetime) -> None:
-    key = _object_key(fact)
-    kept = [p for p in collection.parked if _object_key(p.notification) != key]
-    kept.append(ParkedFact(notification=fact, cause=cause, parked_at=now))
-    collection.parked = kept[-MAX_PARKED:]
+    """Keep a fact for later, in arrival order; the same word about the same object is
+    kept once (facts come out of order: an older status may arrive after a newer one,
+    so each is kept and the forward-only rules sort them out when they apply)."""
+    key = _fact_key(fact)
+    if any(_fact_key(p.notification) == key for p in collection.parked):
+        return
+    collection.parked = [
+        *collection.parked,
+        ParkedFact(notification=fact, cause=cause, parked_at=now),
+    ][-MAX_PARKED:]
     collection.updated_at = now
+
+
+def _fact_key(fact: Notification) -> tuple[str, str, str, str]:
+    """One object, one word about it: what a repeat of the same fact shares."""
+    kind, obj = _object_key(fact)
+    status = str(fact.data.get("status") or fact.data.get("refund_status") or "")
+    return kind, obj, fact.meaning, f"{status}:{fact.amount}"
 
 
 def _object_key(fact: Notification) -> tuple[str, str]:
@@ -232,25 +246,62 @@ def _authorization_fact(
     if payment is not None and _is_payment_object(collection, payment, fact):
         return _payment_authorization_fact(collection, payment, fact, cause, now)
     if payment is None and session is not None:
-        outcome = _authorization_outcome(fact, session)
-        if outcome is None:
-            return "irrelevant"
-        finish_authorization(collection, session.id, outcome, cause, now)
-        return "applied"
+        return _session_fact(collection, session, fact, cause, now)
     if fact.meaning in ("authorized", "captured"):
         return _live_hold_elsewhere(collection, fact, session, now)
     return "irrelevant"
 
 
+_FACT_RANK = {
+    "requires_more": OBJECT_RANK["open"],
+    "failed": OBJECT_RANK["open"],
+    "authorized": OBJECT_RANK["authorized"],
+    "captured": OBJECT_RANK["captured"],
+    "canceled": OBJECT_RANK["canceled"],
+}
+
+
+def _session_fact(
+    collection: PaymentCollection,
+    session: PaymentSession,
+    fact: Notification,
+    cause: str,
+    now: datetime,
+) -> Applied:
+    """A fact about the object of a session that is not (yet) the payment."""
+    rank = _FACT_RANK[fact.meaning]
+    if rank < session.object_rank:
+        return "irrelevant"  # an older state of an object that has moved on
+    if fact.meaning == "canceled":
+        if session.needs_reconcile:
+            return "parked"  # its authorization is being settled: the cancel follows it
+        session.object_rank = rank
+        return "irrelevant"  # nothing is held on it
+    outcome = _authorization_outcome(fact, session)
+    if outcome is None:
+        return "irrelevant"
+    finish_authorization(collection, session.id, outcome, cause, now)
+    if fact.meaning == "captured" and collection.payment is not None:
+        # Booked as held first (what the provider authorized), then the capture, as
+        # the provider did them: a partial capture of a larger hold is not the hold.
+        _captured(collection, collection.payment, fact, cause, now)
+    return "applied"
+
+
 def _authorization_outcome(fact: Notification, session: PaymentSession) -> ProviderOutcome | None:
     """What a fact says about a session's authorization (None: nothing it may change)."""
-    if fact.meaning in ("authorized", "captured"):
+    if fact.meaning == "authorized":
         # The amount the provider reports holding, not the session's (the
         # cart may have changed since the authorization was asked for).
+        return ProviderOutcome.succeeded(fact.data, amount=fact.amount, reference=fact.reference)
+    if fact.meaning == "captured":
+        if fact.amount is None:  # captured, how much unsaid: all that was held
+            return ProviderOutcome.succeeded(fact.data, captured=True, reference=fact.reference)
+        # What was held is the object's amount; `fact.amount` is what was captured of it.
+        held = fact.data.get("amount")
         return ProviderOutcome.succeeded(
             fact.data,
-            captured=fact.meaning == "captured",
-            amount=fact.amount,
+            amount=held if isinstance(held, int) else fact.amount,
             reference=fact.reference,
         )
     if fact.meaning == "requires_more" and session.status == SessionStatus.PENDING:

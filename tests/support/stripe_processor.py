@@ -1206,16 +1206,14 @@ def books_of(payment: Any, published: list[Any]) -> Books:
     contract announces it (`released_amount` on `payment.captured`; all that was not
     captured once canceled), or from the payment's own `released_total`/
     `released_amount` should the aggregate keep one."""
-    released = getattr(payment, "released_total", None)
-    if not isinstance(released, int):
-        released = getattr(payment, "released_amount", None)
+    released = getattr(payment, "released_amount", None)
     if not isinstance(released, int):
         released = sum(
             int(d.get("released_amount") or 0)
             for d in published_data(published, "payment.captured", payment_id=payment.id)
         )
-        if payment.is_canceled:
-            released = payment.amount - payment.captured_total
+    if payment.is_canceled:  # all that was neither captured nor released before
+        released = payment.amount - payment.captured_total
     return Books(
         authorized=payment.amount,
         captured=payment.captured_total,

@@ -380,18 +380,28 @@ class StripeModel(RuleBasedStateMachine):
         if event_id in self.redeliver:
             return  # its first handling never finished: see `restart`
         answered = self.answer_of(event_id)
+        retried = any(
+            e.payload.get("data", {}).get("reason") == "operation_in_flight"
+            for e in self.answers_of(event_id)
+        )
         self.run(self._handle(event_id))
-        if answered:
+        # The same answer, except for a command answered `operation_in_flight`: it did
+        # not take effect, and is decided again when sent again (as its answer asks).
+        if answered and not retried:
             assert self.answer_of(event_id) == answered, (event_id, answered)
 
-    def answer_of(self, event_id: str) -> set[str]:
-        """Ids of the events an inbound event caused, stored or published."""
+    def answers_of(self, event_id: str) -> list[Any]:
+        """The events an inbound event caused, stored or published."""
         stored = [e for c in self.collections() for e in c.outbox]
         stored += list(self.world.publisher.published)
         for orphan_id in self.world.store.orphans:
             found = self.run(self.world.store.orphan(orphan_id))
             stored += found.events if found is not None else []
-        return {e.id for e in stored if e.causation_id == event_id}
+        return [e for e in stored if e.causation_id == event_id]
+
+    def answer_of(self, event_id: str) -> set[str]:
+        """Ids of the events an inbound event caused, stored or published."""
+        return {e.id for e in self.answers_of(event_id)}
 
     # -- trouble ------------------------------------------------------------------------
 
