@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -174,6 +175,10 @@ class Metrics:
             registry=r,
         )
 
+        for metric in vars(self).values():
+            if getattr(metric, "_labelnames", ()):
+                _cache_children(metric)
+
     def batch_clock(self) -> StageClock:
         """Times the stages of one consumer batch into `payments_batch_stage_seconds`."""
         return StageClock(self.batch_stage)
@@ -230,6 +235,22 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _cache_children(metric: Any) -> None:
+    """Answer `metric.labels(...)` from a dict after the first time: prometheus_client
+    checks and converts the label values on every call, on the hot path of each record
+    and provider call (the children themselves it keeps already)."""
+    children: dict[tuple[Any, ...], Any] = {}
+    original = metric.labels
+
+    def labels(*values: Any) -> Any:
+        child = children.get(values)
+        if child is None:
+            child = children[values] = original(*values)
+        return child
+
+    metric.labels = labels
 
 
 class StageClock:

@@ -143,7 +143,23 @@ class ProviderCaller:
         )
 
     async def call(self, provider: PaymentProvider, call: ProviderCall) -> ProviderOutcome:
+        """Make `call`: the first attempt as it is (most calls are answered at once: no
+        retry machinery for them), then the retry loop for what is worth another."""
         method = operation_method(provider, call.operation)
+        first = await self._once(call, method)
+        if first.kind not in (OutcomeKind.TRANSIENT, OutcomeKind.UNKNOWN):
+            return first
+        return await self._again(provider, call, method, first)
+
+    async def _again(
+        self,
+        provider: PaymentProvider,
+        call: ProviderCall,
+        method: Callable[[ProviderCall], Awaitable[ProviderOutcome]],
+        first: ProviderOutcome,
+    ) -> ProviderOutcome:
+        """After a first attempt that was not answered for good: the status query for an
+        unknown outcome, then retries under the same key within the policy."""
 
         def before_retry(state: RetryCallState) -> None:
             if self._on_retry is not None and state.outcome is not None:
@@ -151,12 +167,16 @@ class ProviderCaller:
                 assert isinstance(tried, _TryAgain)
                 self._on_retry(call, tried.outcome)
 
-        outcome = ProviderOutcome.transient("not attempted")
+        outcome = first
         unknown: ProviderOutcome | None = None
+        pending: ProviderOutcome | None = first
         try:
             async for attempt in self._retrying(before_retry):
                 with attempt:
-                    outcome = await self._once(call, method)
+                    if pending is not None:
+                        outcome, pending = pending, None  # the first attempt's answer
+                    else:
+                        outcome = await self._once(call, method)
                     if outcome.kind == OutcomeKind.UNKNOWN and call.moves_money:
                         unknown = outcome
                         status = await self._once(call, provider.get_status)
