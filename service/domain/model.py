@@ -642,6 +642,12 @@ class PaymentCollection(_Model):
 
         return decide_notification(self, event_id, notification, now)
 
+    def resolve(self, command_id: str, happened: bool, by: str, now: datetime) -> Decision:
+        """A person's word on an operation that needs attention (`payment_operations.py`)."""
+        from service.domain.payment_operations import resolve_attention
+
+        return self._then_parked(resolve_attention(self, command_id, happened, by, now), now)
+
     def audit(self, facts: list[Notification], now: datetime) -> Decision:
         """The provider's objects as they are now, read by the audit (`provider_facts.py`)."""
         from service.domain.provider_facts import audit_facts

@@ -504,6 +504,35 @@ def finish_payment_command(
     return settle_pending(collection, pending, outcome, cmd.now, cmd=cmd)
 
 
+def resolve_attention(
+    collection: PaymentCollection, command_id: str, happened: bool, by: str, now: datetime
+) -> Decision:
+    """A person looked at an operation that needs attention and says what the provider
+    did: it happened (booked, announced) or it did not (the amount is free again,
+    `payment.failed`). Only an operation marked `needs_attention` can be resolved."""
+    payment = collection.payment
+    pending = payment.pending_for(command_id) if payment is not None else None
+    if payment is None or pending is None or pending.attention is None:
+        return Decision("ignored", collection, note=f"no operation {command_id!r} needs attention")
+    outcome = (
+        ProviderOutcome.succeeded()
+        if happened
+        else ProviderOutcome.failed(f"{pending.operation} did not happen at the provider ({by})")
+    )
+    settle_pending(collection, pending, outcome, now)
+    payment.log(
+        HistoryEntry(
+            at=now,
+            action="resolve",
+            command_id=command_id,
+            amount=pending.amount,
+            requested_by=by,
+            outcome=f"needs_attention resolved: {'happened' if happened else 'did not happen'}",
+        )
+    )
+    return Decision("settled", collection, note="resolved")
+
+
 def apply_late_success(collection: PaymentCollection, call: ProviderCall, now: datetime) -> bool:
     """The provider says a capture, refund or cancel succeeded whose reservation is
     gone: settled as a failure by whoever answered first (a handler that gave up,
