@@ -13,6 +13,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from aiokafka import TopicPartition
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaTimeoutError,
@@ -212,6 +213,25 @@ class PaymentsApp:
             await message.nack()
             return
         self.stalls.succeeded()
+        self._observe_lag(message, records)
+
+    def _observe_lag(self, message: KafkaMessage, records: list[Record]) -> None:
+        """Records behind the end of each partition the batch came from, as the
+        consumer's last fetch saw that end (`payments_consumer_lag`)."""
+        consumer = getattr(message, "consumer", None)
+        highwater = getattr(consumer, "highwater", None)
+        if highwater is None:
+            return
+        last: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            last[key] = max(last.get(key, -1), record.offset)
+        for (topic, partition), offset in last.items():
+            end = highwater(TopicPartition(topic, partition))
+            if isinstance(end, int):
+                self.metrics.consumer_lag.labels(topic, str(partition)).set(
+                    max(0, end - offset - 1)
+                )
 
     # -- lifecycle -------------------------------------------------------------------
 

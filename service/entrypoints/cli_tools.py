@@ -1,4 +1,4 @@
-"""The operator commands of `payments`: dlq, replay, republish, inspect, send, demo,
+"""The operator commands of `payments`: dlq, replay, republish, resolve, inspect, send, demo,
 asyncapi. Each parses its options, calls its `service.tools` module and renders
 the result; see the README section "Operating it" for examples.
 """
@@ -51,6 +51,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(asyncapi_app, name="asyncapi")
     app.command("replay")(replay)
     app.command("republish")(republish)
+    app.command("resolve")(resolve)
     app.command("send")(send)
     app.command("demo")(demo)
 
@@ -351,6 +352,36 @@ def inspect_payment(
 ) -> None:
     """The payment collection holding a payment (same views as `inspect cart`)."""
     _inspect("payment", payment_id, as_json, (mongodb_url, database))
+
+
+# -- resolve -----------------------------------------------------------------------------
+
+
+def resolve(
+    payment_id: Annotated[str, typer.Argument(metavar="PAYMENT_ID")],
+    command_id: Annotated[str, typer.Argument(metavar="COMMAND_ID")],
+    happened: Annotated[
+        bool,
+        typer.Option(
+            "--happened/--did-not-happen",
+            help="What the provider shows: the operation took effect, or it did not.",
+            show_default=False,
+        ),
+    ],
+    by: Annotated[str, typer.Option("--by", help="Who looked (kept in the history).")],
+    as_json: JsonOption = False,
+    mongodb_url: MongoOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Settle an operation that needs attention, as a person found it at the provider."""
+    from service.tools.resolve import resolve as resolve_tool
+
+    conn = connection(None, mongodb_url, database)
+    found = run_tool(resolve_tool(conn, payment_id, command_id, happened=happened, by=by))
+    if as_json:
+        print_json(found.to_json())
+        return
+    stdout().print(found.summary())
 
 
 # -- send --------------------------------------------------------------------------------

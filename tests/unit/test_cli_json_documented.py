@@ -231,6 +231,22 @@ def _fake_demo(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demo_tool, "run_demo", _async(demo_tool.DemoResult([run])))
 
 
+def _fake_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.tools import resolve as resolve_tool
+    from service.unit_of_work import HandleResult
+
+    collection = _collection()
+    collection.outbox = [_outbox_event()]
+    found = resolve_tool.Resolution(
+        "pay_docs",
+        "cmd_docs",
+        True,
+        "ops@example.com",
+        HandleResult("applied", saved=[(collection, 4)]),
+    )
+    monkeypatch.setattr(resolve_tool, "resolve", _async(found))
+
+
 def _no_fake(monkeypatch: pytest.MonkeyPatch) -> None:
     pass
 
@@ -275,6 +291,11 @@ CASES = {
     ),
     "inspect cart": Case(INSPECT, ["inspect", "cart", "cart_docs", *MONGO], _fake_inspect),
     "inspect payment": Case(INSPECT, ["inspect", "payment", "pay_docs", *MONGO], _fake_inspect),
+    "resolve": Case(
+        "`resolve --json`",
+        ["resolve", "pay_docs", "cmd_docs", "--happened", "--by", "ops@example.com", *MONGO],
+        _fake_resolve,
+    ),
     "send": Case("`send --json`", ["send", "-", "--dry-run", *CONNECTION], stdin=VALID_EVENT),
     "send, an event invalid": Case(
         "`send --json` with an invalid event",
