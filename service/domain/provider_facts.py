@@ -325,9 +325,15 @@ def _live_hold_elsewhere(
     reference = fact.reference or (session.reference if session else None)
     if reference is None:
         return "irrelevant"  # nothing to name: the fact cannot be told from the payment's
-    if any(v.reference == reference for v in collection.voids) or any(
-        r.reference == reference for r in collection.released_holds
-    ):
+    if any(r.reference == reference for r in collection.released_holds):
+        return "irrelevant"
+    known = next((v for v in collection.voids if v.reference == reference), None)
+    if known is not None:
+        if fact.meaning == "captured" and not known.captured:
+            known.captured = True  # charged meanwhile: released by a refund, not a cancel
+            known.confirmed = True
+            collection.updated_at = now
+            return "applied"
         return "irrelevant"
     if session is not None and session.needs_reconcile:
         return "parked"  # its own authorization is being settled: that decides first
@@ -366,9 +372,10 @@ def _captured(
     if total is None:
         return "irrelevant"
     ours = [p for p in payment.pending if p.operation == "capture"]
-    landed = next((p for p in ours if payment.captured_total + p.amount == total), None)
-    if landed is not None:
-        settle_pending(collection, landed, ProviderOutcome.succeeded(), now)
+    if len(ours) == 1 and payment.captured_total + ours[0].amount == total:
+        # Our one capture in flight is what the provider reports: the fact answers it.
+        # (With several in flight, an amount cannot tell which: their answers decide.)
+        settle_pending(collection, ours[0], ProviderOutcome.succeeded(), now)
         return "applied"
     if total <= payment.captured_total:
         if total == payment.captured_total and fact.capturable == 0 and not ours:
@@ -429,8 +436,12 @@ def _canceled(
         return "applied"
     if any(p.operation == "capture" for p in payment.pending):
         return "parked"  # a capture of ours is in flight: it decides (it cannot both be)
-    if payment.is_canceled or payment.captured_total > 0:
+    if payment.is_canceled:
         return "irrelevant"
+    if payment.captured_total > 0:
+        # Canceled after partial captures (multicapture): what was captured stays, the
+        # rest of the authorization is released.
+        return _rest_released(collection, payment, cause, now)
     if collection.status not in (
         CollectionStatus.AUTHORIZED,
         CollectionStatus.PARTIALLY_AUTHORIZED,

@@ -188,7 +188,12 @@ def void_calls_for_found_authorizations(
             continue
         void = _void_for(collection, call)
         if void is not None and outcome.kind == OutcomeKind.SUCCEEDED:
-            confirmed = void.model_copy(update={"data": {**void.data, **outcome.data}})
+            confirmed = void.model_copy(
+                update={
+                    "data": {**void.data, **outcome.data},
+                    "captured": void.captured or outcome.captured,
+                }
+            )
             calls.append(void_call(collection, confirmed))
     return calls
 
@@ -335,12 +340,18 @@ def _apply_void(
             collection.voids.remove(void)  # nothing is held: nothing to void
             return True, True
         void.confirmed = True
+        void.captured = void.captured or outcome.captured
         void.data = {**void.data, **outcome.data}
-        return True, True  # the cancel is made in the same pass, or on the next
+        return True, True  # the release is made in the same pass, or on the next
     if _question_failed(outcome) or outcome.is_not_found:
         return False, False
-    # Released, or the provider refuses (nothing left to release): either way done;
-    # a release that took effect is booked for good.
+    if outcome.kind != OutcomeKind.SUCCEEDED:
+        # Refused: the hold may have moved on meanwhile (captured: a cancel cannot
+        # release it, a refund must), or be gone. Ask again what it is before trying
+        # again; it is dropped only once the provider says nothing is held.
+        void.confirmed = False
+        return True, False
+    # Released: booked for good.
     collection.voids.remove(void)
     if outcome.kind == OutcomeKind.SUCCEEDED:
         collection.released_holds.append(
