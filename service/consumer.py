@@ -49,9 +49,9 @@ from service.domain.backoff import Backoff
 from service.domain.events import outbox_entry
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.handlers import HandleResult, PaymentService, utcnow
-from service.metrics import Metrics
+from service.metrics import Metrics, StageClock
 from service.observability.tracing import MessageTracer, inbound_context, publishing_causes
-from service.outbox import EventsNotPublished, Outbox
+from service.outbox import EventsNotPublished, Outbox, Progress
 from service.ports.publisher import EventPublisher, EventsRefused
 from service.ports.store import CollectionStore, OrphanOutcome, StoreBatch, StoreUnavailable
 from service.retry import retry_on_types, retrying
@@ -488,14 +488,17 @@ class BatchProcessor:
     async def process(
         self, records: Sequence[Record], commit: Callable[[], Awaitable[None]] | None = None
     ) -> None:
-        """Handle a batch; returns once every outcome is stored and published, and
-        `commit` (the consumer's offset commit, if given) has returned.
+        """Handle a batch, then deliver it: returns once every outcome is stored and
+        published, and `commit` (the consumer's offset commit, if given) has returned.
+        See :meth:`handle` and :meth:`deliver`."""
+        await self.deliver(await self.handle(records), commit)
 
-        Raises when dead letters could not be published, or when marking the
-        published events sent or the commit failed: the caller must then not
-        commit, and re-deliver the batch (handled events de-duplicate). Events that
-        could not be published are stored, so not lost: the relay publishes them
-        with their ids, and the batch is committed.
+    async def handle(self, records: Sequence[Record]) -> HandledBatch:
+        """Admit, prefetch and handle a batch: when this returns, every outcome is
+        stored (with its events, in the outbox) and only the delivery is left.
+
+        Raises only when MongoDB or the broker is down for good (a record's own
+        trouble is contained): the caller must then fetch the batch again.
         """
         clock = self.metrics.batch_clock()
         self.metrics.observe_record_waits(r.created_ms for r in records)
@@ -509,22 +512,50 @@ class BatchProcessor:
         )
         clock.lap("handle")
         saved, orphans = _stored(results, dead_letters)
-        with publishing_causes(self._trace_contexts(records, groups)):
-            await self._publish_dead_letters(dead_letters, records)
-            try:
-                await self.outbox.deliver(
-                    saved,
-                    orphans,
-                    path="direct",
-                    alongside=commit,
-                    clock=clock,
-                )
-            except EventsNotPublished:
-                log.warning(
-                    "publishing the batch's events failed; left to the relay", exc_info=True
-                )
-                if commit is not None:
-                    await clock.timed("commit", commit())
+        return HandledBatch(
+            records, dead_letters, saved, orphans, self._trace_contexts(records, groups), clock
+        )
+
+    async def deliver(
+        self,
+        handled: HandledBatch,
+        commit: Callable[[], Awaitable[None]] | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> None:
+        """Publish a handled batch's dead letters and events, mark them sent, commit.
+
+        Raises when dead letters could not be published, or when marking the
+        published events sent or the commit failed: the caller must then not
+        commit, and re-deliver the batch (handled events de-duplicate). Events that
+        could not be published are stored, so not lost: the relay publishes them
+        with their ids, and the batch is committed. `progress` tells a batch pipelined
+        behind this one when it may read the store, and whether this one failed.
+        """
+        clock = handled.clock
+        progress = progress or Progress()
+        try:
+            with publishing_causes(handled.trace_contexts):
+                await self._publish_dead_letters(handled.dead_letters, handled.records)
+                try:
+                    await self.outbox.deliver(
+                        handled.saved,
+                        handled.orphans,
+                        path="direct",
+                        alongside=commit,
+                        clock=clock,
+                        progress=progress,
+                    )
+                except EventsNotPublished:
+                    log.warning(
+                        "publishing the batch's events failed; left to the relay", exc_info=True
+                    )
+                    progress.done()  # nothing to mark: the relay publishes them
+                    if commit is not None:
+                        await clock.timed("commit", commit())
+        except BaseException as exc:
+            progress.done(exc)
+            raise
 
     def _admit_all(
         self, records: Sequence[Record]
@@ -553,6 +584,18 @@ class BatchProcessor:
                     contexts[job.event.id] = job.trace_context
                     contexts[_cause(job.record)] = job.trace_context
         return contexts
+
+
+@dataclass(slots=True)
+class HandledBatch:
+    """A batch whose outcomes are stored: what is left is to deliver them."""
+
+    records: Sequence[Record]
+    dead_letters: list[OutboxEvent]
+    saved: list[tuple[PaymentCollection, int]]
+    orphans: list[OrphanOutcome]
+    trace_contexts: dict[str, Any]
+    clock: StageClock
 
 
 def _cause(record: Record) -> str:

@@ -12,11 +12,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.metrics import Metrics, StageClock
 from service.ports.publisher import EventPublisher
 from service.ports.store import CollectionStore, OrphanOutcome
+
+
+@dataclass(slots=True)
+class Progress:
+    """How far a delivery got, for a batch pipelined behind it: `marked` is set once
+    the published events are marked sent in the store (or can no longer be), `error`
+    before it when the delivery failed before the marking was done."""
+
+    marked: asyncio.Event = field(default_factory=asyncio.Event)
+    error: BaseException | None = None
+
+    def done(self, error: BaseException | None = None) -> None:
+        if not self.marked.is_set():
+            self.error = error
+            self.marked.set()
 
 
 class EventsNotPublished(Exception):
@@ -52,6 +68,7 @@ class Outbox:
         path: str,
         alongside: Callable[[], Awaitable[None]] | None = None,
         clock: StageClock | None = None,
+        progress: Progress | None = None,
     ) -> int:
         """Publish the unsent events of `saved` and `orphans`, then mark them sent;
         returns how many were published. Raises what the publish raised (nothing is
@@ -59,7 +76,7 @@ class Outbox:
 
         `alongside` runs together with the marking, once the publish succeeded (the
         consumer's offset commit: both only follow the publish, neither needs the
-        other); a failure of either raises.
+        other); a failure of either raises. `progress` says when the marking is done.
         """
         events = unsent_events(saved, orphans)
         if events:
@@ -72,7 +89,7 @@ class Outbox:
             clock.lap("publish")
         # Only collections that had events to send: the others are stored as they are.
         sent = [item for item in saved if item[0].unsent_events]
-        steps = [self._timed(clock, "mark_sent", self._mark_sent(sent, orphans))]
+        steps = [self._timed(clock, "mark_sent", self._mark_sent(sent, orphans, progress))]
         if alongside is not None:
             steps.append(self._timed(clock, "commit", alongside()))
         for outcome in await asyncio.gather(*steps, return_exceptions=True):
@@ -80,11 +97,23 @@ class Outbox:
                 raise outcome
         return len(events)
 
-    async def _mark_sent(self, sent: list[Stored], orphans: Sequence[OrphanOutcome]) -> None:
-        if sent:
-            await self.store.mark_sent(sent)
-        for orphan in orphans:
-            await self.store.mark_orphan_sent(orphan.event_id)
+    async def _mark_sent(
+        self,
+        sent: list[Stored],
+        orphans: Sequence[OrphanOutcome],
+        progress: Progress | None = None,
+    ) -> None:
+        try:
+            if sent:
+                await self.store.mark_sent(sent)
+            for orphan in orphans:
+                await self.store.mark_orphan_sent(orphan.event_id)
+        except BaseException as exc:
+            if progress is not None:
+                progress.done(exc)
+            raise
+        if progress is not None:
+            progress.done()
 
     @staticmethod
     async def _timed(clock: StageClock | None, stage: str, step: Awaitable[None]) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,7 @@ from service.adapters.mongo_store import MongoCollectionStore
 from service.adapters.providers import ProviderRegistry
 from service.admin_auth import AdminAuthenticator
 from service.auditor import Auditor
-from service.consumer import BatchProcessor, Record, StallMonitor, letter_budget
+from service.consumer import BatchProcessor, HandledBatch, Record, StallMonitor, letter_budget
 from service.entrypoints.http import EmbeddedServer, build_http_app
 from service.entrypoints.raw_records import decode_nothing, parse_batch
 from service.handlers import PaymentService
@@ -42,6 +44,7 @@ from service.metrics import Metrics
 from service.observability.assignment_log import AssignmentSummary
 from service.observability.redaction import register_secrets
 from service.observability.tracing import MessageTracer, build_tracer_provider
+from service.outbox import Progress
 from service.outbox_relay import OutboxRelay
 from service.ports.publisher import PublisherUnavailable
 from service.ports.store import StoreUnavailable
@@ -184,36 +187,69 @@ class PaymentsApp:
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         )
         self.subscriber(self._on_batch)
+        self._delivery: _Delivery | None = None
+        """The batch being delivered while the next one is fetched and handled."""
         self._tasks: list[asyncio.Task[None]] = []
         self._http: EmbeddedServer | None = None
         self.started = False
         self.stopping = False
 
     async def _on_batch(self, message: KafkaMessage) -> None:
+        """One fetched batch, pipelined behind the one before it.
+
+        The batch is handled (every outcome stored) while the previous batch is still
+        being delivered (published, marked sent, committed); it reads the store only
+        once the previous one's events are marked sent, and is delivered in the
+        background while the next batch is fetched. Per-key order holds (a key's
+        next event is read after the last one is stored), events go out in batch
+        order, and each batch's offsets are committed (explicitly, its own) only
+        after its outcomes are stored and published.
+        """
         raw = message.raw_message
         records = [
             Record.from_consumer_record(r) for r in (raw if isinstance(raw, tuple) else (raw,))
         ]
+        previous = self._delivery
+        if previous is not None:
+            await previous.progress.marked.wait()
+            if previous.progress.error is not None:
+                await self._refetch(message, [*previous.records, *records], previous.progress.error)
+                return
         try:
-            await self.processor.process(records, commit=message.ack)
+            handled = await self.processor.handle(records)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # The broker or MongoDB is down (a record's own trouble never gets here):
-            # do not commit; rewind and re-deliver after a pause. Handled events
-            # de-duplicate. A batch that keeps failing is reported as a stall.
-            failures = self.stalls.failed(records)
-            log.warning(
-                "batch of %d failed (%d in a row); re-delivering",
-                len(records),
-                failures,
-                exc_info=True,
-            )
-            await pause(self.outage_backoff, failures)
-            await message.nack()
+        except Exception as exc:
+            await self._refetch(message, records, exc)
             return
+        self._delivery = _Delivery.start(self.processor, handled, _committer(message, records))
         self.stalls.succeeded()
         self._observe_lag(message, records)
+
+    async def _refetch(
+        self, message: KafkaMessage, records: list[Record], error: BaseException
+    ) -> None:
+        """The broker or MongoDB is down (a record's own trouble never gets here): do
+        not commit; rewind to the earliest of these records and fetch them again after
+        a pause. Handled events de-duplicate. A batch that keeps failing is reported as
+        a stall."""
+        self._delivery = None
+        failures = self.stalls.failed(records)
+        log.warning(
+            "batch of %d failed (%d in a row); re-delivering",
+            len(records),
+            failures,
+            exc_info=error,
+        )
+        await pause(self.outage_backoff, failures)
+        _rewind(message, records)
+
+    async def _drain(self) -> None:
+        """Wait for the batch being delivered (graceful stop)."""
+        delivery, self._delivery = self._delivery, None
+        if delivery is not None:
+            with contextlib.suppress(Exception):
+                await delivery.task
 
     def _observe_lag(self, message: KafkaMessage, records: list[Record]) -> None:
         """Records behind the end of each partition the batch came from, as the
@@ -384,9 +420,11 @@ class PaymentsApp:
         self.stopping = True
         if self._http is not None:
             self._http.should_exit = True
-        # Stopping the subscriber waits for the handler in flight, which commits.
+        # Stopping the subscriber waits for the handler in flight; then the batch it
+        # handed to delivery is published and committed.
         with contextlib.suppress(Exception):
             await self.subscriber.stop()
+        await self._drain()
         for task in self._tasks:
             if task.get_name() != "http":
                 task.cancel()
@@ -405,6 +443,69 @@ class PaymentsApp:
                 await asyncio.to_thread(provider.shutdown)
         self.started = False
         log.info("payments service stopped")
+
+
+@dataclass(slots=True)
+class _Delivery:
+    """A handled batch being delivered in the background."""
+
+    records: list[Record]
+    progress: Progress
+    task: asyncio.Task[None]
+
+    @classmethod
+    def start(
+        cls,
+        processor: BatchProcessor,
+        handled: HandledBatch,
+        commit: Callable[[], Awaitable[None]],
+    ) -> _Delivery:
+        progress = Progress()
+        task = asyncio.create_task(
+            _deliver(processor, handled, commit, progress), name="batch-delivery"
+        )
+        return cls(list(handled.records), progress, task)
+
+
+async def _deliver(
+    processor: BatchProcessor,
+    handled: HandledBatch,
+    commit: Callable[[], Awaitable[None]],
+    progress: Progress,
+) -> None:
+    try:
+        await processor.deliver(handled, commit, progress=progress)
+    except Exception:
+        # Before the marking: the next batch sees `progress.error` and fetches both
+        # again. After it (the commit failed): the offsets are committed with the next
+        # batch's, or fetched again by whoever takes the partition.
+        log.warning("delivering a batch failed", exc_info=True)
+
+
+def _committer(message: KafkaMessage, records: list[Record]) -> Callable[[], Awaitable[None]]:
+    """Commit exactly this batch's offsets: the consumer has fetched further meanwhile."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        partition = TopicPartition(record.topic, record.partition)
+        offsets[partition] = max(offsets.get(partition, 0), record.offset + 1)
+
+    consumer: Any = message.consumer  # the aiokafka consumer behind FastStream's message
+
+    async def commit() -> None:
+        await consumer.commit(offsets)
+
+    return commit
+
+
+def _rewind(message: KafkaMessage, records: list[Record]) -> None:
+    """Seek each partition back to the earliest of `records`, to fetch them again."""
+    earliest: dict[TopicPartition, int] = {}
+    for record in records:
+        partition = TopicPartition(record.topic, record.partition)
+        earliest[partition] = min(earliest.get(partition, record.offset), record.offset)
+    consumer: Any = message.consumer
+    for partition, offset in earliest.items():
+        consumer.seek(partition, offset)
 
 
 def _log_unreachable(state: RetryCallState) -> None:
