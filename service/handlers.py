@@ -9,10 +9,12 @@ how the consumer orders and prefetches it, is declared in `service/bus.py`.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from service.domain import commands
@@ -39,6 +41,12 @@ __all__ = [
     "TooManyConflicts",
     "utcnow",
 ]
+
+
+PATIENCE_TRIES = 50
+PATIENCE_PAUSE_S = 0.1
+"""A command meeting another handler's operation in flight waits up to about 5 s for
+it to settle (it usually takes milliseconds) before answering `operation_in_flight`."""
 
 
 def utcnow() -> datetime:
@@ -121,14 +129,27 @@ class PaymentService:
             return HandleResult("rejected", orphans=[answered], note="already answered")
         conflict = await self.store.claim_command(cmd.command_id, commands.fingerprint(cmd))
         lease = self.lease(cmd.now, cmd.command_id)
-        return await self.unit_of_work.run(
-            Work(
+        return await self._patiently(
+            cmd,
+            lambda cmd: Work(
                 cmd.payment_id,
                 lambda: self.store.load_by_payment(cmd.payment_id),
                 lambda loaded, _: _operation(loaded, cmd, lease, conflict),
                 settle=lambda c, answered, _: c.settle_payment_command(cmd, answered),
-            )
+            ),
         )
+
+    async def _patiently(
+        self, cmd: commands.PaymentCommand, work: Callable[[commands.PaymentCommand], Work]
+    ) -> HandleResult:
+        """Run a command's work; while its answer waits on an operation another handler
+        is still making, try again a little later (the last try no longer waits)."""
+        for tries_left in range(PATIENCE_TRIES, -1, -1):
+            result = await self.unit_of_work.run(work(replace(cmd, patient=tries_left > 0)))
+            if result.status != "waiting":
+                return result
+            await asyncio.sleep(PATIENCE_PAUSE_S)
+        raise AssertionError("unreachable: the last try does not wait")
 
     async def provider_webhook(self, cmd: commands.ApplyWebhook) -> HandleResult:
         """Ask the provider's adapter what the webhook means, then apply it to the cart."""

@@ -32,7 +32,7 @@ from service.ports.store import CollectionStore, ConcurrencyConflict, Loaded, Or
 
 MAX_CONFLICT_RETRIES = 20
 
-HandleStatus = Literal["applied", "duplicate", "ignored", "rejected"]
+HandleStatus = Literal["applied", "duplicate", "ignored", "rejected", "waiting"]
 
 Load = Callable[[], Awaitable[Loaded | None]]
 Decide = Callable[[Loaded | None, Answers], Decision]
@@ -78,6 +78,8 @@ class Work:
 def _status(decision: Decision) -> HandleStatus:
     if decision.kind in ("duplicate", "ignored"):
         return decision.kind
+    if decision.kind == "wait":
+        return "waiting"
     if decision.rejected or decision.kind == "orphan":
         return "rejected"
     return "applied" if decision.changed else "ignored"
@@ -114,7 +116,7 @@ class UnitOfWork:
     ) -> HandleResult:
         if decision.kind == "duplicate" and loaded is not None:
             return self._duplicate(loaded)
-        if decision.kind in ("duplicate", "ignored"):
+        if decision.kind in ("duplicate", "ignored", "wait"):
             return self._result(decision, loaded, [])
         if decision.kind == "orphan":
             return await self._orphan(decision)

@@ -59,6 +59,8 @@ class CapturePayment:
     amount: int | None = None
     note: str | None = None
     key_id: str | None = None
+    patient: bool = True
+    """May wait for an operation in flight whose outcome decides the answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ class RefundPayment:
     reason: str | None = None
     note: str | None = None
     key_id: str | None = None
+    patient: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,7 @@ class CancelPayment:
     now: datetime
     note: str | None = None
     key_id: str | None = None
+    patient: bool = True
 
 
 PaymentCommand = CapturePayment | RefundPayment | CancelPayment

@@ -405,9 +405,16 @@ def _decide_cancel(
 
 
 def _in_flight(collection: PaymentCollection, cmd: PaymentCommand, message: str) -> Decision:
-    """`operation_in_flight` (retryable): the answer depends on an operation still in
-    flight. The command id stays free: the same command is decided again when sent
-    again."""
+    """The answer depends on an operation still in flight. While its owner is still at
+    work on it (its lease runs) and the command may wait, `wait`: decided again in a
+    moment, when it has settled. Otherwise `operation_in_flight` (retryable): the
+    command id stays free, and the same command is decided again when sent again."""
+    payment = collection.payment
+    owned = payment is not None and any(
+        p.lease_until is not None and p.lease_until > cmd.now for p in payment.pending
+    )
+    if cmd.patient and owned:
+        return Decision("wait", collection, note=message)
     return _reject(
         collection,
         cmd,

@@ -9,7 +9,7 @@ from typing import Literal
 from service.domain.calls import Answered, Ask, How, ProviderCall
 from service.domain.model import OutboxEvent, PaymentCollection
 
-DecisionKind = Literal["duplicate", "ignored", "settled", "call", "ask", "orphan"]
+DecisionKind = Literal["duplicate", "ignored", "settled", "call", "ask", "orphan", "wait"]
 
 Chain = Callable[["Decision", Answered], Ask | None]
 """The next question of a decision given the answers so far (None: done)."""
@@ -30,6 +30,8 @@ class Decision:
     - `ask`: the decision needs the answers to `calls` (status queries) first; it
       changed nothing: ask, load again and decide again with the answers.
     - `orphan`: the event names no aggregate; `events` are its stored answer.
+    - `wait`: the answer depends on an operation another handler is still making;
+      nothing is stored: decide again in a moment.
     """
 
     kind: DecisionKind
