@@ -28,6 +28,7 @@ from schemas.topics import (
     topic_for,
 )
 from service.consumer import Record
+from service.domain.capabilities import Capabilities
 from service.domain import derived_ids as ids
 from service.testing import builders
 from tests.support.memory import RecordingPublisher
@@ -342,6 +343,37 @@ async def _(s: Script) -> None:
     s.world.fake.inject("get_status", "status_fail", "status_fail", "status_fail")
     await s.command("refund", "c1", "cmd-r1", 700)
     await s.reconcile()
+
+
+@scenario("final partial capture releases the rest")
+async def _(s: Script) -> None:
+    s.world.fake.capabilities = Capabilities(multicapture=False, partial_capture_releases_rest=True)
+    await s.checkout("c1")
+    await s.command("capture", "c1", "cmd-c1", 2000)
+    await s.command("capture", "c1", "cmd-c2", 1000)
+    await s.command("cancel", "c1", "cmd-x1")
+
+
+@scenario("command meets an operation in flight")
+async def _(s: Script) -> None:
+    await s.checkout("c1")
+    attempts = s.world.caller.policy.max_attempts
+    s.world.fake.inject("cancel", *["lose"] * attempts)
+    s.world.fake.inject("get_status", *["status_fail"] * attempts)
+    await s.command("cancel", "c1", "cmd-x1")  # unknown: still reserved
+    await s.command("capture", "c1", "cmd-c1", 1000)
+    await s.command("refund", "c1", "cmd-r1", 100)
+
+
+@scenario("capture needs attention past the key window")
+async def _(s: Script) -> None:
+    s.world.fake.capabilities = Capabilities(idempotency_window_s=24 * 3600)
+    await s.checkout("c1")
+    attempts = s.world.caller.policy.max_attempts
+    s.world.fake.inject("capture", *["lose"] * attempts)
+    s.world.fake.inject("get_status", *["status_fail"] * (3 * attempts))
+    await s.command("capture", "c1", "cmd-c1", 2000)
+    await s.reconcile(25 * 3600)
 
 
 # -- webhooks ------------------------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""Contract promise 10: what is stored for a cart does not grow with the messages that
+name it. Producers retry, nothing authenticates the cart topics, and operators replay:
+a paid cart's document stays within a constant bound however often it is named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from schemas.inbound import AdminRefund, CheckoutCompleted
+from tests.support.world import World, handle
+
+CART = "cart_paid"
+
+
+def _stored_bytes(world: World, cart_id: str = CART) -> int:
+    """The size of the cart's stored document, as the store keeps it."""
+    documents: dict[str, Any] = world.store.documents
+    [document] = [d for d in documents.values() if d["cart_id"] == cart_id]
+    return len(orjson.dumps(document, default=str))
+
+
+async def _paid(world: World) -> str:
+    await world.cart(CART, 5000)
+    await world.checkout(CART, 5000, "k1")
+    collection = await world.collection(CART)
+    assert collection.payment is not None
+    await world.command("capture", collection.payment.id)
+    return collection.payment.id
+
+
+async def _resend_checkout(world: World, n: int) -> None:
+    data = CheckoutCompleted.model_validate(
+        {
+            "cart_id": CART,
+            "idempotency_key": "k1",
+            "region_id": "eu",
+            "currency_code": "usd",
+            "amount": 5000,
+            "provider_id": "fake",
+        }
+    )
+    # A producer re-sending the same checkout, each time under a new envelope id.
+    await world.deliver(await handle(world.service, f"resent_{n}", data))
+
+
+async def test_ten_thousand_resent_events_for_a_paid_cart_leave_its_size_constant() -> None:
+    world = World("fake")
+    await _paid(world)
+    for n in range(100):
+        await _resend_checkout(world, n)
+        await world.cart(CART, 5000, event_id=f"cart_again_{n}")
+    after_100 = _stored_bytes(world)
+    for n in range(100, 10_000):
+        await _resend_checkout(world, n)
+        await world.cart(CART, 5000, event_id=f"cart_again_{n}")
+    after_10_000 = _stored_bytes(world)
+    assert after_10_000 <= 1.2 * after_100, (after_100, after_10_000)
+    # Every re-sent checkout was answered, with the one stored event id.
+    authorized = {e.id for e in world.published("payment.authorized", CART)}
+    assert len(authorized) == 1
+
+
+async def test_a_thousand_admin_commands_for_one_payment_leave_its_size_constant() -> None:
+    world = World("fake")
+    payment_id = await _paid(world)
+    sizes = []
+    for n in range(1_000):
+        # Refunds until nothing is refundable, then refusals; every one a new command.
+        data = AdminRefund.model_validate(
+            {"payment_id": payment_id, "requested_by": "ops", "amount": 50}
+        )
+        await world.deliver(await handle(world.service, f"refund_{n}", data))
+        if n in (199, 999):
+            sizes.append(_stored_bytes(world))
+    collection = await world.collection(CART)
+    assert collection.payment is not None
+    assert collection.payment.refunded_total == 5000  # 100 refunds of 50, then refused
+    assert sizes[1] <= 1.2 * sizes[0], sizes
