@@ -213,7 +213,11 @@ class PaymentsApp:
         if previous is not None:
             await previous.progress.marked.wait()
             if previous.progress.error is not None:
-                await self._refetch(message, [*previous.records, *records], previous.progress.error)
+                # The delivery rewinds its own records (and pauses) even when no batch
+                # follows; this batch was fetched past them, so it is fetched again too.
+                self._delivery = None
+                await previous.task
+                _rewind(message, [*previous.records, *records])
                 return
         try:
             handled = await self.processor.handle(records)
@@ -222,8 +226,13 @@ class PaymentsApp:
         except Exception as exc:
             await self._refetch(message, records, exc)
             return
-        self._delivery = _Delivery.start(self.processor, handled, _committer(message, records))
-        self.stalls.succeeded()
+        self._delivery = _Delivery.start(
+            self.processor,
+            handled,
+            _committer(message, records),
+            delivered=self.stalls.succeeded,
+            failed=lambda error: self._refetch(message, records, error),
+        )
         self._observe_lag(message, records)
 
     async def _refetch(
@@ -233,7 +242,6 @@ class PaymentsApp:
         not commit; rewind to the earliest of these records and fetch them again after
         a pause. Handled events de-duplicate. A batch that keeps failing is reported as
         a stall."""
-        self._delivery = None
         failures = self.stalls.failed(records)
         log.warning(
             "batch of %d failed (%d in a row); re-delivering",
@@ -459,10 +467,14 @@ class _Delivery:
         processor: BatchProcessor,
         handled: HandledBatch,
         commit: Callable[[], Awaitable[None]],
+        *,
+        delivered: Callable[[], None],
+        failed: Callable[[BaseException], Awaitable[None]],
     ) -> _Delivery:
         progress = Progress()
         task = asyncio.create_task(
-            _deliver(processor, handled, commit, progress), name="batch-delivery"
+            _deliver(processor, handled, commit, progress, delivered, failed),
+            name="batch-delivery",
         )
         return cls(list(handled.records), progress, task)
 
@@ -472,14 +484,23 @@ async def _deliver(
     handled: HandledBatch,
     commit: Callable[[], Awaitable[None]],
     progress: Progress,
+    delivered: Callable[[], None],
+    failed: Callable[[BaseException], Awaitable[None]],
 ) -> None:
     try:
         await processor.deliver(handled, commit, progress=progress)
-    except Exception:
-        # Before the marking: the next batch sees `progress.error` and fetches both
-        # again. After it (the commit failed): the offsets are committed with the next
-        # batch's, or fetched again by whoever takes the partition.
-        log.warning("delivering a batch failed", exc_info=True)
+    except Exception as exc:
+        if progress.error is not None:
+            # Before the marking: nothing of this batch is committed, so it is fetched
+            # again (after a pause, counted towards a stall) whether or not another
+            # batch follows it.
+            await failed(exc)
+        else:
+            # The commit failed after the marking: the offsets are committed with the
+            # next batch's, or fetched again by whoever takes the partition.
+            log.warning("committing a delivered batch failed", exc_info=True)
+        return
+    delivered()
 
 
 def _committer(message: KafkaMessage, records: list[Record]) -> Callable[[], Awaitable[None]]:
