@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,9 @@ from cli_testkit import end_offsets, invoke, json_of, kafka_args, ok
 from service.testing import builders
 from service.testing.harness import ServiceHarness
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def harness(kafka_bootstrap: str, mongodb_url: str) -> AsyncIterator[ServiceHarness]:
-    async with ServiceHarness(kafka_bootstrap, mongodb_url) as h:
-        yield h
+# One started service for the module (tests/conftest.py `harness`): each test
+# uses its own keys and carts.
+pytestmark = [pytest.mark.integration, pytest.mark.harness()]
 
 
 def _event(event_type: str, data: dict[str, Any]) -> dict[str, Any]:

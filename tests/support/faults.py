@@ -42,13 +42,29 @@ from service.testing.infrastructure import selected_infrastructure
 from tests.support.real_servers import JvmKafka
 
 __all__ = [
+    "FAULT_VOLUME",
     "CartPlan",
     "CheckoutWorkload",
     "ProxiedKafka",
     "TcpProxy",
     "eventually",
     "proxied_test_kafka",
+    "sized",
 ]
+
+ENV_FAULT_VOLUME = "PAYMENTS_FAULT_VOLUME"
+FAULT_VOLUMES = ("small", "soak")
+FAULT_VOLUME = os.environ.get(ENV_FAULT_VOLUME, "small").strip() or "small"
+"""How much work each fault test drives: ``small`` (`make test`, CI) is enough to
+cross every code path once (a kill mid-batch, a restart, a rebalance, an outage
+mid-stream); ``soak`` (`make soak`) is the stress-test size, many times over."""
+if FAULT_VOLUME not in FAULT_VOLUMES:
+    raise ValueError(f"{ENV_FAULT_VOLUME}={FAULT_VOLUME!r}: use one of {', '.join(FAULT_VOLUMES)}")
+
+
+def sized(small: int, soak: int) -> int:
+    """The figure for this run's fault volume (`PAYMENTS_FAULT_VOLUME`)."""
+    return soak if FAULT_VOLUME == "soak" else small
 
 
 async def eventually(
