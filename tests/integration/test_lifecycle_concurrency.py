@@ -17,7 +17,8 @@ from service.settings import load_settings
 from service.testing import builders
 from service.testing.harness import ReceivedEvent, ServiceHarness
 
-pytestmark = pytest.mark.integration
+# `store`: also proven on FerretDB (`make test-store`): it exercises store semantics.
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 AUTHORIZED = 5000
 INITIAL_CAPTURE = 1500

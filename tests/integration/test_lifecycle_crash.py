@@ -33,7 +33,8 @@ from service.testing.builders import new_cart_id as _cart
 from service.testing.harness import ServiceHarness
 from tests.support.crashing_store import crash_after_store
 
-pytestmark = pytest.mark.integration
+# `store`: also proven on FerretDB (`make test-store`): it exercises store semantics.
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
