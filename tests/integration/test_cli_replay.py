@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,13 +12,9 @@ from schemas.topics import INBOUND_TOPICS
 from service.testing import builders
 from service.testing.harness import ServiceHarness
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def harness(kafka_bootstrap: str, mongodb_url: str) -> AsyncIterator[ServiceHarness]:
-    async with ServiceHarness(kafka_bootstrap, mongodb_url) as h:
-        yield h
+# One started service for the module (tests/conftest.py `harness`): each test
+# uses its own carts; a replay of every inbound topic must change nothing either way.
+pytestmark = [pytest.mark.integration, pytest.mark.harness()]
 
 
 def _cart() -> str:

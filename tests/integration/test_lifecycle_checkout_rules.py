@@ -38,7 +38,7 @@ async def _wait_collection(
     harness: ServiceHarness,
     cart: str,
     predicate: Callable[[PaymentCollection], bool],
-    timeout: float = 15.0,
+    timeout: float = 60.0,
 ) -> PaymentCollection:
     deadline = time.monotonic() + timeout
     while True:

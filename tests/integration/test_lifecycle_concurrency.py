@@ -61,7 +61,7 @@ async def _authorized_payment(harness: ServiceHarness) -> tuple[str, str]:
 
 
 async def _answers(
-    harness: ServiceHarness, command_ids: dict[str, str], timeout: float = 20.0
+    harness: ServiceHarness, command_ids: dict[str, str], timeout: float = 60.0
 ) -> dict[str, list[ReceivedEvent]]:
     """Wait until every command has an answer, then collect them per command id."""
     loop = asyncio.get_running_loop()
