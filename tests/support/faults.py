@@ -68,17 +68,22 @@ def sized(small: int, soak: int) -> int:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0, poll_s: float = 0.2
+    check: Callable[[], Awaitable[bool]],
+    what: str | Callable[[], str],
+    timeout: float = 30.0,
+    poll_s: float = 0.2,
 ) -> None:
     """Poll `check` until it holds; fail naming `what` after `timeout` seconds.
 
     For conditions in another process or server (a database count, a port): there
-    is no event to wait on, so polling is the honest way.
+    is no event to wait on, so polling is the honest way. `what` may be a callable,
+    to say in the failure what was last seen.
     """
     deadline = time.monotonic() + timeout
     while not await check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"not within {timeout:g}s: {said}")
         await asyncio.sleep(poll_s)
 
 
