@@ -98,7 +98,7 @@ test-real: $(STAMP)
 	@# Every run goes on after a failed one (its output is what CI shows); any failure fails.
 	status=0; \
 	$(BIN)/python -m pytest tools/tests $(ARGS) || status=1; \
-	PAYMENTS_TEST_INFRA=kafka-jvm $(BIN)/python -m pytest tests/integration tests/faults \
+	PAYMENTS_TEST_INFRA=kafka-jvm $(BIN)/python -m pytest $(XDIST) tests/integration tests/faults \
 	  -m "not packaging" $(DURATIONS) $(ARGS) || status=1; \
 	$(MAKE) --no-print-directory test-store || status=1; \
 	exit $$status
@@ -106,7 +106,7 @@ test-real: $(STAMP)
 ## The store tests on FerretDB (with Apache Kafka).
 test-store: $(STAMP)
 	$(BIN)/python tools/ferretdb/server.py install
-	PAYMENTS_TEST_INFRA=kafka-jvm,ferretdb $(BIN)/python -m pytest tests/integration \
+	PAYMENTS_TEST_INFRA=kafka-jvm,ferretdb $(BIN)/python -m pytest $(XDIST) tests/integration \
 	  -m "store and not packaging" $(FERRETDB_DESELECT) $(DURATIONS) $(ARGS)
 
 ## The transport-level fuzzers, longer than in `make test`: hostile Kafka records
