@@ -13,9 +13,10 @@ from cli_testkit import end_offsets, invoke, json_of, kafka_args, ok
 from service.testing import builders
 from service.testing.harness import ServiceHarness
 
-# One started service for the module (tests/conftest.py `harness`): each test
-# uses its own keys and carts.
-pytestmark = [pytest.mark.integration, pytest.mark.harness()]
+# A service of its own per test (tests/conftest.py `harness`, own=True): a test
+# compares whole topics' end offsets, which another test's batched sends would
+# skew on Tansu (README, "Infrastructure notes").
+pytestmark = [pytest.mark.integration, pytest.mark.harness(own=True)]
 
 
 def _event(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
