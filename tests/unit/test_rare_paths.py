@@ -221,3 +221,26 @@ def test_a_server_that_ignores_sigterm_is_killed_after_its_grace() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.asyncio
+async def test_a_webhook_about_a_cart_we_do_not_know_is_ignored() -> None:
+    world = World()
+    body = {"meaning": "canceled", "cart_id": "cart_unknown"}
+    result = await world.service.provider_webhook("wh_1", _webhook(world, "fake", body))
+    assert result.status == "ignored"
+    assert "no collection" in result.note
+    assert world.publisher.published == []
+
+
+@pytest.mark.asyncio
+async def test_a_command_for_a_payment_whose_provider_was_uninstalled_fails() -> None:
+    world = World()
+    payment_id = await _authorized(world)
+    world.registry.providers = {}  # the operator removed the provider from PAYMENTS_PROVIDERS
+    await world.command("capture", payment_id, amount=1000, command_id="cap_1")
+    (failed,) = world.published("payment.failed", "cart_1")
+    assert failed.causation_id == "cap_1"
+    assert failed.payload["data"]["operation"] == "capture"
+    assert "not installed" in failed.payload["data"]["message"]
+    assert world.fake.count("capture") == 0
