@@ -92,6 +92,13 @@ async def test_broker_unreachable_at_startup_and_mid_stream(
             await asyncio.sleep(max(0.0, STARTUP_OUTAGE_S - (time.monotonic() - outage_started)))
             assert await alive(), "the service stopped answering while it waited"
             assert await service.http_status("/readyz") == 503
+
+            # The second instance too is up and waiting (its signal handlers are in
+            # place: a SIGTERM during interpreter start-up would just kill it).
+            async def impatient_alive() -> bool:
+                return await impatient.http_status("/healthz") == 200
+
+            await eventually(impatient_alive, "the second waiting instance answers", timeout=60)
             # SIGTERM while waiting for the broker still stops the process, cleanly:
             # by itself (exit code 0), not killed after the 30 s grace.
             assert await impatient.stop(timeout=30) == 0, impatient.log_tail()
