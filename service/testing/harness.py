@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pymongo import AsyncMongoClient
 
 from schemas.topics import (
@@ -46,7 +46,13 @@ from service.embedded import ensure_topics
 from service.settings import load_settings
 from service.testing import builders
 from service.testing.infrastructure import unique_database_name, unique_topic_prefix
-from service.tools.kafka_io import broker_is_tansu
+from service.tools.connection import ToolError
+from service.tools.kafka_io import (
+    MAX_REQUEST_BYTES,
+    broker_is_tansu,
+    stop_consumer,
+    topic_partitions,
+)
 
 DEFAULT_ADMIN_KEY = ("harness", "harness-secret")
 
@@ -167,17 +173,39 @@ class ServiceHarness:
             bootstrap_servers=self.kafka_bootstrap, linger_ms=2, max_request_size=4 * 1024 * 1024
         )
         await self._producer.start()
+        # The observer takes every partition itself (assign, no group): it commits
+        # nothing and needs no group join, which costs seconds on Tansu.
         self._observer = AIOKafkaConsumer(
-            *(topic_for(t, self.prefix) for t in (*OUTBOUND_TOPICS, DLQ_TOPIC)),
             bootstrap_servers=self.kafka_bootstrap,
-            group_id=f"harness-observer-{self.prefix}",
+            group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
+            max_partition_fetch_bytes=MAX_REQUEST_BYTES,
         )
         await self._observer.start()
+        self._observer.assign(await self._observed_partitions())
         self._observer_task = asyncio.create_task(self._observe())
         if self.start_service:
             await self.start_app()
+
+    async def _observed_partitions(self, timeout: float = 30.0) -> list[TopicPartition]:
+        """Every partition of the outbound and dead-letter topics, once the broker's
+        metadata lists them (a topic just created may take a moment to appear)."""
+        assert self._observer is not None
+        deadline = time.monotonic() + timeout
+        partitions: list[TopicPartition] = []
+        for topic_type in (*OUTBOUND_TOPICS, DLQ_TOPIC):
+            topic = topic_for(topic_type, self.prefix)
+            while True:
+                try:
+                    numbers = await topic_partitions(self._observer, topic)
+                    break
+                except ToolError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.1)
+            partitions.extend(TopicPartition(topic, n) for n in numbers)
+        return partitions
 
     async def start_app(self, **overrides: Any) -> Any:
         """Start the service (again), optionally with changed settings.
@@ -226,7 +254,7 @@ class ServiceHarness:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._observer_task
         if self._observer is not None:
-            await self._observer.stop()
+            await stop_consumer(self._observer)
         if self._producer is not None:
             await self._producer.stop()
         await self.mongo.close()
@@ -329,10 +357,13 @@ class ServiceHarness:
         *,
         cart_id: str | None = None,
         predicate: Callable[[ReceivedEvent], bool] | None = None,
-        timeout: float = 15.0,
+        timeout: float = 60.0,
         count: int = 1,
     ) -> ReceivedEvent:
-        """The `count`-th matching event, or fail listing what did arrive."""
+        """The `count`-th matching event, or fail listing what did arrive.
+
+        The deadline is generous on purpose (a loaded machine, a group re-join on
+        Tansu takes ~18 s): a passing test returns as soon as the event is there."""
         deadline = time.monotonic() + timeout
         while True:
             matching = self.events(event_type, cart_id=cart_id, predicate=predicate)

@@ -60,7 +60,7 @@ class Scene:
     def logs(self) -> str:
         return "\n".join(p.log_tail(3000) for p in self.processes)
 
-    async def audit(self, wait_s: float = 40.0, **kwargs: Any) -> AuditReport:
+    async def audit(self, wait_s: float = 90.0, **kwargs: Any) -> AuditReport:
         return await audit(
             self.harness.database, lambda: self.harness.received, wait_s=wait_s, **kwargs
         )

@@ -2,7 +2,8 @@
 
 The test runs its own file-backed MongoDB-protocol server (nx-27017 over SQLite
 in a temporary directory) so it can stop it without disturbing other tests; the
-broker is the session's. While 400 carts check out, capture and refund, the
+broker is the session's. While the carts (150; 400 in `make soak`) check out,
+capture and refund, the
 server is stopped (SIGTERM) for a few seconds and started again on the same port
 with the same files, and later killed (SIGKILL) and started again. The service
 must wait the outage out (no dead letters: an outage is not the message's
@@ -29,11 +30,14 @@ from typing import Any
 import pytest
 
 from service.embedded import EmbeddedMongo
-from tests.support.faults import CheckoutWorkload
+from tests.support.faults import CheckoutWorkload, sized
 
 pytestmark = pytest.mark.integration
 
-CARTS = 400
+CARTS = sized(150, 400)
+CHUNK = sized(25, 50)
+# A stop after a quarter of the carts, a SIGKILL after three quarters.
+OUTAGES_AT = (CARTS // 4 // CHUNK * CHUNK or CHUNK, 3 * CARTS // 4 // CHUNK * CHUNK)
 OUTAGE_S = 4.0
 
 
@@ -49,7 +53,7 @@ async def _restart(mongo: EmbeddedMongo, data: Path, *, kill: bool) -> EmbeddedM
     return restarted
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 async def test_mongodb_stopped_and_killed_mid_stream(
     kafka_bootstrap: str, scene_factory: Any, show: Callable[[str], None], tmp_path: Path
 ) -> None:
@@ -74,15 +78,15 @@ async def test_mongodb_stopped_and_killed_mid_stream(
 
             async def outage(done: int) -> None:
                 nonlocal mongo
-                if done in (100, 300):
-                    kill = done == 300
+                if done in OUTAGES_AT:
+                    kill = done == OUTAGES_AT[1]
                     outages.append(
                         f"{'SIGKILL' if kill else 'stop'} at {time.monotonic() - started:.0f}s"
                     )
                     mongo = await _restart(mongo, data, kill=kill)
 
             try:
-                await workload.publish_carts(chunk=50, pause_s=0.5, on_chunk=outage)
+                await workload.publish_carts(chunk=CHUNK, pause_s=0.5, on_chunk=outage)
                 await workload.run_until_done(timeout=90, database=scene.harness.database)
             except BaseException:
                 show(scene.logs())

@@ -1,7 +1,7 @@
 """Two service processes in one consumer group, with rebalances mid-stream.
 
-600 carts stream in to one instance; a second instance of the same consumer
-group starts while they are processed (partitions move to it in a rebalance,
+The carts (120; 600 in `make soak`) stream in to one instance; a second instance
+of the same consumer group starts while they are processed (partitions move to it in a rebalance,
 possibly while the first still works on a batch of them), and later the first
 instance is SIGKILLed (its partitions move to the second once its session times
 out). Both instances share the database, so the same cart can be handled by two
@@ -19,14 +19,19 @@ from typing import Any
 
 import pytest
 
-from tests.support.faults import CheckoutWorkload
+from tests.support.faults import CheckoutWorkload, sized
 
 pytestmark = pytest.mark.integration
 
-CARTS = 600
+CARTS = sized(120, 600)
+CHUNK = sized(20, 50)
+# After a quarter of the carts the second instance starts; after three quarters the
+# first is killed (multiples of CHUNK: the workload reports progress per chunk).
+SECOND_AT = CARTS // 4 // CHUNK * CHUNK or CHUNK
+KILL_AT = 3 * CARTS // 4 // CHUNK * CHUNK
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 async def test_second_instance_joins_then_first_is_killed(
     kafka_bootstrap: str, mongodb_url: str, scene_factory: Any, show: Callable[[str], None]
 ) -> None:
@@ -42,16 +47,16 @@ async def test_second_instance_joins_then_first_is_killed(
         steps: list[str] = []
 
         async def rebalance(done: int) -> None:
-            if done == 150:
+            if done == SECOND_AT:
                 second.spawn()
                 steps.append(f"second started at {time.monotonic() - started:.0f}s")
-            elif done == 450:
+            elif done == KILL_AT:
                 await second.wait_ready(timeout=60)
                 first.kill()
                 steps.append(f"first SIGKILLed at {time.monotonic() - started:.0f}s")
 
         try:
-            await workload.publish_carts(chunk=50, pause_s=0.4, on_chunk=rebalance)
+            await workload.publish_carts(chunk=CHUNK, pause_s=0.4, on_chunk=rebalance)
             await workload.run_until_done(timeout=90, database=scene.harness.database)
         except BaseException:
             show(scene.logs())

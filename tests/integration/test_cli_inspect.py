@@ -13,7 +13,8 @@ from cli_testkit import invoke, json_of, mongo_args, ok
 from service.testing import builders
 from service.testing.harness import ServiceHarness
 
-pytestmark = pytest.mark.integration
+# `store`: also proven on FerretDB (`make test-store`): it exercises store semantics.
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from cli_testkit import invoke, json_of, kafka_args, mongo_args
 from service.testing import builders
 from service.testing.harness import ServiceHarness
 
-pytestmark = pytest.mark.integration
+# `store`: also proven on FerretDB (`make test-store`): it exercises store semantics.
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 
 @pytest.fixture

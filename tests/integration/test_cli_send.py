@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,10 @@ from cli_testkit import end_offsets, invoke, json_of, kafka_args, ok
 from service.testing import builders
 from service.testing.harness import ServiceHarness
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def harness(kafka_bootstrap: str, mongodb_url: str) -> AsyncIterator[ServiceHarness]:
-    async with ServiceHarness(kafka_bootstrap, mongodb_url) as h:
-        yield h
+# A service of its own per test (tests/conftest.py `harness`, own=True): a test
+# compares whole topics' end offsets, which another test's batched sends would
+# skew on Tansu (README, "Infrastructure notes").
+pytestmark = [pytest.mark.integration, pytest.mark.harness(own=True)]
 
 
 def _event(event_type: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -18,16 +18,12 @@ from service.admin_auth import SIGNATURE_HEADER
 from service.testing import builders
 from service.testing.harness import ServiceHarness
 
-pytestmark = pytest.mark.integration
+# One started service for the module (tests/conftest.py `harness`): each test
+# uses its own keys and carts.
+pytestmark = [pytest.mark.integration, pytest.mark.harness()]
 
 #: The producer's limit the dead letter must fit under (aiokafka's default).
 BROKER_MESSAGE_LIMIT = 1024 * 1024
-
-
-@pytest.fixture
-async def harness(kafka_bootstrap: str, mongodb_url: str):  # type: ignore[no-untyped-def]
-    async with ServiceHarness(kafka_bootstrap, mongodb_url) as h:
-        yield h
 
 
 async def _checkout_still_authorized(harness: ServiceHarness) -> None:

@@ -17,7 +17,8 @@ from service.settings import load_settings
 from service.testing import builders
 from service.testing.harness import ReceivedEvent, ServiceHarness
 
-pytestmark = pytest.mark.integration
+# `store`: also proven on FerretDB (`make test-store`): it exercises store semantics.
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 AUTHORIZED = 5000
 INITIAL_CAPTURE = 1500
@@ -60,7 +61,7 @@ async def _authorized_payment(harness: ServiceHarness) -> tuple[str, str]:
 
 
 async def _answers(
-    harness: ServiceHarness, command_ids: dict[str, str], timeout: float = 20.0
+    harness: ServiceHarness, command_ids: dict[str, str], timeout: float = 60.0
 ) -> dict[str, list[ReceivedEvent]]:
     """Wait until every command has an answer, then collect them per command id."""
     loop = asyncio.get_running_loop()

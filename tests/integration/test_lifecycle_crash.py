@@ -33,7 +33,8 @@ from service.testing.builders import new_cart_id as _cart
 from service.testing.harness import ServiceHarness
 from tests.support.crashing_store import crash_after_store
 
-pytestmark = pytest.mark.integration
+# `store`: also proven on FerretDB (`make test-store`): it exercises store semantics.
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,7 +66,7 @@ async def harness(kafka_bootstrap: str, mongodb_url: str) -> AsyncIterator[Servi
 
 
 async def _wait_collection(
-    harness: ServiceHarness, cart: str, timeout: float = 20.0
+    harness: ServiceHarness, cart: str, timeout: float = 60.0
 ) -> PaymentCollection:
     deadline = time.monotonic() + timeout
     while True:
@@ -90,7 +91,7 @@ async def _assert_published_after_restart(
     **app_overrides: Any,
 ) -> None:
     await harness.start_app(**app_overrides)
-    received = await harness.await_event("payment.authorized", cart_id=cart, timeout=20)
+    received = await harness.await_event("payment.authorized", cart_id=cart, timeout=60)
     assert received.id == stored.id
     assert received.event == stored.payload
     assert received.event["causationid"] == checkout_id
@@ -141,14 +142,14 @@ async def test_sigkill_between_store_and_publish(harness: ServiceHarness) -> Non
         checkout_id = await harness.publish(
             "checkout.completed", builders.checkout_completed(cart, 5000)
         )
-        returncode = await asyncio.wait_for(process.wait(), 20)
+        returncode = await asyncio.wait_for(process.wait(), 60)
         assert returncode == -signal.SIGKILL
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
 
-    collection = await _wait_collection(harness, cart, timeout=5)
+    collection = await _wait_collection(harness, cart, timeout=30)
     stored = _stored_authorized(collection)
     assert stored.sent is False
     assert stored.causation_id == checkout_id
@@ -185,7 +186,7 @@ async def test_in_process_crash_between_store_and_publish(harness: ServiceHarnes
     )
     await asyncio.wait_for(stored_once.wait(), 20)
 
-    collection = await _wait_collection(harness, cart, timeout=5)
+    collection = await _wait_collection(harness, cart, timeout=30)
     stored = _stored_authorized(collection)
     assert stored.sent is False
     await harness.settle(quiet_s=1.0)

@@ -15,7 +15,8 @@ from service.testing.builders import new_cart_id as _cart
 from service.testing.harness import ServiceHarness
 from service.testing.harness import caused_by as _caused_by
 
-pytestmark = pytest.mark.integration
+# `store`: also proven on FerretDB (`make test-store`): it exercises store semantics.
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def _handled_total(harness: ServiceHarness) -> float:
     )
 
 
-async def _until(condition: Any, message: str, timeout: float = 15.0) -> None:
+async def _until(condition: Any, message: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, message
@@ -198,7 +199,7 @@ async def test_whole_topic_replay_with_fresh_consumer_group(harness: ServiceHarn
     await harness.start_app(consumer_group=harness.settings_overrides["consumer_group"] + "-replay")
     # The fresh group reads every inbound topic from the beginning.
     await _until(
-        lambda: _handled_total(harness) >= len(sent), "replay not fully handled", timeout=20.0
+        lambda: _handled_total(harness) >= len(sent), "replay not fully handled", timeout=60.0
     )
     await harness.settle(quiet_s=1.0)
     assert _handled_total(harness) == len(sent)

@@ -19,7 +19,8 @@ from service.testing.builders import new_cart_id as _cart
 from service.testing.harness import ReceivedEvent, ServiceHarness
 from service.testing.harness import caused_by as _caused_by
 
-pytestmark = pytest.mark.integration
+# `store`: also proven on FerretDB (`make test-store`): it exercises store semantics.
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 REGIONS = {"eu": ["manual", "sandbox"], "us": ["sandbox"]}
 

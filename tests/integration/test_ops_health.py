@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,15 +14,11 @@ from service.entrypoints.app import PaymentsApp
 from service.settings import load_settings
 from service.testing.harness import ServiceHarness
 
-pytestmark = pytest.mark.integration
+# One started service for the module (tests/conftest.py `harness`): each test
+# uses its own keys and carts.
+pytestmark = [pytest.mark.integration, pytest.mark.harness()]
 
 CHECKS = {"mongodb", "broker", "consumers", "relay", "accepting", "progressing"}
-
-
-@pytest.fixture
-async def harness(kafka_bootstrap: str, mongodb_url: str) -> AsyncIterator[ServiceHarness]:
-    async with ServiceHarness(kafka_bootstrap, mongodb_url) as h:
-        yield h
 
 
 async def _get(port: int, path: str) -> httpx.Response:

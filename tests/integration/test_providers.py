@@ -34,7 +34,8 @@ from service.ports.providers import PaymentProvider
 from service.settings import Settings
 from tests.support.call_builders import provider_call
 
-pytestmark = pytest.mark.integration
+# `store`: also proven on FerretDB (`make test-store`): it exercises store semantics.
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 Database = AsyncDatabase[dict[str, Any]]
 

@@ -26,7 +26,8 @@ from service.testing.builders import new_id
 from tests.integration.test_store_batch_commands import Commands
 from tests.support.world import World, claim_of, handle
 
-pytestmark = pytest.mark.integration
+# `store`: also proven on FerretDB (`make test-store`): it exercises store semantics.
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ from service.domain.cart import new_collection
 from service.ports.store import ConcurrencyConflict, StoreBatch
 from service.testing.builders import new_id
 
-pytestmark = pytest.mark.integration
+# `store`: also proven on FerretDB (`make test-store`): it exercises store semantics.
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 DATA_COMMANDS = {"find", "insert", "update", "delete", "aggregate", "getMore"}

@@ -42,27 +42,48 @@ from service.testing.infrastructure import selected_infrastructure
 from tests.support.real_servers import JvmKafka
 
 __all__ = [
+    "FAULT_VOLUME",
     "CartPlan",
     "CheckoutWorkload",
     "ProxiedKafka",
     "TcpProxy",
     "eventually",
     "proxied_test_kafka",
+    "sized",
 ]
+
+ENV_FAULT_VOLUME = "PAYMENTS_FAULT_VOLUME"
+FAULT_VOLUMES = ("small", "soak")
+FAULT_VOLUME = os.environ.get(ENV_FAULT_VOLUME, "small").strip() or "small"
+"""How much work each fault test drives: ``small`` (`make test`, CI) is enough to
+cross every code path once (a kill mid-batch, a restart, a rebalance, an outage
+mid-stream); ``soak`` (`make soak`) is the stress-test size, many times over."""
+if FAULT_VOLUME not in FAULT_VOLUMES:
+    raise ValueError(f"{ENV_FAULT_VOLUME}={FAULT_VOLUME!r}: use one of {', '.join(FAULT_VOLUMES)}")
+
+
+def sized(small: int, soak: int) -> int:
+    """The figure for this run's fault volume (`PAYMENTS_FAULT_VOLUME`)."""
+    return soak if FAULT_VOLUME == "soak" else small
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0, poll_s: float = 0.2
+    check: Callable[[], Awaitable[bool]],
+    what: str | Callable[[], str],
+    timeout: float = 30.0,
+    poll_s: float = 0.2,
 ) -> None:
     """Poll `check` until it holds; fail naming `what` after `timeout` seconds.
 
     For conditions in another process or server (a database count, a port): there
-    is no event to wait on, so polling is the honest way.
+    is no event to wait on, so polling is the honest way. `what` may be a callable,
+    to say in the failure what was last seen.
     """
     deadline = time.monotonic() + timeout
     while not await check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"not within {timeout:g}s: {said}")
         await asyncio.sleep(poll_s)
 
 

@@ -168,8 +168,14 @@ def kafka_classpath() -> str:
 
 
 def _kraft_cluster_id() -> str:
-    # What `kafka-storage.sh random-uuid` prints: a UUID as 22 URL-safe base64 chars.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    # What `kafka-storage.sh random-uuid` prints: a UUID as 22 URL-safe base64 chars,
+    # never starting with "-" (Kafka's Uuid.randomUuid() draws again too): the storage
+    # tool would read such an id as an option and refuse to format (1 start in 64;
+    # flake-check met it).
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class JvmKafka(_EmbeddedServer):

@@ -4,7 +4,7 @@ The example-based tests in `tests/unit/schemas` pin the boundaries; these let
 Hypothesis search the space around them, both on Python values (`TypeAdapter`)
 and on the wire path (`parse_event` over JSON), because strictness must hold
 where money arrives: from JSON, an integral float such as `5000.0` is a float,
-not an amount. Example counts are stated per test (`max_examples`).
+not an amount. Example counts come from the Hypothesis profile (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from schemas.money import ISO_4217_CODES, MAX_AMOUNT, Amount, CurrencyCode
 from schemas.parse import Rejection, parse_event
 
 
-def props(max_examples: int) -> settings:
+def props() -> settings:
+    # How many examples is the Hypothesis profile's (tests/conftest.py), not the test's.
     return settings(
-        max_examples=max_examples,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
@@ -67,7 +67,7 @@ def rejected(value: bytes) -> DeadLetterKind | None:
 # -- amounts ---------------------------------------------------------------------------
 
 
-@props(500)
+@props()
 @given(amount=st.integers(min_value=0, max_value=MAX_AMOUNT))
 def test_amounts_in_range_are_accepted_exactly(amount: int) -> None:
     assert AMOUNT.validate_python(amount) == amount
@@ -76,7 +76,7 @@ def test_amounts_in_range_are_accepted_exactly(amount: int) -> None:
     assert type(data.amount) is int
 
 
-@props(500)
+@props()
 @given(
     amount=st.one_of(
         st.integers(max_value=-1), st.integers(min_value=MAX_AMOUNT + 1, max_value=2**200)
@@ -88,7 +88,7 @@ def test_amounts_out_of_range_are_rejected(amount: int) -> None:
     assert rejected(checkout_with(amount=amount)) == DeadLetterKind.SCHEMA_VIOLATION
 
 
-@props(500)
+@props()
 @given(
     amount=st.one_of(
         st.floats(allow_nan=False, allow_infinity=False),
@@ -108,7 +108,7 @@ def test_floats_bools_and_numeric_strings_are_never_amounts(amount: Any) -> None
 # -- currency codes --------------------------------------------------------------------
 
 
-@props(500)
+@props()
 @given(
     code=st.sampled_from(sorted(ISO_4217_CODES)),
     upper=st.lists(st.booleans(), min_size=3, max_size=3),
@@ -119,7 +119,7 @@ def test_every_iso_code_in_any_case_is_accepted_lowercase(code: str, upper: list
     assert checkout(checkout_with(currency_code=variant)).currency_code == code
 
 
-@props(500)
+@props()
 @given(code=st.text(alphabet=string.ascii_letters, min_size=3, max_size=3))
 def test_unknown_three_letter_codes_are_rejected(code: str) -> None:
     if code.lower() in ISO_4217_CODES:
@@ -130,7 +130,7 @@ def test_unknown_three_letter_codes_are_rejected(code: str) -> None:
     assert rejected(checkout_with(currency_code=code)) == DeadLetterKind.SCHEMA_VIOLATION
 
 
-@props(500)
+@props()
 @given(
     code=st.one_of(
         st.text(max_size=10).filter(lambda c: len(c) != 3),
@@ -148,14 +148,14 @@ def test_malformed_currency_codes_are_rejected(code: Any) -> None:
 # -- ids ---------------------------------------------------------------------------------
 
 
-@props(500)
+@props()
 @given(cart_id=st.text(alphabet=RESOURCE_CHARS, min_size=1, max_size=128))
 def test_cart_ids_of_the_charset_and_length_are_accepted(cart_id: str) -> None:
     assert CART_ID.validate_python(cart_id) == cart_id
     assert checkout(checkout_with(cart_id=cart_id)).cart_id == cart_id
 
 
-@props(500)
+@props()
 @given(
     cart_id=st.one_of(
         st.just(""),
@@ -175,7 +175,7 @@ def test_cart_ids_outside_the_charset_or_length_are_rejected(cart_id: str) -> No
     assert rejected(checkout_with(cart_id=cart_id)) == DeadLetterKind.SCHEMA_VIOLATION
 
 
-@props(300)
+@props()
 @given(event_id=st.text(min_size=0, max_size=200))
 def test_event_ids_are_any_text_of_1_to_128_chars(event_id: str) -> None:
     if 1 <= len(event_id) <= 128:
@@ -189,7 +189,7 @@ def test_event_ids_are_any_text_of_1_to_128_chars(event_id: str) -> None:
     assert isinstance(kind, Rejection) and kind.kind == DeadLetterKind.INVALID_ENVELOPE
 
 
-@props(300)
+@props()
 @given(key=st.text(min_size=0, max_size=300))
 def test_idempotency_keys_are_any_text_of_1_to_255_chars(key: str) -> None:
     if 1 <= len(key) <= 255:
@@ -201,7 +201,7 @@ def test_idempotency_keys_are_any_text_of_1_to_255_chars(key: str) -> None:
     assert rejected(checkout_with(idempotency_key=key)) == DeadLetterKind.SCHEMA_VIOLATION
 
 
-@props(300)
+@props()
 @given(provider_id=st.text(max_size=80))
 def test_provider_ids_are_lowercase_slugs_of_1_to_64_chars(provider_id: str) -> None:
     valid = 1 <= len(provider_id) <= 64 and all(c in PROVIDER_CHARS for c in provider_id)

@@ -6,8 +6,8 @@ service launcher). The fault injector, the audit, localstripe, the JVM Kafka and
 FerretDB servers and every other helper of this repository's own suites live under
 `tests/` and must neither ship nor be imported by shipped code.
 
-The wheel is built as the image builds it (`pip wheel` over a copy of the
-checkout, with build isolation: pip may use its cache and PyPI).
+The wheel is built from a copy of the checkout with `uv build --wheel` (build
+isolation, as the image's `pip wheel`; uv may use its cache and PyPI).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.packaging
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT_S = 300.0
@@ -50,6 +52,7 @@ PUBLIC_HARNESS = {
     "service/testing/builders.py",
     "service/testing/harness.py",
     "service/testing/infrastructure.py",
+    "service/testing/pool.py",
     "service/testing/pytest_plugin.py",
     "service/testing/service_process.py",
 }
@@ -64,14 +67,22 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zipfile.ZipFile]
     source = root / "source"
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root), str(source)],
+        [
+            str(Path(sys.executable).with_name("uv")),
+            "build",
+            "--wheel",
+            "-q",
+            "-o",
+            str(root),
+            str(source),
+        ],
         cwd=root,
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT_S,
         check=False,
     )
-    assert done.returncode == 0, f"pip wheel failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"uv build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     (built,) = root.glob("payments_service-*.whl")
     with zipfile.ZipFile(built) as archive:
         yield archive

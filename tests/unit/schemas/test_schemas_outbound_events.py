@@ -176,7 +176,8 @@ def test_failure_reasons_are_exactly_the_contract_codes() -> None:
 
 @pytest.mark.parametrize(
     ("operation", "reason"),
-    [(op, reason) for op, reasons in REASONS_BY_OPERATION.items() for reason in reasons],
+    # Sorted: the reasons are a set, and pytest-xdist's workers must collect one order.
+    [(op, reason) for op, reasons in REASONS_BY_OPERATION.items() for reason in sorted(reasons)],
 )
 def test_payment_failed_accepts_the_reasons_of_its_operation(
     operation: str, reason: FailureReason
