@@ -41,6 +41,7 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import event as observe_event
 from hypothesis import strategies as st
@@ -937,3 +938,181 @@ def test_the_stripe_model_sends_every_change_as_an_event_with_the_object_as_it_w
     ]
     assert all(f is None or f.event_id == e["id"] for f, e in zip(facts, events, strict=True))
     assert stripe.ledger(intent.id).released == 3000
+
+
+# -- the audit's read: what the model answers is what the adapter reads from Stripe ----------
+
+# Steps played on both Stripes: the model's (`StripeProcessor`) and the stateful fake
+# the adapter's own tests trust (`FaithfulStripe`, read through the real
+# `StripeProvider.read_objects`).
+READ_SCENARIOS: dict[str, tuple[dict[str, bool], list[tuple[Any, ...]]]] = {
+    "held": ({}, []),
+    "multicaptured in part": ({"multicapture": True}, [("capture", 2000, False)]),
+    "final partial capture": ({}, [("capture", 2000, True)]),
+    "refunds of every status and a lost dispute": (
+        {},
+        [
+            ("capture", 5000, True),
+            ("refund", "ref_1", 1000),
+            ("dashboard_refund", 500, True),
+            ("dashboard_refund", 700, False),
+            ("settle", 2, "failed"),
+            ("dispute", 2000),
+            ("dispute_closes", False),
+        ],
+    ),
+    "canceled": ({}, [("cancel",)]),
+    "expired after a partial multicapture": (
+        {"multicapture": True},
+        [("capture", 1500, False), ("expire",)],
+    ),
+    "captured on confirmation, refunded pending then settled": (
+        {"automatic": True},
+        [("dashboard_refund", 1200, True), ("settle", 0, "succeeded"), ("dispute", 800)],
+    ),
+}
+
+
+def _fact_summary(fact: Any, intent_id: str, ids: dict[str, str]) -> tuple[Any, ...]:
+    """A fact with each side's object ids replaced by their order of creation."""
+    data = fact.data
+    named = data.get("refund_id") or data.get("dispute_id")
+    return (
+        fact.meaning,
+        fact.amount,
+        fact.capturable,
+        (fact.cart_id, fact.session_id, fact.event_id),
+        fact.provider_reference == intent_id,
+        ids.get(named) if named else None,
+        tuple(
+            data.get(k)
+            for k in (
+                "refund_status",
+                "provider_key",
+                "reason",
+                "failure_reason",
+                "status",
+                "provider_status",
+                "currency_code",
+            )
+        ),
+    )
+
+
+def _model_read(options: dict[str, bool], steps: list[tuple[Any, ...]]) -> list[Any]:
+    world, stripe = _stripe(**options)
+    intent = _authorize(world, stripe)
+    ids: dict[str, str] = {}
+    refunds: list[str] = []
+    for step in steps:
+        kind = step[0]
+        if kind == "capture":
+            capture = _call("capture", f"cap_{len(ids)}", intent, step[1], final_capture=step[2])
+            asyncio.run(stripe.capture(capture))
+        elif kind == "refund":
+            asyncio.run(stripe.refund(_call("refund", step[1], intent, step[2])))
+            refunds.append(intent.refunds[-1].id)
+        elif kind == "dashboard_refund":
+            refund = stripe.dashboard_refund(intent.id, step[1], pending=step[2])
+            assert refund is not None
+            refunds.append(refund.id)
+        elif kind == "settle":
+            assert stripe.settle_refund(refunds[step[1]], step[2])
+        elif kind == "dispute":
+            dispute = stripe.open_dispute(intent.id, step[1])
+            assert dispute is not None
+            ids[dispute.id] = "dispute"
+        elif kind == "dispute_closes":
+            assert stripe.close_dispute(intent.disputes[-1].id, won=step[1])
+        elif kind == "cancel":
+            asyncio.run(stripe.cancel(_call("cancel", "cancel_1", intent)))
+        elif kind == "expire":
+            world.advance(days=7)
+            stripe.tick()
+    ids.update({r: f"refund {n}" for n, r in enumerate(refunds)})
+    read = asyncio.run(stripe.read_objects(_call("retrieve", "audit", intent)))
+    return [_fact_summary(f, intent.id, ids) for f in read]
+
+
+async def _stripe_read(options: dict[str, bool], steps: list[tuple[Any, ...]]) -> list[Any]:
+    from tests.fixtures.stripe.faithful import PM_VISA, FaithfulStripe, stripe_provider
+    from tests.fixtures.stripe.kit import ScriptedStripe
+    from tests.support.call_builders import provider_call
+
+    scripted = ScriptedStripe()
+    fake = FaithfulStripe.serve(scripted)
+    provider = stripe_provider(
+        scripted,
+        capture=options.get("automatic", False),
+        multicapture=options.get("multicapture", False),
+    )
+    try:
+        session = await provider.initiate(provider_call("initiate", "stripe", "ps_1:initiate"))
+        authorized = await provider.authorize(
+            provider_call(
+                "authorize",
+                "stripe",
+                "auth_1",
+                data=session.data,
+                payment_data={"payment_method": PM_VISA},
+            )
+        )
+        data = authorized.data
+        intent_id = data["id"]
+        ids: dict[str, str] = {}
+        refunds: list[str] = []
+        for step in steps:
+            kind = step[0]
+            if kind == "capture":
+                await provider.capture(
+                    provider_call(
+                        "capture",
+                        "stripe",
+                        f"cap_{len(ids)}",
+                        step[1],
+                        data=data,
+                        final_capture=step[2],
+                    )
+                )
+            elif kind == "refund":
+                done = await provider.refund(
+                    provider_call("refund", "stripe", step[1], step[2], data=data)
+                )
+                refunds.append(str(done.reference))
+            elif kind == "dashboard_refund":
+                status, refund = fake.refund(
+                    intent_id,
+                    step[1],
+                    reason="requested_by_customer",
+                    status="pending" if step[2] else "succeeded",
+                )
+                assert status == 200
+                refunds.append(refund["id"])
+            elif kind == "settle":
+                fake.settle_refund(refunds[step[1]], step[2])
+            elif kind == "dispute":
+                ids[fake.dispute(intent_id, step[1])["id"]] = "dispute"
+            elif kind == "dispute_closes":
+                (dispute_id,) = [d for d, name in ids.items() if name == "dispute"]
+                fake.update_dispute(dispute_id, "won" if step[1] else "lost")
+            elif kind == "cancel":
+                await provider.cancel(provider_call("cancel", "stripe", "cancel_1", data=data))
+            elif kind == "expire":
+                fake.expire(intent_id)
+        ids.update({r: f"refund {n}" for n, r in enumerate(refunds)})
+        read = await provider.read_objects(provider_call("retrieve", "stripe", "audit", data=data))
+        return [_fact_summary(f, intent_id, ids) for f in read]
+    finally:
+        await provider.close()
+
+
+@pytest.mark.parametrize("scenario", sorted(READ_SCENARIOS))
+def test_the_stripe_model_reads_its_objects_as_the_adapter_reads_stripes(scenario: str) -> None:
+    """The audit in the model test sees what it would see at Stripe: the same facts,
+    in the same order (newest refund first), as the real adapter's read of the same
+    history at the stateful fake Stripe."""
+    options, steps = READ_SCENARIOS[scenario]
+    model = _model_read(options, steps)
+    stripe = asyncio.run(_stripe_read(options, steps))
+    assert model == stripe
+    assert model, "a payment's intent is always some money fact"
