@@ -13,18 +13,23 @@ answers, transient errors, status queries that cannot tell, the service dying
 before or after Stripe acted, the broker down), time (leases, back-offs, Stripe's
 24-hour key window, the 7 days), and Stripe's events delivered late, twice (as a
 redelivery of the same body, a replay under another envelope id, or a second
-Event object for the same change) and in any order, through the real webhook path.
+Event object for the same change) and in any order, through the real webhook path,
+or never (lost for good: an endpoint misconfigured for days). The provider audit
+(`service/auditor.py`) runs as the background loop does, and reads from the Stripe
+model what the adapter would read from Stripe (`StripeProcessor.read_objects`).
 
 After every step: amounts within bounds in the books and in Stripe's ledger; a
 payment's books never claim more than its PaymentIntent (same authorization and
 currency, captured no more than received); every event id keeps its payload; one
 answer per cause. At quiescence (faults off, crashed events redelivered, Stripe's
-pending refunds settled, every Stripe event delivered, newest first, the clock past
-every lease and back-off, reconciler and relay run round after round): for every
-cart at most one live hold, and it is the payment's; for every payment the books
-equal its PaymentIntent's ledger (authorized, captured, refunded, released,
-canceled, disputes); nothing unknown or reserved without a `needs_attention`
-answer; nothing unsent.
+pending refunds settled and open disputes decided, every Stripe event not lost
+delivered, newest first, the clock past every lease and back-off, reconciler, audit
+and relay run round after round): for every cart at most one live hold, and it is
+the payment's; for every payment the books equal its PaymentIntent's ledger
+(authorized, captured, refunded, released, canceled, disputes), also where only the
+audit can tell (a dashboard refund, a dispute or an expiry whose webhook was lost);
+nothing unknown or reserved without a
+`needs_attention` answer; nothing unsent.
 
 Bounded for `make test` (100 examples of 40 steps, about 15 s while it passes);
 `make prove` runs it longer (PAYMENTS_MODEL_EXAMPLES, PAYMENTS_MODEL_STEPS). A failure
@@ -54,6 +59,7 @@ from schemas.inbound import (
     CartUpdated,
     CheckoutCompleted,
 )
+from service.auditor import Auditor
 from service.domain import derived_ids as ids
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.handlers import HandleResult, PaymentService
@@ -93,6 +99,10 @@ OPERATIONS = ("capture", "capture", "refund", "refund", "cancel")
 COMMAND_AMOUNTS = (None, 1000, 2500, 10**6)
 STRIPE_METHODS = {None: PM_OK, "declined": PM_DECLINED, "3ds": PM_3DS}
 QUIESCENCE_ROUNDS = 16
+AUDIT_WINDOW = timedelta(days=3650)
+"""The audit reads payments whose collection changed within its window (a setting, 30
+days by default); an example's clock runs for months (8-day steps), and a payment left
+quiet for longer than the window is out of the audit's reach by design, not a bug."""
 
 
 class Crash(BaseException):
@@ -115,6 +125,15 @@ class StripeModel(RuleBasedStateMachine):
         #: Events whose handling crashed: redelivered (at-least-once) later.
         self.redeliver: list[str] = []
         self.payloads: dict[str, dict[str, Any]] = {}
+        #: Stripe events never delivered (lost for good): only the audit can tell.
+        self.lost: list[dict[str, Any]] = []
+        self.auditor = Auditor(
+            self.world.service,
+            self.world.relay,
+            self.world.metrics,
+            window=AUDIT_WINDOW,
+            batch=10,
+        )
         self.seq = 0
 
     # -- plumbing --------------------------------------------------------------------
@@ -408,7 +427,15 @@ class StripeModel(RuleBasedStateMachine):
 
     @rule(
         kind=st.sampled_from(
-            ["fault", "fault", "status_fail", "crash_before", "crash_after", "broker_down"]
+            [
+                "fault",
+                "fault",
+                "status_fail",
+                "read_fail",
+                "crash_before",
+                "crash_after",
+                "broker_down",
+            ]
         ),
         provider=st.sampled_from(PROVIDERS),
         operation=st.sampled_from(["authorize", "capture", "refund", "cancel", "get_status"]),
@@ -437,6 +464,8 @@ class StripeModel(RuleBasedStateMachine):
                 stripe.inject(operation, *[fault] * times)
             elif kind == "status_fail":
                 stripe.inject("get_status", *["status_fail"] * times)
+            elif kind == "read_fail":
+                stripe.inject("read_objects", *["read_fail"] * times)
             elif kind == "crash_before":
                 stripe.on(operation, crash)
             elif kind == "crash_after":
@@ -604,18 +633,41 @@ class StripeModel(RuleBasedStateMachine):
             self.deliver_stripe_event(provider, again, envelope_id(provider, again))
 
     @rule(
-        kind=st.sampled_from(["reconciler", "relay", "clock", "clock"]),
+        provider=st.sampled_from(STRIPES),
+        how=st.sampled_from(["one", "one", "every_pending"]),
+        data=st.data(),
+    )
+    def webhook_lost(self, provider: str, how: str, data: st.DataObject) -> None:
+        """Stripe's events never arrive: one, or every one not delivered yet (the
+        endpoint misconfigured, or its secret rotated wrongly, for longer than Stripe
+        retries). Only the audit's read of a payment's objects can tell the books
+        what they said."""
+        stripe = self.stripes[provider]
+        if not stripe.outbox:
+            return
+        if how == "every_pending":
+            self.lost += stripe.outbox
+            stripe.outbox = []
+        else:
+            index = data.draw(st.integers(0, len(stripe.outbox) - 1), label="lost")
+            self.lost.append(stripe.outbox.pop(index))
+
+    @rule(
+        kind=st.sampled_from(["reconciler", "relay", "auditor", "clock", "clock"]),
         seconds=st.sampled_from([1, 6, 30, 120, 3600, 25 * 3600, 8 * 86400]),
     )
     def time_passes(self, kind: str, seconds: int) -> None:
-        """Background loops run, or the clock moves (past leases, back-offs, Stripe's
-        key window, its 7-day expiry of uncaptured authorizations)."""
+        """Background loops run (the reconciler, the relay, the provider audit), or
+        the clock moves (past leases, back-offs, Stripe's key window, its 7-day expiry
+        of uncaptured authorizations)."""
         if kind == "clock":
             self.world.advance(seconds=seconds)
             for stripe in self.stripes.values():
                 stripe.tick()
         elif kind == "relay":
             self.run(self.world.relay.run_once(timedelta(seconds=5)))
+        elif kind == "auditor":
+            self.run(self.auditor.run_once())
         else:
             # The reconciler may die mid-pass; the next pass picks it up.
             with contextlib.suppress(Crash):
@@ -695,6 +747,19 @@ class StripeModel(RuleBasedStateMachine):
             observe_event("crashed handler redelivered")
         if any(c.payment and c.payment.refunds for c in self.collections()):
             observe_event("books: refunded")
+        if self.lost:
+            observe_event("webhooks lost for good")
+            lost = {e["type"] for e in self.lost}
+            for kind in ("refund.created", "charge.dispute.created", "payment_intent.canceled"):
+                if kind in lost:
+                    observe_event(f"lost for good: {kind}")
+        self.observe_audit()
+
+    def observe_audit(self) -> None:
+        for metric in self.world.metrics.registry.collect():
+            for sample in metric.samples:
+                if sample.name == "payments_provider_audit_corrections_total" and sample.value:
+                    observe_event(f"the audit corrected: {sample.labels['kind']}")
 
     def live_holds(self, cart_id: str) -> list[str]:
         held = [i.id for s in self.stripes.values() for i in s.live_intents(cart_id)]
@@ -733,6 +798,13 @@ class StripeModel(RuleBasedStateMachine):
             ]
             for n, refund in enumerate(pending):
                 stripe.settle_refund(refund.id, "failed" if n % 2 else "succeeded")
+            # The banks decide the chargebacks still open (weeks, not for ever): one in
+            # two won.
+            open_disputes = [
+                d for i in stripe.intents.values() for d in i.disputes if d.outcome == "open"
+            ]
+            for n, dispute in enumerate(open_disputes):
+                stripe.close_dispute(dispute.id, won=not n % 2)
         for round_ in range(QUIESCENCE_ROUNDS):
             # Whatever Stripe has not delivered arrives now, newest first at the start.
             self.deliver_every_stripe_event(reverse=round_ == 0)
@@ -740,9 +812,11 @@ class StripeModel(RuleBasedStateMachine):
             for stripe in self.stripes.values():
                 stripe.tick()
             self.run(world.reconcile())
+            self.run(self.auditor.run_once())
             self.run(world.relay.run_once(timedelta(seconds=5)))
         self.deliver_every_stripe_event(reverse=False)
         self.run(world.relay.run_once(timedelta(seconds=5)))
+        self.observe_audit()
 
         published = world.publisher.published
         for collection in self.collections():
