@@ -1,0 +1,195 @@
+"""What the Stripe model test (`tests/unit/model/test_stripe_model.py`) found, each as
+the shortest script over the service layer and the Stripe model: books against
+Stripe's ledger (promise 9) where the model's long runs broke it.
+
+Each test names the model run it comes from and what Stripe documents that makes the
+sequence real.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from service.auditor import Auditor
+from tests.support.stripe_processor import (
+    PM_3DS,
+    PM_OK,
+    PaymentIntent,
+    StripeProcessor,
+    as_ledger,
+    books_of,
+    envelope_id,
+    webhook_of,
+)
+from tests.support.world import World, handle
+
+pytestmark = pytest.mark.asyncio
+
+CART = "cart_1"
+
+
+def stripe_world(*, automatic: bool = False) -> tuple[World, StripeProcessor]:
+    world = World("manual")
+    stripe = world.install(StripeProcessor("stripe", clock=world.clock, automatic=automatic))
+    return world, stripe
+
+
+async def deliver_all(world: World, stripe: StripeProcessor) -> None:
+    """Every event Stripe has not delivered yet, through the real webhook path."""
+    pending, stripe.outbox = stripe.outbox, []
+    for event in pending:
+        data = webhook_of(stripe.id, event, world.now)
+        await world.deliver(await handle(world.service, envelope_id(stripe.id, event), data))
+
+
+async def settle(world: World, stripe: StripeProcessor, *, audit: bool = False) -> None:
+    """Quiescence: webhooks delivered, the reconciler, the audit and the relay run."""
+    auditor = Auditor(
+        world.service, world.relay, world.metrics, window=timedelta(days=30), batch=10
+    )
+    for _ in range(8):
+        await deliver_all(world, stripe)
+        world.advance(minutes=10)
+        await world.reconcile()
+        if audit:
+            await auditor.run_once()
+        await world.relay.run_once(timedelta(seconds=5))
+
+
+async def authorized(world: World, stripe: StripeProcessor) -> tuple[str, PaymentIntent]:
+    await world.cart(CART, 5000)
+    await world.checkout(
+        CART, 5000, "K1", provider="stripe", payment_data={"payment_method": PM_OK}
+    )
+    collection = await world.collection(CART)
+    assert collection.payment is not None
+    intent = stripe.intent_of_session(collection.payment.session_id)
+    assert intent is not None
+    return collection.payment.id, intent
+
+
+async def books_and_ledger(world: World, stripe: StripeProcessor) -> tuple[Any, Any]:
+    collection = await world.collection(CART)
+    payment = collection.payment
+    assert payment is not None
+    intent = stripe.intent_of_session(payment.session_id)
+    assert intent is not None
+    return as_ledger(books_of(payment, world.publisher.published)), stripe.ledger(intent.id)
+
+
+# -- a refund that succeeds after the dispute of everything was lost -----------------------
+
+
+@pytest.mark.parametrize("audit", [False, True], ids=["webhooks", "audit_only"])
+async def test_a_dashboard_refund_succeeding_after_a_lost_dispute_of_everything_is_booked(
+    audit: bool,
+) -> None:
+    """Model run (1000 examples): `stripe_auto` checkout; a dashboard refund of all of
+    it answers `pending`; the bank opens a chargeback of all of it and the merchant
+    loses it; the refund then succeeds. Stripe refunded 5000 AND lost 5000 to the
+    dispute (Stripe processes a refund and a dispute of one charge independently: a
+    merchant who refunds and is charged back loses both). The books keep the refund
+    parked for ever, as if its capture were not booked yet, because the rule for a
+    provider's refund fact bounds it by what the service would let a command refund
+    (`Payment.refundable` subtracts lost disputes), not by what was captured.
+    Books: refunded 0; Stripe: refunded 5000.
+
+    With `audit`, every webhook is lost: the audit's reads must find the same."""
+    world, stripe = stripe_world(automatic=True)
+    _, intent = await authorized(world, stripe)
+    refund = stripe.dashboard_refund(intent.id, pending=True)
+    assert refund is not None
+    dispute = stripe.open_dispute(intent.id)
+    assert dispute is not None and stripe.close_dispute(dispute.id, won=False)
+    assert stripe.settle_refund(refund.id, "succeeded")
+    if audit:
+        stripe.outbox.clear()
+
+    await settle(world, stripe, audit=audit)
+
+    books, ledger = await books_and_ledger(world, stripe)
+    assert (ledger.captured, ledger.refunded, ledger.disputes) == (
+        5000,
+        5000,
+        {dispute.id: "lost"},
+    )
+    assert books == ledger, f"books {books} != Stripe {ledger}"
+    collection = await world.collection(CART)
+    assert collection.parked == [], "a provider fact kept for ever"
+
+
+# -- a hold on another session captured before the service released it ----------------------
+
+
+async def test_a_hold_on_another_session_captured_before_its_release_is_refunded() -> None:
+    """Model run (1000 examples): a 3-D Secure checkout on Stripe; the cart is paid
+    with another provider; the customer finishes the challenge late (Stripe holds
+    5000) and the merchant captures that intent in the dashboard before the service
+    released it. Both facts come before the reconciler's next pass. The hold's fact
+    records a release by *cancel*; the capture's facts are then taken as known (a
+    release is already recorded for that intent) and dropped; the cancel is refused
+    (`payment_intent_unexpected_state`: the intent succeeded) and the release is
+    dropped as if nothing were left to release. Stripe keeps a second 5000 for the
+    cart for good; a refund is never asked for."""
+    world, stripe = stripe_world()
+    await world.cart(CART, 5000)
+    await world.checkout(
+        CART, 5000, "K1", provider="stripe", payment_data={"payment_method": PM_3DS}
+    )
+    await world.checkout(CART, 5000, "K2", provider="manual")
+    collection = await world.collection(CART)
+    assert collection.payment is not None and collection.payment.provider_id == "manual"
+    (intent,) = stripe.intents_of_cart(CART)
+    assert stripe.finish_3ds(intent.id)  # payment_intent.amount_capturable_updated
+    assert stripe.dashboard_capture(intent.id)  # charge.captured, payment_intent.succeeded
+
+    await settle(world, stripe, audit=True)
+
+    assert not intent.live, f"Stripe still holds a second charge for the cart: {intent}"
+    assert stripe.ledger(intent.id).refunded == 5000
+    collection = await world.collection(CART)
+    assert collection.payment is not None and collection.payment.provider_id == "manual"
+    assert collection.voids == []
+
+
+# -- a late hold whose webhooks were lost: the audit reads payments only -------------------
+
+
+@pytest.mark.parametrize("paid_elsewhere", [True, False], ids=["paid_with_manual", "unpaid"])
+async def test_a_charge_finished_late_whose_webhooks_were_lost_is_found_by_the_audit(
+    paid_elsewhere: bool,
+) -> None:
+    """Model run (1000 examples, rule `webhook_lost`): a 3-D Secure checkout on Stripe
+    with automatic capture; (the cart is paid with `manual`, or not at all); the
+    customer finishes the challenge late and Stripe charges 5000; its events never
+    reach the service. The audit sweep reads only each payment's own objects
+    (`Auditor._audit`: `read_objects` of `collection.payment`), and the reconciler
+    only what is unknown: nobody ever reads this intent again. Stripe keeps a charge
+    the books never see (paid elsewhere: a second charge for the cart; unpaid: an
+    order never confirmed, money taken). Design22 scopes the audit to payments; the
+    invariant "at most one live hold per cart, and it is the payment's" needs the
+    other sessions' objects (their PaymentIntents are known: `session.reference`)
+    read too."""
+    world, stripe = stripe_world(automatic=True)
+    await world.cart(CART, 5000)
+    await world.checkout(
+        CART, 5000, "K1", provider="stripe", payment_data={"payment_method": PM_3DS}
+    )
+    if paid_elsewhere:
+        await world.checkout(CART, 5000, "K2", provider="manual")
+    (intent,) = stripe.intents_of_cart(CART)
+    assert stripe.finish_3ds(intent.id)  # charged: amount_received 5000
+    stripe.outbox.clear()  # its webhooks are lost for good
+
+    await settle(world, stripe, audit=True)
+
+    collection = await world.collection(CART)
+    payment = collection.payment
+    if payment is not None and payment.provider_id == "stripe":
+        books, ledger = await books_and_ledger(world, stripe)
+        assert books == ledger, f"books {books} != Stripe {ledger}"
+    else:
+        assert not intent.live, f"Stripe keeps a charge the books never saw: {intent}"
