@@ -193,3 +193,107 @@ async def test_a_charge_finished_late_whose_webhooks_were_lost_is_found_by_the_a
         assert books == ledger, f"books {books} != Stripe {ledger}"
     else:
         assert not intent.live, f"Stripe keeps a charge the books never saw: {intent}"
+
+
+# -- money calls whose answers were lost ------------------------------------------------------
+
+
+def answers_to(world: World, command_id: str) -> list[dict[str, Any]]:
+    return [
+        {"type": e.type, **e.payload["data"]}
+        for e in world.publisher.published
+        if e.causation_id == command_id
+    ]
+
+
+@pytest.mark.parametrize("via", ["webhooks", "audit"])
+async def test_a_capture_command_after_facts_settled_one_of_two_captures_in_flight(
+    via: str,
+) -> None:
+    """Model run (1000 examples, seed 1): without multicapture, two captures of 2500
+    are in flight, both answers lost: Stripe took the first (a final capture: the rest
+    is released) and refused the second. Stripe's facts (its webhooks, or the audit's
+    read) settle one of them and book the rest as released, while the other is still
+    reserved: `Payment.capturable` = 5000 − 2500 captured − 2500 reserved − 2500
+    released = −2500. A capture command naming no amount then builds `payment.failed`
+    with `amount` −2500, which the contract's model refuses: the handler raises
+    (pydantic ValidationError) on every delivery of the command, which is never
+    answered (retried, then dead-lettered)."""
+    world, stripe = stripe_world()
+    payment_id, intent = await authorized(world, stripe)
+    stripe.inject("capture", "lose", "lose")  # Stripe captures; both answers lost
+    await world.command("capture", payment_id, amount=2500, command_id="cap_1")
+    stripe.inject("capture", "lose", "lose")  # Stripe refuses; both answers lost
+    await world.command("capture", payment_id, amount=2500, command_id="cap_2")
+    assert (intent.amount_received, intent.released) == (2500, 2500)
+    if via == "webhooks":
+        await deliver_all(world, stripe)
+    else:
+        auditor = Auditor(
+            world.service, world.relay, world.metrics, window=timedelta(days=30), batch=10
+        )
+        assert await auditor.run_once() == 1
+
+    await world.command("capture", payment_id, command_id="cap_3")  # all that is left
+
+    answer = answers_to(world, "cap_3")
+    assert [a["type"] for a in answer] == ["payment.failed"], answer
+    assert answer[0]["reason"] in ("operation_in_flight", "amount_exceeds_authorized")
+    collection = await world.collection(CART)
+    assert collection.payment is not None and collection.payment.capturable >= 0
+
+
+async def test_a_capture_needing_attention_is_not_sent_again_when_its_command_comes_again() -> None:
+    """Model run (1000 examples, seed 1, rule `replay`): a capture of 1000 whose answers
+    were lost (Stripe took it: a final capture, the rest released); 8 days later the
+    reconciler finds Stripe cannot tell and its 24-hour key window has passed:
+    `needs_attention`, as design22 asks. The command is then delivered again (a
+    consumer redelivery, an operator's replay): the service queries the status (not
+    found: "send again to tell") and sends the capture again, past the window, under
+    a key Stripe forgot; Stripe refuses it (the intent succeeded) and the command is
+    answered a second time, `payment.failed` `provider_error`: a capture that happened
+    announced as failed, and its reservation dropped. The reconciler's rule (repeat
+    only inside the window) is not the command's."""
+    world, stripe = stripe_world()
+    payment_id, _ = await authorized(world, stripe)
+    stripe.inject("capture", "lose", "lose")
+    await world.command("capture", payment_id, amount=1000, command_id="cap_9")
+    world.advance(days=8)
+    await world.reconcile()
+    first = answers_to(world, "cap_9")
+    assert [a["reason"] for a in first] == ["needs_attention"]
+    sent = len(stripe.executed("capture"))
+
+    await world.command("capture", payment_id, amount=1000, command_id="cap_9")  # redelivered
+
+    assert len(stripe.executed("capture")) == sent, "a money call repeated past Stripe's key window"
+    assert answers_to(world, "cap_9") == first, "the same command answered twice, differently"
+    collection = await world.collection(CART)
+    assert collection.payment is not None
+    assert [p.command_id for p in collection.payment.pending] == ["cap_9"]
+
+
+async def test_a_capture_needing_attention_does_not_keep_stripes_captures_off_the_books() -> None:
+    """Model run (1000 examples, seed 1): the merchant captures all 5000 in the
+    dashboard; before its webhooks arrive, an admin capture of 1000 is sent and both
+    its answers are lost (Stripe refused it: the intent had succeeded). More than 24
+    hours pass: the reconciler cannot tell and the key window is over, so the capture
+    is `needs_attention` (right). But the dashboard capture's facts (`payment_intent.
+    succeeded` with 5000 received and nothing capturable, `charge.captured` 5000), and
+    the audit's read saying the same, stay parked for ever behind the operation in
+    flight: books captured 0, Stripe 5000. Captures are cumulative: a fact that the
+    whole authorization was received, nothing capturable, is the total whatever our
+    capture did, and can be booked without deciding it."""
+    world, stripe = stripe_world()
+    payment_id, intent = await authorized(world, stripe)
+    await deliver_all(world, stripe)
+    assert stripe.dashboard_capture(intent.id)
+    stripe.inject("capture", "lose", "lose")
+    await world.command("capture", payment_id, amount=1000, command_id="cap_1")
+    world.advance(hours=25)
+
+    await settle(world, stripe, audit=True)
+
+    assert [a["reason"] for a in answers_to(world, "cap_1")] == ["needs_attention"]
+    books, ledger = await books_and_ledger(world, stripe)
+    assert books == ledger, f"books {books} != Stripe {ledger}"
