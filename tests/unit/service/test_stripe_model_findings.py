@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
+from schemas.inbound import ProviderWebhook
 from service.auditor import Auditor
+from service.webhook_intake import webhook_event_id
+from tests.fixtures.stripe.faithful import (
+    PM_AUTHENTICATION_REQUIRED,
+    FaithfulStripe,
+    stripe_provider,
+)
+from tests.fixtures.stripe.kit import ScriptedStripe
 from tests.support.stripe_processor import (
     PM_3DS,
     PM_OK,
@@ -297,3 +305,80 @@ async def test_a_capture_needing_attention_does_not_keep_stripes_captures_off_th
     assert [a["reason"] for a in answers_to(world, "cap_1")] == ["needs_attention"]
     books, ledger = await books_and_ledger(world, stripe)
     assert books == ledger, f"books {books} != Stripe {ledger}"
+
+
+# -- a capture's charge event before its authorization is booked ----------------------------
+
+SECRET = "whsec_findings"
+
+
+async def stripe_delivers(world: World, event: dict[str, Any]) -> None:
+    """A FaithfulStripe event, signed, through the real webhook path to the real adapter."""
+    headers, body = FaithfulStripe.signed(event, SECRET)
+    data = ProviderWebhook.model_validate(
+        {
+            "provider_id": "stripe",
+            "received_at": world.now.isoformat(),
+            "headers": {k.lower(): v for k, v in headers.items()},
+            "payload": body.decode(),
+        }
+    )
+    await world.deliver(await handle(world.service, webhook_event_id("stripe", body), data))
+
+
+@pytest.mark.parametrize("order", ["stripes_order", "charge_first"])
+async def test_a_partial_capture_whose_charge_event_comes_first_books_the_whole_hold(
+    order: str,
+) -> None:
+    """Model run (1000 examples, seed 3), here with the real adapter and the stateful
+    fake Stripe: a 3-D Secure checkout on Stripe; the customer finishes the challenge
+    late (Stripe holds 5000); the merchant captures 1000 in the dashboard (final: 4000
+    released). Stripe's `charge.captured` arrives first. Its fact
+    (`stripe_mapping._charge_captured_action`) carries the captured amount but not the
+    charge's `amount` (what was authorized), so the domain, booking the authorization
+    from a capture fact ("what was held is the object's amount", `data["amount"]`),
+    books the payment as 1000 authorized: books authorized 1000, released 0; Stripe
+    authorized 5000, captured 1000, released 4000. The payment is frozen at 1000: no
+    later event or audit read corrects it. (The Stripe model's own mapping,
+    `StripeProcessor._action`, mirrors the adapter's, so the model run shows the same.)"""
+    world = World("manual")
+    scripted = ScriptedStripe()
+    fake = FaithfulStripe.serve(scripted)
+    world.install(stripe_provider(scripted, webhook_secret=SECRET))
+    await world.cart(CART, 5000)
+    await world.checkout(
+        CART,
+        5000,
+        "K1",
+        provider="stripe",
+        payment_data={"payment_method": PM_AUTHENTICATION_REQUIRED},
+    )
+    assert world.published("payment.requires_action", CART)
+    (intent_id,) = [i for i, v in fake.intents.items() if v["metadata"].get("cart_id") == CART]
+    mark = len(fake.events)
+    fake.authenticate(intent_id)
+    status, _ = fake.capture(intent_id, 1000)  # in the dashboard
+    assert status == 200
+    events = fake.events[mark:]
+    assert [e["type"] for e in events] == [
+        "payment_intent.amount_capturable_updated",
+        "charge.captured",
+        "payment_intent.succeeded",
+    ]
+
+    if order == "charge_first":
+        events = [events[1], events[2], events[0]]
+    for event in events:
+        await stripe_delivers(world, event)
+    auditor = Auditor(
+        world.service, world.relay, world.metrics, window=timedelta(days=30), batch=10
+    )
+    await auditor.run_once()
+
+    collection = await world.collection(CART)
+    payment = collection.payment
+    assert payment is not None
+    intent = fake.intents[intent_id]
+    assert (intent["amount"], intent["amount_received"]) == (5000, 1000)
+    assert (payment.amount, payment.captured_total, payment.released_amount) == (5000, 1000, 4000)
+    assert payment.reference == intent_id
