@@ -148,9 +148,9 @@ async def test_lifecycle_update_authorize_capture_refund(
     )
     _assert_outbound(captured, cart, cap1)
     assert (captured.data["amount"], captured.data["captured_total"]) == (3000, 3000)
-    # Without multicapture, Stripe released the rest: nothing is left to capture.
-    assert captured.data["fully_captured"] is True
-    assert captured.data["released_amount"] == 4000
+    # Without multicapture Stripe's capture is final and releases the rest (issue 22):
+    # nothing is left to capture.
+    assert (captured.data["fully_captured"], captured.data["released_amount"]) == (True, 4000)
     intent = await localstripe.payment_intent(intent_id)
     assert intent["status"] == "succeeded"
     assert intent["latest_charge"]["captured"] is True
@@ -181,8 +181,8 @@ async def test_lifecycle_update_authorize_capture_refund(
         "amount_exceeds_captured",
     )
 
-    # A second partial capture: the rest was released, the books know it; Stripe is
-    # never asked.
+    # A second partial capture: Stripe (without multicapture) released the rest, and
+    # the books say so: refused by the service (issue 22), not by Stripe.
     cap2 = await harness.publish("admin.payment.capture", builders.capture(payment_id, 2000))
     refused = await harness.await_event(
         "payment.failed", cart_id=cart, predicate=_caused_by(cap2), timeout=30

@@ -68,6 +68,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from service.adapters.providers.stripe_mapping import object_facts
 from service.domain.calls import ProviderCall
 from service.domain.capabilities import Capabilities
 from service.domain.outcomes import ProviderOutcome
@@ -999,36 +1000,32 @@ class StripeProcessor(PaymentProvider):
         return ProviderOutcome.not_found("session calls are safe to repeat")
 
     async def read_objects(self, call: ProviderCall) -> list[WebhookAction]:
-        """The intent behind a payment, its refunds and disputes, as they are now."""
+        """The intent behind a payment, its refunds and its disputes, as they are now.
+
+        As the adapter reads them (`StripeProvider.read_objects`): the intent the
+        payment's data names (``pi_…``; nothing named, nothing read), only if its
+        metadata names the payment's cart; its refunds and disputes as Stripe lists
+        them (newest first); and each object turned into facts by the adapter's own
+        mapping (`stripe_mapping.object_facts`), so the audit in the model test reads
+        exactly what it would read from Stripe: no `requires_more` or `failed` fact
+        for an intent that holds nothing, a `captured` fact (cumulative, with what is
+        still `capturable`) for an intent partly captured, a canceled intent's
+        captures before its cancel.
+        """
         self.calls.append(("read_objects", call.idempotency_key))
         await asyncio.sleep(0)
         self.tick()
         if self._fault("read_objects") == "read_fail":
             raise ProviderUnavailable(f"{self.id}: could not read the objects")
-        intent = self._intent_for(call)
-        if intent is None:
+        named = call.data.get("id")
+        intent = self.intents.get(named) if isinstance(named, str) else None
+        if intent is None or intent.cart_id != call.cart_id:
             return []
-        facts: list[WebhookAction] = []
-        objects: list[tuple[str, dict[str, Any]]] = []
-        if intent.amount_received > 0:
-            objects.append(("charge.captured", self._charge_json(intent)))
-        state_event = {
-            "requires_capture": "payment_intent.amount_capturable_updated",
-            "succeeded": "payment_intent.succeeded",
-            "canceled": "payment_intent.canceled",
-            "requires_action": "payment_intent.requires_action",
-        }.get(intent.status)
-        if intent.status in CONFIRMABLE and intent.last_payment_error:
-            state_event = "payment_intent.payment_failed"
-        if state_event is not None:
-            objects.append((state_event, self._intent_json(intent)))
-        objects += [("refund.updated", self._refund_json(r)) for r in intent.refunds]
-        objects += [("charge.dispute.updated", self._dispute_json(d)) for d in intent.disputes]
-        for event_type, obj in objects:
-            action = self._action(event_type, obj, event_id=None)
-            if action is not None:
-                facts.append(action)
-        return facts
+        return object_facts(
+            self._intent_json(intent),
+            [self._refund_json(r) for r in reversed(intent.refunds)],
+            [self._dispute_json(d) for d in reversed(intent.disputes)],
+        )
 
     # -- the port: webhooks -------------------------------------------------------------------
 

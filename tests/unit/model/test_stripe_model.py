@@ -13,18 +13,23 @@ answers, transient errors, status queries that cannot tell, the service dying
 before or after Stripe acted, the broker down), time (leases, back-offs, Stripe's
 24-hour key window, the 7 days), and Stripe's events delivered late, twice (as a
 redelivery of the same body, a replay under another envelope id, or a second
-Event object for the same change) and in any order, through the real webhook path.
+Event object for the same change) and in any order, through the real webhook path,
+or never (lost for good: an endpoint misconfigured for days). The provider audit
+(`service/auditor.py`) runs as the background loop does, and reads from the Stripe
+model what the adapter would read from Stripe (`StripeProcessor.read_objects`).
 
 After every step: amounts within bounds in the books and in Stripe's ledger; a
 payment's books never claim more than its PaymentIntent (same authorization and
 currency, captured no more than received); every event id keeps its payload; one
 answer per cause. At quiescence (faults off, crashed events redelivered, Stripe's
-pending refunds settled, every Stripe event delivered, newest first, the clock past
-every lease and back-off, reconciler and relay run round after round): for every
-cart at most one live hold, and it is the payment's; for every payment the books
-equal its PaymentIntent's ledger (authorized, captured, refunded, released,
-canceled, disputes); nothing unknown or reserved without a `needs_attention`
-answer; nothing unsent.
+pending refunds settled and open disputes decided, every Stripe event not lost
+delivered, newest first, the clock past every lease and back-off, reconciler, audit
+and relay run round after round): for every cart at most one live hold, and it is
+the payment's; for every payment the books equal its PaymentIntent's ledger
+(authorized, captured, refunded, released, canceled, disputes), also where only the
+audit can tell (a dashboard refund, a dispute or an expiry whose webhook was lost);
+nothing unknown or reserved without a
+`needs_attention` answer; nothing unsent.
 
 Bounded for `make test` (100 examples of 40 steps, about 15 s while it passes);
 `make prove` runs it longer (PAYMENTS_MODEL_EXAMPLES, PAYMENTS_MODEL_STEPS). A failure
@@ -41,6 +46,7 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import event as observe_event
 from hypothesis import strategies as st
@@ -53,6 +59,7 @@ from schemas.inbound import (
     CartUpdated,
     CheckoutCompleted,
 )
+from service.auditor import Auditor
 from service.domain import derived_ids as ids
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.handlers import HandleResult, PaymentService
@@ -92,6 +99,10 @@ OPERATIONS = ("capture", "capture", "refund", "refund", "cancel")
 COMMAND_AMOUNTS = (None, 1000, 2500, 10**6)
 STRIPE_METHODS = {None: PM_OK, "declined": PM_DECLINED, "3ds": PM_3DS}
 QUIESCENCE_ROUNDS = 16
+AUDIT_WINDOW = timedelta(days=3650)
+"""The audit reads payments whose collection changed within its window (a setting, 30
+days by default); an example's clock runs for months (8-day steps), and a payment left
+quiet for longer than the window is out of the audit's reach by design, not a bug."""
 
 
 class Crash(BaseException):
@@ -114,6 +125,15 @@ class StripeModel(RuleBasedStateMachine):
         #: Events whose handling crashed: redelivered (at-least-once) later.
         self.redeliver: list[str] = []
         self.payloads: dict[str, dict[str, Any]] = {}
+        #: Stripe events never delivered (lost for good): only the audit can tell.
+        self.lost: list[dict[str, Any]] = []
+        self.auditor = Auditor(
+            self.world.service,
+            self.world.relay,
+            self.world.metrics,
+            window=AUDIT_WINDOW,
+            batch=10,
+        )
         self.seq = 0
 
     # -- plumbing --------------------------------------------------------------------
@@ -407,7 +427,15 @@ class StripeModel(RuleBasedStateMachine):
 
     @rule(
         kind=st.sampled_from(
-            ["fault", "fault", "status_fail", "crash_before", "crash_after", "broker_down"]
+            [
+                "fault",
+                "fault",
+                "status_fail",
+                "read_fail",
+                "crash_before",
+                "crash_after",
+                "broker_down",
+            ]
         ),
         provider=st.sampled_from(PROVIDERS),
         operation=st.sampled_from(["authorize", "capture", "refund", "cancel", "get_status"]),
@@ -436,6 +464,8 @@ class StripeModel(RuleBasedStateMachine):
                 stripe.inject(operation, *[fault] * times)
             elif kind == "status_fail":
                 stripe.inject("get_status", *["status_fail"] * times)
+            elif kind == "read_fail":
+                stripe.inject("read_objects", *["read_fail"] * times)
             elif kind == "crash_before":
                 stripe.on(operation, crash)
             elif kind == "crash_after":
@@ -603,18 +633,41 @@ class StripeModel(RuleBasedStateMachine):
             self.deliver_stripe_event(provider, again, envelope_id(provider, again))
 
     @rule(
-        kind=st.sampled_from(["reconciler", "relay", "clock", "clock"]),
+        provider=st.sampled_from(STRIPES),
+        how=st.sampled_from(["one", "one", "every_pending"]),
+        data=st.data(),
+    )
+    def webhook_lost(self, provider: str, how: str, data: st.DataObject) -> None:
+        """Stripe's events never arrive: one, or every one not delivered yet (the
+        endpoint misconfigured, or its secret rotated wrongly, for longer than Stripe
+        retries). Only the audit's read of a payment's objects can tell the books
+        what they said."""
+        stripe = self.stripes[provider]
+        if not stripe.outbox:
+            return
+        if how == "every_pending":
+            self.lost += stripe.outbox
+            stripe.outbox = []
+        else:
+            index = data.draw(st.integers(0, len(stripe.outbox) - 1), label="lost")
+            self.lost.append(stripe.outbox.pop(index))
+
+    @rule(
+        kind=st.sampled_from(["reconciler", "relay", "auditor", "clock", "clock"]),
         seconds=st.sampled_from([1, 6, 30, 120, 3600, 25 * 3600, 8 * 86400]),
     )
     def time_passes(self, kind: str, seconds: int) -> None:
-        """Background loops run, or the clock moves (past leases, back-offs, Stripe's
-        key window, its 7-day expiry of uncaptured authorizations)."""
+        """Background loops run (the reconciler, the relay, the provider audit), or
+        the clock moves (past leases, back-offs, Stripe's key window, its 7-day expiry
+        of uncaptured authorizations)."""
         if kind == "clock":
             self.world.advance(seconds=seconds)
             for stripe in self.stripes.values():
                 stripe.tick()
         elif kind == "relay":
             self.run(self.world.relay.run_once(timedelta(seconds=5)))
+        elif kind == "auditor":
+            self.run(self.auditor.run_once())
         else:
             # The reconciler may die mid-pass; the next pass picks it up.
             with contextlib.suppress(Crash):
@@ -694,6 +747,19 @@ class StripeModel(RuleBasedStateMachine):
             observe_event("crashed handler redelivered")
         if any(c.payment and c.payment.refunds for c in self.collections()):
             observe_event("books: refunded")
+        if self.lost:
+            observe_event("webhooks lost for good")
+            lost = {e["type"] for e in self.lost}
+            for kind in ("refund.created", "charge.dispute.created", "payment_intent.canceled"):
+                if kind in lost:
+                    observe_event(f"lost for good: {kind}")
+        self.observe_audit()
+
+    def observe_audit(self) -> None:
+        for metric in self.world.metrics.registry.collect():
+            for sample in metric.samples:
+                if sample.name == "payments_provider_audit_corrections_total" and sample.value:
+                    observe_event(f"the audit corrected: {sample.labels['kind']}")
 
     def live_holds(self, cart_id: str) -> list[str]:
         held = [i.id for s in self.stripes.values() for i in s.live_intents(cart_id)]
@@ -732,6 +798,13 @@ class StripeModel(RuleBasedStateMachine):
             ]
             for n, refund in enumerate(pending):
                 stripe.settle_refund(refund.id, "failed" if n % 2 else "succeeded")
+            # The banks decide the chargebacks still open (weeks, not for ever): one in
+            # two won.
+            open_disputes = [
+                d for i in stripe.intents.values() for d in i.disputes if d.outcome == "open"
+            ]
+            for n, dispute in enumerate(open_disputes):
+                stripe.close_dispute(dispute.id, won=not n % 2)
         for round_ in range(QUIESCENCE_ROUNDS):
             # Whatever Stripe has not delivered arrives now, newest first at the start.
             self.deliver_every_stripe_event(reverse=round_ == 0)
@@ -739,9 +812,11 @@ class StripeModel(RuleBasedStateMachine):
             for stripe in self.stripes.values():
                 stripe.tick()
             self.run(world.reconcile())
+            self.run(self.auditor.run_once())
             self.run(world.relay.run_once(timedelta(seconds=5)))
         self.deliver_every_stripe_event(reverse=False)
         self.run(world.relay.run_once(timedelta(seconds=5)))
+        self.observe_audit()
 
         published = world.publisher.published
         for collection in self.collections():
@@ -937,3 +1012,181 @@ def test_the_stripe_model_sends_every_change_as_an_event_with_the_object_as_it_w
     ]
     assert all(f is None or f.event_id == e["id"] for f, e in zip(facts, events, strict=True))
     assert stripe.ledger(intent.id).released == 3000
+
+
+# -- the audit's read: what the model answers is what the adapter reads from Stripe ----------
+
+# Steps played on both Stripes: the model's (`StripeProcessor`) and the stateful fake
+# the adapter's own tests trust (`FaithfulStripe`, read through the real
+# `StripeProvider.read_objects`).
+READ_SCENARIOS: dict[str, tuple[dict[str, bool], list[tuple[Any, ...]]]] = {
+    "held": ({}, []),
+    "multicaptured in part": ({"multicapture": True}, [("capture", 2000, False)]),
+    "final partial capture": ({}, [("capture", 2000, True)]),
+    "refunds of every status and a lost dispute": (
+        {},
+        [
+            ("capture", 5000, True),
+            ("refund", "ref_1", 1000),
+            ("dashboard_refund", 500, True),
+            ("dashboard_refund", 700, False),
+            ("settle", 2, "failed"),
+            ("dispute", 2000),
+            ("dispute_closes", False),
+        ],
+    ),
+    "canceled": ({}, [("cancel",)]),
+    "expired after a partial multicapture": (
+        {"multicapture": True},
+        [("capture", 1500, False), ("expire",)],
+    ),
+    "captured on confirmation, refunded pending then settled": (
+        {"automatic": True},
+        [("dashboard_refund", 1200, True), ("settle", 0, "succeeded"), ("dispute", 800)],
+    ),
+}
+
+
+def _fact_summary(fact: Any, intent_id: str, ids: dict[str, str]) -> tuple[Any, ...]:
+    """A fact with each side's object ids replaced by their order of creation."""
+    data = fact.data
+    named = data.get("refund_id") or data.get("dispute_id")
+    return (
+        fact.meaning,
+        fact.amount,
+        fact.capturable,
+        (fact.cart_id, fact.session_id, fact.event_id),
+        fact.provider_reference == intent_id,
+        ids.get(named) if named else None,
+        tuple(
+            data.get(k)
+            for k in (
+                "refund_status",
+                "provider_key",
+                "reason",
+                "failure_reason",
+                "status",
+                "provider_status",
+                "currency_code",
+            )
+        ),
+    )
+
+
+def _model_read(options: dict[str, bool], steps: list[tuple[Any, ...]]) -> list[Any]:
+    world, stripe = _stripe(**options)
+    intent = _authorize(world, stripe)
+    ids: dict[str, str] = {}
+    refunds: list[str] = []
+    for step in steps:
+        kind = step[0]
+        if kind == "capture":
+            capture = _call("capture", f"cap_{len(ids)}", intent, step[1], final_capture=step[2])
+            asyncio.run(stripe.capture(capture))
+        elif kind == "refund":
+            asyncio.run(stripe.refund(_call("refund", step[1], intent, step[2])))
+            refunds.append(intent.refunds[-1].id)
+        elif kind == "dashboard_refund":
+            refund = stripe.dashboard_refund(intent.id, step[1], pending=step[2])
+            assert refund is not None
+            refunds.append(refund.id)
+        elif kind == "settle":
+            assert stripe.settle_refund(refunds[step[1]], step[2])
+        elif kind == "dispute":
+            dispute = stripe.open_dispute(intent.id, step[1])
+            assert dispute is not None
+            ids[dispute.id] = "dispute"
+        elif kind == "dispute_closes":
+            assert stripe.close_dispute(intent.disputes[-1].id, won=step[1])
+        elif kind == "cancel":
+            asyncio.run(stripe.cancel(_call("cancel", "cancel_1", intent)))
+        elif kind == "expire":
+            world.advance(days=7)
+            stripe.tick()
+    ids.update({r: f"refund {n}" for n, r in enumerate(refunds)})
+    read = asyncio.run(stripe.read_objects(_call("retrieve", "audit", intent)))
+    return [_fact_summary(f, intent.id, ids) for f in read]
+
+
+async def _stripe_read(options: dict[str, bool], steps: list[tuple[Any, ...]]) -> list[Any]:
+    from tests.fixtures.stripe.faithful import PM_VISA, FaithfulStripe, stripe_provider
+    from tests.fixtures.stripe.kit import ScriptedStripe
+    from tests.support.call_builders import provider_call
+
+    scripted = ScriptedStripe()
+    fake = FaithfulStripe.serve(scripted)
+    provider = stripe_provider(
+        scripted,
+        capture=options.get("automatic", False),
+        multicapture=options.get("multicapture", False),
+    )
+    try:
+        session = await provider.initiate(provider_call("initiate", "stripe", "ps_1:initiate"))
+        authorized = await provider.authorize(
+            provider_call(
+                "authorize",
+                "stripe",
+                "auth_1",
+                data=session.data,
+                payment_data={"payment_method": PM_VISA},
+            )
+        )
+        data = authorized.data
+        intent_id = data["id"]
+        ids: dict[str, str] = {}
+        refunds: list[str] = []
+        for step in steps:
+            kind = step[0]
+            if kind == "capture":
+                await provider.capture(
+                    provider_call(
+                        "capture",
+                        "stripe",
+                        f"cap_{len(ids)}",
+                        step[1],
+                        data=data,
+                        final_capture=step[2],
+                    )
+                )
+            elif kind == "refund":
+                done = await provider.refund(
+                    provider_call("refund", "stripe", step[1], step[2], data=data)
+                )
+                refunds.append(str(done.reference))
+            elif kind == "dashboard_refund":
+                status, refund = fake.refund(
+                    intent_id,
+                    step[1],
+                    reason="requested_by_customer",
+                    status="pending" if step[2] else "succeeded",
+                )
+                assert status == 200
+                refunds.append(refund["id"])
+            elif kind == "settle":
+                fake.settle_refund(refunds[step[1]], step[2])
+            elif kind == "dispute":
+                ids[fake.dispute(intent_id, step[1])["id"]] = "dispute"
+            elif kind == "dispute_closes":
+                (dispute_id,) = [d for d, name in ids.items() if name == "dispute"]
+                fake.update_dispute(dispute_id, "won" if step[1] else "lost")
+            elif kind == "cancel":
+                await provider.cancel(provider_call("cancel", "stripe", "cancel_1", data=data))
+            elif kind == "expire":
+                fake.expire(intent_id)
+        ids.update({r: f"refund {n}" for n, r in enumerate(refunds)})
+        read = await provider.read_objects(provider_call("retrieve", "stripe", "audit", data=data))
+        return [_fact_summary(f, intent_id, ids) for f in read]
+    finally:
+        await provider.close()
+
+
+@pytest.mark.parametrize("scenario", sorted(READ_SCENARIOS))
+def test_the_stripe_model_reads_its_objects_as_the_adapter_reads_stripes(scenario: str) -> None:
+    """The audit in the model test sees what it would see at Stripe: the same facts,
+    in the same order (newest refund first), as the real adapter's read of the same
+    history at the stateful fake Stripe."""
+    options, steps = READ_SCENARIOS[scenario]
+    model = _model_read(options, steps)
+    stripe = asyncio.run(_stripe_read(options, steps))
+    assert model == stripe
+    assert model, "a payment's intent is always some money fact"
