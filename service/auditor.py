@@ -3,9 +3,12 @@
 Webhooks can be lost for good (an endpoint misconfigured for a day, a secret rotated
 wrongly), and some facts reach us only as webhooks: a refund or capture made in the
 provider's dashboard, a dispute, an authorization the provider let expire. So every
-`PAYMENTS_AUDIT_INTERVAL_S` the sweep takes the next page of payments active within
-`PAYMENTS_AUDIT_WINDOW_S`, asks each one's provider for its objects as they are now
-(`PaymentProvider.read_objects`), and has the aggregate apply each difference as a fact
+`PAYMENTS_AUDIT_INTERVAL_S` the sweep takes the next page of collections active within
+`PAYMENTS_AUDIT_WINDOW_S` that may have money at a provider (a payment, or an
+authorization asked for), asks the providers for the objects the aggregate names
+(`PaymentCollection.audit_reads`: the payment's, and other sessions' not released yet)
+as they are now (`PaymentProvider.read_objects`), and has the aggregate apply each
+difference as a fact
 (`PaymentCollection.audit`), with the same rules as a webhook. It goes round all such
 payments, a page per pass; `payments_provider_audit_corrections_total` counts what it
 found, by provider and kind.
@@ -18,7 +21,6 @@ import logging
 from datetime import timedelta
 
 from service.domain.model import Notification
-from service.domain.payment_operations import payment_call
 from service.domain.results import Decision
 from service.handlers import HandleResult, PaymentService
 from service.metrics import Metrics
@@ -66,18 +68,19 @@ class Auditor:
 
     async def _audit(self, loaded: Loaded) -> int:
         collection = loaded.collection
-        payment = collection.payment
-        provider = self.service.providers.get(payment.provider_id) if payment else None
-        if payment is None or provider is None:
-            return 0
-        actions = await provider.read_objects(payment_call(collection, payment))
-        facts = [action.notification(payment.provider_id) for action in actions]
+        facts: list[Notification] = []
+        for call in collection.audit_reads():
+            provider = self.service.providers.get(call.provider_id)
+            if provider is not None:
+                actions = await provider.read_objects(call)
+                facts.extend(action.notification(call.provider_id) for action in actions)
         if not facts:
             return 0
         result = await self._apply(collection.id, facts)
         kinds = result.note.split(",") if result.status == "applied" and result.note else []
+        provider_id = facts[0].provider_id
         for kind in kinds:
-            self.metrics.provider_audit_corrections.labels(payment.provider_id, kind).inc()
+            self.metrics.provider_audit_corrections.labels(provider_id, kind).inc()
         if result.saved:
             try:
                 await self.relay.publish_collections(result.saved, path="audit")

@@ -92,6 +92,8 @@ class MongoCollectionStore:
             "reconcile": collection.needs_reconcile,
             # Operations a person must look at (`needs_attention`), for the gauge.
             "attention": bool(collection.needs_attention),
+            # Money may be held at a provider for it: the audit sweep reads those.
+            "audited": collection.audited,
             # When the reconciler is due (leases, back-off): it takes the longest due first.
             "reconcile_at": collection.reconcile_due_at,
             "updated_at": collection.updated_at,
@@ -174,7 +176,11 @@ class MongoCollectionStore:
     async def payments_active_since(
         self, since: datetime, after: str | None, limit: int
     ) -> list[Loaded]:
-        query: dict[str, Any] = {"payment_id": {"$ne": None}, "updated_at": {"$gte": since}}
+        # `payment_id`: documents stored before `audited` was (they had a payment).
+        query: dict[str, Any] = {
+            "$or": [{"audited": True}, {"payment_id": {"$ne": None}}],
+            "updated_at": {"$gte": since},
+        }
         if after is not None:
             query["_id"] = {"$gt": after}
         cursor = self.collections.find(query).sort("_id", ASCENDING).limit(limit)

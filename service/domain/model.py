@@ -27,7 +27,7 @@ from service.domain.capabilities import Capabilities
 from service.domain.statuses import CollectionStatus, SessionStatus
 
 if TYPE_CHECKING:
-    from service.domain.calls import Answered, Answers
+    from service.domain.calls import Answered, Answers, ProviderCall
     from service.domain.commands import CompleteCheckout, PaymentCommand, UpdateCart
     from service.domain.payment_operations import Lease
     from service.domain.results import Decision
@@ -248,8 +248,17 @@ class Payment(_Model):
         return sum(d.amount for d in self.disputes if d.status == "lost")
 
     @property
+    def unrefunded(self) -> int:
+        """Captured and not refunded: the most a refund the provider reports can be
+        once its capture is booked. A lost dispute does not lower it (the provider
+        refunds and settles a dispute of one charge independently: a merchant can lose
+        both), nor does a refund of ours in flight (the provider's refund may be it)."""
+        return max(0, self.captured_total - self.refunded_total)
+
+    @property
     def refundable(self) -> int:
-        """Captured, and not refunded, reserved for a refund, or lost to a dispute."""
+        """What a refund command may ask for: captured, and not refunded, reserved
+        for a refund, or lost to a dispute."""
         return max(
             0,
             self.captured_total - self.refunded_total - self.pending_refund - self.lost_to_disputes,
@@ -269,6 +278,13 @@ class Payment(_Model):
     @property
     def is_canceled(self) -> bool:
         return self.canceled_at is not None
+
+    def key_forgotten(self, pending: PendingOperation, now: datetime) -> bool:
+        """Whether `pending` started longer ago than the provider remembers idempotency
+        keys: a repeat under its key would then be a new request (a second capture or
+        refund), so it is never repeated, only asked about."""
+        window = self.capabilities.idempotency_window_s
+        return window is not None and (now - pending.started_at).total_seconds() > window
 
     def pending_for(self, command_id: str) -> PendingOperation | None:
         return next((p for p in self.pending if p.command_id == command_id), None)
@@ -647,6 +663,20 @@ class PaymentCollection(_Model):
         from service.domain.payment_operations import resolve_attention
 
         return self._then_parked(resolve_attention(self, command_id, happened, by, now), now)
+
+    @property
+    def audited(self) -> bool:
+        """Whether a provider may hold money for the cart: a payment, or an
+        authorization that was asked for (the audit sweep reads those)."""
+        return self.payment is not None or any(
+            s.authorization_key is not None for s in self.sessions
+        )
+
+    def audit_reads(self) -> list[ProviderCall]:
+        """What the audit sweep reads at the providers (`provider_facts.py`)."""
+        from service.domain.provider_facts import audit_reads
+
+        return audit_reads(self)
 
     def audit(self, facts: list[Notification], now: datetime) -> Decision:
         """The provider's objects as they are now, read by the audit (`provider_facts.py`)."""

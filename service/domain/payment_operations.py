@@ -295,6 +295,11 @@ def _resume(
             cmd,
             f"command id {cmd.command_id!r} is in flight as another {pending.operation}",
         )
+    if pending.attention is not None or payment.key_forgotten(pending, cmd.now):
+        # Past the provider's idempotency window a repeat would be a new request: the
+        # reconciler's questions, the audit or a person (`payments resolve`) settle it,
+        # and its answer (`needs_attention`) was or will be published once.
+        return Decision("duplicate", collection, note="in flight past the provider's key window")
     # Resume: the reservation is stored already; repeat the call with its key,
     # under a new lease (stored first, like a new reservation).
     if lease is not None:
@@ -342,7 +347,10 @@ def _decide_capture(
         )
     if any(p.operation == "cancel" for p in payment.pending):
         return _in_flight(collection, cmd, "a cancel of the payment is in flight")
-    available = payment.capturable
+    # Never below zero, even if the provider's facts and our reservations overlap for
+    # a moment (a release booked while a capture is in flight): a refusal naming a
+    # negative amount would be refused by the contract, and the command never answered.
+    available = max(0, payment.capturable)
     amount = cmd.amount if cmd.amount is not None else available
     if amount > available and amount <= available + payment.pending_capture:
         return _in_flight(collection, cmd, "a capture of the payment is in flight")
@@ -618,6 +626,35 @@ def settle_pending(
         result = _book_failure(collection, payment, pending, outcome, now, captured_meanwhile)
     _record_settled(collection, payment, pending, result, now, cmd=cmd, late=late)
     return collection
+
+
+def refuse_pending(
+    collection: PaymentCollection,
+    pending: PendingOperation,
+    reason: str,
+    message: str,
+    now: datetime,
+) -> None:
+    """A reserved operation the provider's own facts show cannot have happened: the
+    reservation is released, `payment.failed` (`reason`, not retryable) answers it."""
+    payment = collection.payment
+    assert payment is not None
+    payment.pending.remove(pending)
+    collection.updated_at = now
+    fail(
+        collection,
+        operation=pending.operation,
+        reason=reason,
+        message=message,
+        retryable=False,
+        causation_id=pending.command_id,
+        now=now,
+        provider_id=payment.provider_id,
+        amount=pending.amount,
+        payment_id=payment.id,
+        session_id=payment.session_id,
+    )
+    _record_settled(collection, payment, pending, reason, now, cmd=None, late=False)
 
 
 def _book_success(

@@ -31,6 +31,7 @@ from schemas.topics import PAYMENT_PROVIDER_WEBHOOK
 from service.domain import derived_ids as ids
 from service.domain.authorization import finish_authorization
 from service.domain.bookings import record_cancel, record_capture, record_refund
+from service.domain.calls import ProviderCall
 from service.domain.disputes import apply_dispute
 from service.domain.failures import fail
 from service.domain.model import (
@@ -48,7 +49,7 @@ from service.domain.model import (
     RefundStatus,
 )
 from service.domain.outcomes import ProviderOutcome
-from service.domain.payment_operations import settle_pending
+from service.domain.payment_operations import payment_call, refuse_pending, settle_pending
 from service.domain.results import Decision
 from service.domain.statuses import CollectionStatus, SessionStatus, collection_transition
 
@@ -120,6 +121,40 @@ def audit_facts(
         return Decision("ignored", collection)
     retry_parked(collection, now)
     return Decision("settled", collection, note=",".join(corrections), corrections=corrections)
+
+
+def audit_reads(collection: PaymentCollection) -> list[ProviderCall]:
+    """What the audit reads at the providers for a collection: the payment's objects,
+    and those of every other session whose authorization was asked for and whose
+    object is not released yet. A customer may finish such an authorization late (a
+    3-D Secure challenge) and its webhooks be lost: only a read finds that money (a
+    second hold to release, or the cart's payment after all)."""
+    payment = collection.payment
+    reads = [payment_call(collection, payment)] if payment is not None else []
+    released = {r.reference for r in collection.released_holds}
+    for session in collection.sessions:
+        reference = session.reference
+        if (
+            session.authorization_key is None
+            or reference is None
+            or reference in released
+            or (payment is not None and session.id == payment.session_id)
+        ):
+            continue
+        reads.append(
+            ProviderCall(
+                operation="retrieve",
+                provider_id=session.provider_id,
+                idempotency_key=f"{session.id}:read",
+                session_id=session.id,
+                amount=session.amount,
+                currency_code=session.currency_code,
+                cart_id=collection.cart_id,
+                data=session.data,
+                ref=f"session:{session.id}",
+            )
+        )
+    return reads
 
 
 def retry_parked(collection: PaymentCollection, now: datetime) -> bool:
@@ -377,6 +412,21 @@ def _captured(
         # (With several in flight, an amount cannot tell which: their answers decide.)
         settle_pending(collection, ours[0], ProviderOutcome.succeeded(), now)
         return "applied"
+    if ours and total > 0 and fact.capturable == 0 and not payment.capabilities.multicapture:
+        # Without multicapture the first capture is final and the total never moves
+        # after it: a final total that none of ours explains was another capture (the
+        # dashboard's), and ours were refused. Waiting for their answers could be for
+        # ever (past the provider's key window nobody can tell).
+        for pending in ours:
+            refuse_pending(
+                collection,
+                pending,
+                "amount_exceeds_authorized",
+                f"the provider captured {total} in another, final capture: nothing was "
+                "left to capture",
+                now,
+            )
+        ours = []
     if total <= payment.captured_total:
         if total == payment.captured_total and fact.capturable == 0 and not ours:
             return _rest_released(collection, payment, cause, now)
@@ -537,8 +587,8 @@ def _refund_moves(
     if REFUND_RANK[status] <= REFUND_RANK[refund.status]:
         return "irrelevant"
     if status == "succeeded":
-        if refund.amount > payment.refundable:
-            return "parked"  # not refundable yet: its capture is not booked yet
+        if refund.amount > payment.unrefunded:
+            return "parked"  # its capture is not booked yet
         record_refund(
             collection,
             payment,
@@ -593,7 +643,7 @@ def _refund_elsewhere(
     now: datetime,
 ) -> Applied:
     """A refund made outside the service (the dashboard): booked when it is money back
-    and fits what is refundable; kept as an object whatever its status, so every later
+    and fits what is captured and not refunded; kept as an object whatever its status, so every later
     fact about it is recognised."""
     amount = fact.amount
     if amount is None or amount <= 0:
@@ -602,8 +652,8 @@ def _refund_elsewhere(
     if status != "succeeded":
         _keep_refund_object(collection, command_id, amount, reference, status, now)
         return "applied"
-    if amount > payment.refundable:
-        return "parked"  # more than is refundable: its capture is not booked yet
+    if amount > payment.unrefunded:
+        return "parked"  # more than is captured and not refunded: its capture is not booked yet
     reason = fact.data.get("reason")
     record_refund(
         collection,

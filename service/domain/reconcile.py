@@ -164,10 +164,7 @@ def past_window(collection: PaymentCollection, call: ProviderCall, now: datetime
     """Whether a reserved operation started longer ago than its provider remembers keys."""
     payment = collection.payment
     pending = _pending_of(collection, call)
-    if payment is None or pending is None:
-        return False
-    window = payment.capabilities.idempotency_window_s
-    return window is not None and (now - pending.started_at).total_seconds() > window
+    return payment is not None and pending is not None and payment.key_forgotten(pending, now)
 
 
 def _pending_of(collection: PaymentCollection, call: ProviderCall) -> PendingOperation | None:

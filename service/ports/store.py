@@ -86,8 +86,10 @@ class CollectionStore(Protocol):
     async def payments_active_since(
         self, since: datetime, after: str | None, limit: int
     ) -> list[Loaded]:
-        """Collections with a payment, changed at or after `since`, in id order after the
-        collection id `after` (None: from the start): the audit sweep's pages."""
+        """Collections a provider may hold money for (`PaymentCollection.audited`: a
+        payment, or an authorization asked for), changed at or after `since`, in id
+        order after the collection id `after` (None: from the start): the audit
+        sweep's pages."""
         ...
 
     async def counts(self, now: datetime) -> StoreCounts:

@@ -85,6 +85,7 @@ class MemoryCollectionStore:
             "reconcile_at": _reconcile_at(collection),
             "updated_at": collection.updated_at,
             "attention": bool(collection.needs_attention),
+            "audited": collection.audited,
             "state": collection.stored_state(),
         }
 
@@ -133,7 +134,7 @@ class MemoryCollectionStore:
         found = sorted(
             (collection_id, d)
             for collection_id, d in self.documents.items()
-            if d["payment_id"] is not None
+            if d["audited"]
             and d["updated_at"] >= since
             and (after is None or collection_id > after)
         )

@@ -1123,7 +1123,13 @@ class StripeProcessor(PaymentProvider):
                 meaning="captured",
                 provider_reference=obj["payment_intent"],
                 amount=obj["amount_captured"],
-                data={"id": obj["payment_intent"], "latest_charge": obj["id"]},
+                # The charge's `amount` is what was authorized (a partial capture
+                # captures less of it): what the payment holds if booked from this.
+                data={
+                    "id": obj["payment_intent"],
+                    "latest_charge": obj["id"],
+                    "amount": obj["amount"],
+                },
                 message=f"charge {obj['id']} captured",
                 **common,
             )

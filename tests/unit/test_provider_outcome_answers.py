@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.domain import ids
+from service.domain import derived_ids as ids
 from service.domain.statuses import SessionStatus
 from tests.support.world import World
 

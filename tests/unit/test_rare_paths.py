@@ -31,7 +31,7 @@ from schemas.dead_letter import (
 from schemas.inbound import ProviderWebhook
 from schemas.parse import Rejection, parse_event
 from service.embedded import _terminate
-from tests.support.world import World
+from tests.support.world import World, handle
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -101,7 +101,7 @@ async def _authorized(world: World, cart: str = "cart_1") -> str:
 async def test_a_webhook_of_a_provider_not_installed_is_ignored() -> None:
     world = World()
     data = _webhook(world, "paypal", {"meaning": "canceled", "cart_id": "cart_1"})
-    result = await world.service.provider_webhook("wh_1", data)
+    result = await handle(world.service, "wh_1", data)
     assert result.status == "ignored"
     assert "not installed" in result.note
     assert result.saved == [] and world.publisher.published == []
@@ -116,7 +116,7 @@ async def test_a_cancel_at_the_provider_while_our_capture_is_in_flight_changes_n
         await world.command("capture", payment_id, amount=1000, command_id="cap_1")
     hold_id = (await world.collection("cart_1")).payment.data["hold_id"]  # type: ignore[union-attr]
     body = {"meaning": "canceled", "cart_id": "cart_1", "data": {"hold_id": hold_id}}
-    await world.deliver(await world.service.provider_webhook("wh_1", _webhook(world, "fake", body)))
+    await world.deliver(await handle(world.service, "wh_1", _webhook(world, "fake", body)))
     collection = await world.collection("cart_1")
     assert collection.payment is not None and collection.payment.canceled_at is None
     assert [p.operation for p in collection.payment.pending] == ["capture"]
@@ -135,7 +135,7 @@ async def test_a_refund_failure_about_a_refund_we_never_booked_changes_nothing()
         "amount": 999,
         "data": {"refund_id": "re_not_ours"},  # no provider key: not one of our calls
     }
-    await world.deliver(await world.service.provider_webhook("wh_1", _webhook(world, "fake", body)))
+    await world.deliver(await handle(world.service, "wh_1", _webhook(world, "fake", body)))
     collection = await world.collection("cart_1")
     assert collection.payment is not None
     assert [(r.command_id, r.amount) for r in collection.payment.refunds] == [("ref_1", 1000)]
@@ -227,7 +227,7 @@ def test_a_server_that_ignores_sigterm_is_killed_after_its_grace() -> None:
 async def test_a_webhook_about_a_cart_we_do_not_know_is_ignored() -> None:
     world = World()
     body = {"meaning": "canceled", "cart_id": "cart_unknown"}
-    result = await world.service.provider_webhook("wh_1", _webhook(world, "fake", body))
+    result = await handle(world.service, "wh_1", _webhook(world, "fake", body))
     assert result.status == "ignored"
     assert "no collection" in result.note
     assert world.publisher.published == []

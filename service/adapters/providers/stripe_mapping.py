@@ -662,13 +662,19 @@ def _charge_captured_action(charge: Mapping[str, Any]) -> WebhookAction | None:
     if intent_id is None or amount is None or not charge.get("captured"):
         return None
     session_id, cart_id = _ours(charge.get("metadata"))
+    data: dict[str, Any] = {"id": intent_id, "latest_charge": object_id(charge.get("id"))}
+    authorized = our_amount(charge.get("amount"), currency)
+    if authorized is not None:
+        # What was authorized (a partial capture captures less of it): the hold, if
+        # this event is the first to tell the payment exists.
+        data["amount"] = authorized
     return WebhookAction(
         meaning="captured",
         session_id=session_id,
         cart_id=cart_id,
         provider_reference=intent_id,
         amount=amount,
-        data={"id": intent_id, "latest_charge": object_id(charge.get("id"))},
+        data=data,
         message=f"charge {charge.get('id')} captured",
     )
 
