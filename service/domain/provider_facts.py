@@ -643,8 +643,8 @@ def _refund_elsewhere(
     now: datetime,
 ) -> Applied:
     """A refund made outside the service (the dashboard): booked when it is money back
-    and fits what is captured and not refunded; kept as an object whatever its status, so every later
-    fact about it is recognised."""
+    and fits what is captured and not refunded; kept as an object whatever its status,
+    so every later fact about it is recognised."""
     amount = fact.amount
     if amount is None or amount <= 0:
         return "irrelevant"

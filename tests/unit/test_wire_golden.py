@@ -28,8 +28,8 @@ from schemas.topics import (
     topic_for,
 )
 from service.consumer import Record
-from service.domain.capabilities import Capabilities
 from service.domain import derived_ids as ids
+from service.domain.capabilities import Capabilities
 from service.testing import builders
 from tests.support.memory import RecordingPublisher
 from tests.support.world import World
