@@ -329,7 +329,29 @@ def mongodb_ping(url: str, timeout: float = 2.0) -> None:
 # --------------------------------------------------------------------------------------
 
 
-class _EmbeddedServer:
+class _StartedInWith:
+    """`with server:` starts it and always stops it."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class _EmbeddedServer(_StartedInWith):
     _label = "server"
 
     def __init__(
@@ -407,18 +429,6 @@ class _EmbeddedServer:
             _terminate(proc, _STOP_GRACE_SECONDS)
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals --------------------------------------------------------------------
 
@@ -592,7 +602,7 @@ class EmbeddedMongo(_EmbeddedServer):
         mongodb_ping(f"mongodb://{LOOPBACK}:{port}", timeout=1.0)
 
 
-class EmbeddedInfrastructure:
+class EmbeddedInfrastructure(_StartedInWith):
     """Kafka and MongoDB together, started and stopped as one unit."""
 
     def __init__(
@@ -633,18 +643,6 @@ class EmbeddedInfrastructure:
     def stop(self) -> None:
         self.mongo.stop()
         self.kafka.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------------------

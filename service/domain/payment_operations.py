@@ -641,19 +641,7 @@ def refuse_pending(
     assert payment is not None
     payment.pending.remove(pending)
     collection.updated_at = now
-    fail(
-        collection,
-        operation=pending.operation,
-        reason=reason,
-        message=message,
-        retryable=False,
-        causation_id=pending.command_id,
-        now=now,
-        provider_id=payment.provider_id,
-        amount=pending.amount,
-        payment_id=payment.id,
-        session_id=payment.session_id,
-    )
+    fail_pending(collection, payment, pending, reason, message, retryable=False, now=now)
     _record_settled(collection, payment, pending, reason, now, cmd=None, late=False)
 
 
@@ -711,11 +699,35 @@ def _book_failure(
         if outcome.kind == OutcomeKind.TRANSIENT
         else ("provider_error", False)
     )
+    fail_pending(
+        collection,
+        payment,
+        pending,
+        reason,
+        outcome.message or reason,
+        retryable=retryable,
+        now=now,
+    )
+    return reason
+
+
+def fail_pending(
+    collection: PaymentCollection,
+    payment: Payment,
+    pending: PendingOperation,
+    reason: str,
+    message: str,
+    *,
+    retryable: bool,
+    now: datetime,
+    discriminator: str = "",
+) -> None:
+    """`payment.failed` answering a reserved operation (its command is the cause)."""
     fail(
         collection,
         operation=pending.operation,
         reason=reason,
-        message=outcome.message or reason,
+        message=message,
         retryable=retryable,
         causation_id=pending.command_id,
         now=now,
@@ -723,8 +735,8 @@ def _book_failure(
         amount=pending.amount,
         payment_id=payment.id,
         session_id=payment.session_id,
+        discriminator=discriminator,
     )
-    return reason
 
 
 def _record_settled(

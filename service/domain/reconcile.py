@@ -25,7 +25,6 @@ from service.domain.authorization import (
 )
 from service.domain.backoff import Backoff
 from service.domain.calls import Answered, Ask, ProviderCall
-from service.domain.failures import fail
 from service.domain.model import (
     LostAuthorization,
     PaymentCollection,
@@ -33,7 +32,12 @@ from service.domain.model import (
     ReleasedHold,
 )
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
-from service.domain.payment_operations import apply_late_success, pending_call, settle_pending
+from service.domain.payment_operations import (
+    apply_late_success,
+    fail_pending,
+    pending_call,
+    settle_pending,
+)
 from service.domain.results import Decision
 
 Answers = Answered
@@ -305,18 +309,14 @@ def _needs_attention(
         f"{pending.operation} {pending.command_id}: the provider cannot tell what became of "
         f"it ({outcome.message or outcome.kind.value}) and its idempotency window has passed"
     )
-    fail(
+    fail_pending(
         collection,
-        operation=pending.operation,
-        reason="needs_attention",
-        message=pending.attention,
+        payment,
+        pending,
+        "needs_attention",
+        pending.attention,
         retryable=False,
-        causation_id=pending.command_id,
         now=now,
-        provider_id=payment.provider_id,
-        amount=pending.amount,
-        payment_id=payment.id,
-        session_id=payment.session_id,
         discriminator=":attention",
     )
     collection.updated_at = now
