@@ -38,6 +38,7 @@ from service.domain import derived_ids as ids
 from service.domain.authorization import authorization_call
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.handlers import HandleResult, PaymentService
+from tests.support.bounded import assert_bounded
 from tests.support.processor import Hold
 from tests.support.world import World, claim_of, handle
 
@@ -499,6 +500,11 @@ class PaymentModel(RuleBasedStateMachine):
             known = self.accounted_keys(collection)
             unknown = [h for h in self.holds(collection.cart_id) if h.key not in known]
             assert unknown == [], f"holds the books do not know: {unknown}"
+
+    @invariant()
+    def state_is_bounded(self) -> None:
+        for collection in self.collections():
+            assert_bounded(collection)
 
     @invariant()
     def event_ids_are_stable(self) -> None:

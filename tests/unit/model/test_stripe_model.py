@@ -63,6 +63,7 @@ from service.auditor import Auditor
 from service.domain import derived_ids as ids
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.handlers import HandleResult, PaymentService
+from tests.support.bounded import assert_bounded
 from tests.support.processor import Processor
 from tests.support.stripe_processor import (
     PM_3DS,
@@ -713,6 +714,11 @@ class StripeModel(RuleBasedStateMachine):
             assert payment.amount == intent.authorized, (where, payment.amount, intent)
             assert payment.currency_code == intent.currency, (where, payment.currency_code, intent)
             assert payment.captured_total <= intent.amount_received, (where, intent)
+
+    @invariant()
+    def state_is_bounded(self) -> None:
+        for collection in self.collections():
+            assert_bounded(collection)
 
     @invariant()
     def event_ids_are_stable(self) -> None:
