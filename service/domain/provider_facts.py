@@ -128,7 +128,9 @@ def audit_reads(collection: PaymentCollection) -> list[ProviderCall]:
     and those of every other session whose authorization was asked for and whose
     object is not released yet. A customer may finish such an authorization late (a
     3-D Secure challenge) and its webhooks be lost: only a read finds that money (a
-    second hold to release, or the cart's payment after all)."""
+    second hold to release, or the cart's payment after all). A session whose
+    authorization is in flight or unknown is the reconciler's (status first, within its
+    owner's lease): the audit does not race it."""
     payment = collection.payment
     reads = [payment_call(collection, payment)] if payment is not None else []
     released = {r.reference for r in collection.released_holds}
@@ -136,6 +138,7 @@ def audit_reads(collection: PaymentCollection) -> list[ProviderCall]:
         reference = session.reference
         if (
             session.authorization_key is None
+            or session.needs_reconcile
             or reference is None
             or reference in released
             or (payment is not None and session.id == payment.session_id)
