@@ -137,7 +137,7 @@ class MongoCollectionStore:
             )
         except OperationFailure as exc:
             if exc.code in INDEX_OPTIONS_CONFLICT:  # another TTL before: this one now
-                await self.archive.drop_index(ARCHIVE_INDEX)
+                await self.archive.drop_index([("sent_at", ASCENDING)])
                 await self._archive_indexes()
             elif exc.code == NOT_IMPLEMENTED:  # FerretDB 1.24: we delete expired ones
                 await self.archive.create_index([("sent_at", ASCENDING)], name=ARCHIVE_INDEX)

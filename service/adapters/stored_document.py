@@ -252,6 +252,20 @@ def archive_entry(
     }
 
 
+def stored_events(document: dict[str, Any]) -> list[OutboxEvent]:
+    """Every event a document holds, in order: schema 2, the unsent ones; schema 1,
+    its whole outbox list, sent ones included (for `payments republish`)."""
+    if int(document.get("schema") or 1) == 1:
+        return [OutboxEvent.model_validate(e) for e in document["state"].get("outbox", [])]
+    entries = sorted((document.get("outbox") or {}).values(), key=lambda e: tuple(e["seq"]))
+    return [OutboxEvent.model_validate(e) for e in entries]
+
+
+def archived_event(entry: dict[str, Any]) -> OutboxEvent:
+    """The event an archive entry keeps, as sent."""
+    return OutboxEvent.model_validate({**entry["event"], "sent": True})
+
+
 # -- the diff -----------------------------------------------------------------------
 
 
