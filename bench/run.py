@@ -64,7 +64,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 
-from bench.mongo_ops import per_checkout, totals  # noqa: E402
+from bench.mongo_ops import add_counts, bytes_written, per_checkout, totals  # noqa: E402
 from bench.stats import (  # noqa: E402
     counts_delta,
     cpu_ms_per_cart,
@@ -354,10 +354,7 @@ class Window:
             return None
         total: dict[str, list[int]] = {}
         for before, after in zip(self.ops_before, self.ops_after, strict=True):
-            for key, (c, st) in counts_delta(before, after).items():
-                entry = total.setdefault(key, [0, 0])
-                entry[0] += c
-                entry[1] += st
+            add_counts(total, counts_delta(before, after))
         return total
 
 
@@ -556,10 +553,7 @@ async def measure_service(
     counts: dict[str, list[int]] = {}
     for path in ops_files:
         with contextlib.suppress(OSError, ValueError):
-            for key, (c, s) in json.loads(path.read_text()).items():
-                entry = counts.setdefault(key, [0, 0])
-                entry[0] += c
-                entry[1] += s
+            add_counts(counts, json.loads(path.read_text()))
     ledger_ok, ledger_detail = await check_ledger(
         mongodb_url, database, [*warm, *carts], full=full, provider=args.provider
     )
@@ -580,6 +574,10 @@ async def measure_service(
         if window_ops is not None
         else None,
         "mongo_statements_per_cart": round(totals(window_ops)[1] / len(carts), 2)
+        if window_ops is not None
+        else None,
+        # The BSON size of the write commands (documents, updates, their filters).
+        "mongo_bytes_written_per_cart": round(bytes_written(window_ops) / len(carts))
         if window_ops is not None
         else None,
         "mongo_ops_per_cart": per_checkout(window_ops, len(carts)) if window_ops else None,
@@ -847,10 +845,7 @@ async def measure_store(
     elapsed = max(r["t_end"] for r in reports) - min(r["t_start"] for r in reports)
     counts: dict[str, list[int]] = {}
     for report in reports:
-        for key, (c, s) in report["counts"].items():
-            entry = counts.setdefault(key, [0, 0])
-            entry[0] += c
-            entry[1] += s
+        add_counts(counts, report["counts"])
     commands, statements = totals(counts)
     return {
         "checkouts_per_s": round(args.n / elapsed, 1),
@@ -1008,6 +1003,7 @@ def table(results: dict[str, Any]) -> str:
             f"{fmt(results['mongo_commands_per_cart'])} / "
             f"{fmt(results['mongo_statements_per_cart'])}",
         ),
+        ("MongoDB bytes written per cart", fmt(results.get("mongo_bytes_written_per_cart"))),
         ("broker limit checkouts/s", fmt(results["broker_limit_per_s"])),
         ("store limit checkouts/s", fmt(results["store_limit_per_s"])),
         (
@@ -1062,6 +1058,7 @@ def results_document(
         "mongo_commands_per_cart": service.pop("mongo_commands_per_cart"),
         # Batched writes carry many statements (documents, updates) in one command.
         "mongo_statements_per_cart": service.pop("mongo_statements_per_cart"),
+        "mongo_bytes_written_per_cart": service.pop("mongo_bytes_written_per_cart", None),
         "latency_ms": {t: latency_summary(v) for t, v in flow.latency_by_type.items()},
         "latency_breakdown_ms": service.pop("latency_breakdown_ms"),
         "service_checkouts_per_s": summary["checkouts_per_s"],
