@@ -89,6 +89,7 @@ from bench.workload import (  # noqa: E402
     warmup_carts,
 )
 from schemas.topics import ALL_TOPICS, DLQ_TOPIC, topic_for  # noqa: E402
+from service.adapters.stored_document import log_entries  # noqa: E402
 from service.embedded import EmbeddedKafka, EmbeddedMongo, ensure_topics, free_port  # noqa: E402
 from tests.support.real_servers import JvmKafka, kafka_version  # noqa: E402
 
@@ -706,7 +707,7 @@ async def checkout_first_share(url: str, database: str, carts: list[Cart]) -> fl
                 continue
             # nx-27017 answers a dotted projection with a dotted key; MongoDB nests it.
             processed = doc.get("state.processed") or (doc.get("state") or {}).get("processed")
-            processed = processed or []
+            processed = log_entries(processed)  # a map in order (schema 2), or a list
             total += 1
             first += bool(processed) and processed[0].get("type") == "checkout.completed"
     finally:

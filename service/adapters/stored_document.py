@@ -17,13 +17,20 @@ entry carries `seq`, [the version that stored it, its place in that write], the
 order the events are published in (a map's order is not kept: MongoDB applies a
 write's new fields in name order).
 
+The logs of the aggregate (:data:`LOGS`: the inbox `processed`, the payment's
+`history`), lists that only grow at the end and lose their oldest entries, are
+stored as maps too, `{"i<n>": entry}` in order of n, so a save adds the new entries
+and removes the dropped ones instead of rewriting the list (a window of 64 inbox
+entries would otherwise be 6 KB on every write). The aggregate sees lists.
+
 What a save sends (:func:`save_update`): the state's fields whose JSON changed since
 the load, descending into nested models (`state.payment.captures`, not all of
-`state.payment`), never into free-form dicts, whose keys may be anything; the new
-unsent events; the index fields that changed; the version. Every value `$set` is a
-whole value at an object path, the one form every server here stores right. A
-boolean on its own may come back as 0/1 from nx-27017; state is validated on load
-(pydantic reads 0/1 as booleans), and queries on `reconcile`/`attention` still match.
+`state.payment`), never into free-form dicts, whose keys may be anything; the log
+entries added and removed; the new unsent events; the index fields that changed;
+the version. Every value `$set` is a whole value at an object path, the one form
+every server here stores right. A boolean on its own may come back as 0/1 from
+nx-27017; state is validated on load (pydantic reads 0/1 as booleans), and queries
+on `reconcile`/`attention` still match.
 
 Schema 1 (before): no `schema`, `outbox_pending`, and the outbox as a list inside
 `state`, sent events included. Such a document loads (its sent events left out of
@@ -45,6 +52,9 @@ from pydantic import BaseModel
 from service.domain.model import OutboxEvent, PaymentCollection
 
 SCHEMA = 2
+
+LOGS: tuple[tuple[str, ...], ...] = (("processed",), ("payment", "history"))
+"""Paths (in the state) of the lists stored as maps: see the module's doc."""
 
 INDEX_FIELDS = (
     "payment_id",
@@ -81,9 +91,10 @@ class Snapshot:
 
     schema: int
     state: dict[str, Any]
+    """As stored (logs as maps)."""
     index: dict[str, Any]
-    outbox: dict[str, list[int]]
-    """Key → seq of the stored unsent events."""
+    outbox: dict[str, dict[str, Any]]
+    """Key → entry (with its seq) of the stored unsent events."""
 
 
 def index_fields(collection: PaymentCollection) -> dict[str, Any]:
@@ -118,7 +129,7 @@ def new_document(collection: PaymentCollection, version: int = 1) -> dict[str, A
         "cart_id": collection.cart_id,
         "version": version,
         **index_fields(collection),
-        "state": collection.stored_state(),
+        "state": _encode_logs(collection.stored_state(), None),
         "outbox": {
             event_key(e.id): entry(e, [version, i]) for i, e in enumerate(collection.unsent_events)
         },
@@ -130,19 +141,20 @@ def read_document(document: dict[str, Any]) -> tuple[PaymentCollection, int, Sna
     the next save needs to send only what changed."""
     state = document["state"]
     schema = int(document.get("schema") or 1)
-    outbox: dict[str, list[int]] = {}
+    outbox: dict[str, dict[str, Any]] = {}
     if schema == 1:
         collection = PaymentCollection.model_validate(state)
         # Sent events stay out: the outbox holds what is unsent (the upgrade drops them).
         collection.outbox = [e for e in collection.outbox if not e.sent]
     else:
-        entries = sorted(
-            ((key, value) for key, value in (document.get("outbox") or {}).items()),
-            key=lambda item: tuple(item[1].get("seq") or ()),
+        outbox = dict(
+            sorted(
+                (document.get("outbox") or {}).items(),
+                key=lambda item: tuple(item[1].get("seq") or ()),
+            )
         )
-        outbox = {key: value.get("seq") or [] for key, value in entries}
         collection = PaymentCollection.model_validate(
-            {**state, "outbox": [value for _, value in entries]}
+            {**_decode_logs(state), "outbox": list(outbox.values())}
         )
     index = {name: document.get(name) for name in INDEX_FIELDS}
     snapshot = Snapshot(schema=schema, state=state, index=index, outbox=outbox)
@@ -169,21 +181,20 @@ def save_update(
         return SaveUpdate({"$set": fields, "$unset": {"outbox_pending": ""}}, document)
     sets: dict[str, Any] = {}
     unsets: dict[str, Any] = {}
-    state = collection.stored_state()
-    _diff(snapshot.state, state, "state.", PaymentCollection, sets, unsets)
+    state = _encode_logs(collection.stored_state(), snapshot.state)
+    _diff(snapshot.state, state, (), PaymentCollection, sets, unsets)
     # The outbox: what is unsent now and not stored yet (new events, republished
     # copies) is added; what was stored and is no longer unsent leaves.
     outbox: dict[str, dict[str, Any]] = {}
     added = 0
     for event in collection.unsent_events:
         key = event_key(event.id)
-        seq = snapshot.outbox.get(key)
-        if seq is None:
-            seq = [version, added]
+        stored = snapshot.outbox.get(key)
+        if stored is None:
+            sets[f"outbox.{key}"] = outbox[key] = entry(event, [version, added])
             added += 1
-            sets[f"outbox.{key}"] = outbox[key] = entry(event, seq)
         else:
-            outbox[key] = entry(event, seq)
+            outbox[key] = stored
     for key in snapshot.outbox.keys() - outbox.keys():
         unsets[f"outbox.{key}"] = ""
     index = index_fields(collection)
@@ -252,6 +263,74 @@ def archive_entry(
     }
 
 
+def log_entries(value: Any) -> list[Any]:
+    """A log's entries in order, from its stored map (or a list, as schema 1 and the
+    first documents of schema 2 stored it)."""
+    if isinstance(value, dict):
+        return [value[key] for key in sorted(value, key=_log_number)]
+    return list(value or [])
+
+
+def _log_number(key: str) -> int:
+    return int(key[1:])
+
+
+def _encode_logs(state: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+    """`state` (a fresh dump, changed in place) with each log as a map, numbered on
+    from the stored one: entries still there keep their keys, new ones come after."""
+    for path in LOGS:
+        parent = _parent(state, path)
+        if parent is None or not isinstance(parent.get(path[-1]), list):
+            continue
+        before = _parent(stored, path) if stored is not None else None
+        old = before.get(path[-1]) if before is not None else None
+        parent[path[-1]] = _log_map(parent[path[-1]], old if isinstance(old, dict) else {})
+    return state
+
+
+def _log_map(entries: list[Any], stored: dict[str, Any]) -> dict[str, Any]:
+    keys = sorted(stored, key=_log_number)
+    values = [stored[k] for k in keys]
+    following = _log_number(keys[-1]) + 1 if keys else 0
+    # The entries kept are the stored ones from `start` on (the oldest were dropped),
+    # followed by the new ones; none kept when nothing lines up.
+    start = len(values)
+    if entries:
+        for candidate, value in enumerate(values):
+            kept = len(values) - candidate
+            if value == entries[0] and values[candidate:] == entries[:kept]:
+                start = candidate
+                break
+    kept = len(values) - start
+    result = dict(zip(keys[start:], entries[:kept], strict=True))
+    for offset, new in enumerate(entries[kept:]):
+        result[f"i{following + offset}"] = new
+    return result
+
+
+def _decode_logs(state: dict[str, Any]) -> dict[str, Any]:
+    """A shallow copy of a stored state with its logs as lists (for validation)."""
+    decoded = dict(state)
+    for path in LOGS:
+        parent: dict[str, Any] | None = decoded
+        for part in path[:-1]:
+            child = parent.get(part) if parent is not None else None
+            if not isinstance(child, dict):
+                parent = None
+                break
+            parent[part] = parent = dict(child)
+        if parent is not None and isinstance(parent.get(path[-1]), dict):
+            parent[path[-1]] = log_entries(parent[path[-1]])
+    return decoded
+
+
+def _parent(state: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    parent: Any = state
+    for part in path[:-1]:
+        parent = parent.get(part) if isinstance(parent, dict) else None
+    return parent if isinstance(parent, dict) else None
+
+
 def stored_events(document: dict[str, Any]) -> list[OutboxEvent]:
     """Every event a document holds, in order: schema 2, the unsent ones; schema 1,
     its whole outbox list, sent ones included (for `payments republish`)."""
@@ -286,29 +365,42 @@ def _millis(value: datetime) -> datetime:
 def _diff(
     old: dict[str, Any],
     new: dict[str, Any],
-    prefix: str,
+    path: tuple[str, ...],
     model: type[BaseModel],
     sets: dict[str, Any],
     unsets: dict[str, Any],
 ) -> None:
     """`$set` the fields of `new` that differ from `old`, descending into fields that
-    hold a nested model on both sides. Fields only in `old` are left: a newer version
-    of the service may have written them (extra fields are ignored on load)."""
+    hold a nested model on both sides, and into logs. Fields only in `old` are left:
+    a newer version of the service may have written them (extra fields are ignored
+    on load)."""
     nested = _nested_models(model)
     for name, value in new.items():
         before = old.get(name, _MISSING)
         if before is not _MISSING and before == value and type(before) is type(value):
             continue
+        where = (*path, name)
         inner = nested.get(name)
-        if (
+        if where in LOGS and isinstance(before, dict) and isinstance(value, dict):
+            prefix = _path(where)
+            for key, entry in value.items():
+                if before.get(key, _MISSING) != entry:
+                    sets[f"{prefix}.{key}"] = entry
+            for key in before.keys() - value.keys():
+                unsets[f"{prefix}.{key}"] = ""
+        elif (
             inner is not None
             and isinstance(before, dict)
             and isinstance(value, dict)
             and not _changes_a_boolean(before, value)
         ):
-            _diff(before, value, f"{prefix}{name}.", inner, sets, unsets)
+            _diff(before, value, where, inner, sets, unsets)
         else:
-            sets[f"{prefix}{name}"] = value
+            sets[_path(where)] = value
+
+
+def _path(where: tuple[str, ...]) -> str:
+    return "state." + ".".join(where)
 
 
 def _changes_a_boolean(old: dict[str, Any], new: dict[str, Any]) -> bool:

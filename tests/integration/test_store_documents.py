@@ -22,10 +22,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.outbound import PaymentFailed
 from service.adapters.mongo_store import ARCHIVE, COLLECTIONS, MongoCollectionStore
-from service.adapters.stored_document import event_key
+from service.adapters.stored_document import event_key, log_entries
 from service.domain.capabilities import Capabilities
 from service.domain.events import new_event
-from service.domain.model import PaymentCollection
+from service.domain.model import INBOX_WINDOW, PaymentCollection
 from service.ports.store import Loaded
 from service.testing.builders import new_id
 from tests.support.world import World
@@ -147,7 +147,31 @@ async def test_a_save_sends_only_what_changed(db: Store) -> None:
     assert [e.id for e in again.collection.outbox] == [event.id]
     raw = await db.raw(collection.id)
     assert raw["schema"] == 2 and "outbox" not in raw["state"]
-    assert raw["state"] == changed.stored_state()
+    # The inbox as a map of its entries (a log), in order.
+    assert [p["id"] for p in log_entries(raw["state"]["processed"])] == [
+        p.id for p in changed.processed
+    ]
+    assert isinstance(raw["state"]["processed"], dict)
+
+
+async def test_a_log_sends_the_entries_added_and_removed(db: Store) -> None:
+    collection = await _paid(new_id("cart"))
+    await db.store.save(collection, None)
+    for n in range(INBOX_WINDOW + 2):
+        loaded = await db.load(collection.id)
+        loaded.collection.remember(f"evt_in_{n}", "cart.updated", T0)
+        db.updates.statements.clear()
+        await db.store.save(loaded.collection, loaded.version, loaded.snapshot)
+
+    (statement,) = db.updates.statements
+    changed = {*statement["u"]["$set"], *statement["u"].get("$unset", {})}
+    assert {c for c in changed if c.startswith("state.")} == {
+        f"state.processed.i{INBOX_WINDOW + 3}",
+        "state.processed.i3",
+    }
+    loaded = await db.load(collection.id)
+    assert len(loaded.collection.processed) == INBOX_WINDOW
+    assert loaded.collection.processed[-1].id == f"evt_in_{INBOX_WINDOW + 1}"
 
 
 async def test_a_boolean_of_a_nested_model_is_stored_as_a_boolean(db: Store) -> None:

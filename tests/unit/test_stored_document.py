@@ -18,6 +18,7 @@ from schemas.outbound import PaymentFailed
 from service.adapters.stored_document import (
     SCHEMA,
     event_key,
+    log_entries,
     new_document,
     read_document,
     save_update,
@@ -26,7 +27,7 @@ from service.adapters.stored_document import (
 from service.domain.capabilities import Capabilities
 from service.domain.cart import new_collection
 from service.domain.events import new_event
-from service.domain.model import Payment, PaymentCollection
+from service.domain.model import INBOX_WINDOW, HistoryEntry, Payment, PaymentCollection
 from tests.support.memory import apply_update, matches
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -73,7 +74,7 @@ def _save(document: dict[str, Any], change: Any) -> tuple[dict[str, Any], Paymen
     change(collection)
     write = save_update(collection, snapshot, version + 1)
     stored = apply_update(document, write.update)
-    assert stored["state"] == collection.stored_state()
+    assert read_document(copy.deepcopy(stored))[0].stored_state() == collection.stored_state()
     assert stored == write.document
     return write.update, collection, stored
 
@@ -190,7 +191,8 @@ def test_an_event_id_that_is_no_plain_name_gets_a_key_that_is_no_path() -> None:
 def test_without_a_snapshot_everything_is_written() -> None:
     collection, version, _ = read_document(_paid())
     write = save_update(collection, None, version + 1)
-    assert write.update["$set"]["state"] == collection.stored_state()
+    assert write.update["$set"]["state"] == write.document["state"]
+    assert read_document(write.document)[0].stored_state() == collection.stored_state()
     assert write.update["$set"]["schema"] == SCHEMA
 
 
@@ -217,3 +219,54 @@ def test_a_schema_1_document_loads_without_its_sent_events() -> None:
     # Marking a schema-1 document sent: the one update that matches it.
     (change,) = [c for w, c in sent_update(loaded, 7) if matches(document, w)]
     assert apply_update(document, change)["state"]["outbox"] == []
+
+
+def _remember(c: PaymentCollection, *numbers: int) -> None:
+    for n in numbers:
+        c.remember(f"evt_in_{n}", "cart.updated", T0)
+
+
+def test_a_log_entry_added_is_the_one_thing_sent() -> None:
+    _, _, stored = _save(_paid(), lambda c: _remember(c, 0, 1))
+    update, _, stored = _save(stored, lambda c: _remember(c, 2))
+    assert update["$set"] == {
+        "state.processed.i2": update["$set"]["state.processed.i2"],
+        "version": 3,
+    }
+    assert update["$set"]["state.processed.i2"]["id"] == "evt_in_2"
+    assert [e["id"] for e in log_entries(stored["state"]["processed"])] == [
+        "evt_in_0",
+        "evt_in_1",
+        "evt_in_2",
+    ]
+
+
+def test_a_log_past_its_window_loses_its_oldest_entries() -> None:
+    _, _, stored = _save(_paid(), lambda c: _remember(c, *range(INBOX_WINDOW)))
+    update, collection, stored = _save(stored, lambda c: _remember(c, 100, 101))
+    assert set(update["$set"]) == {"state.processed.i64", "state.processed.i65", "version"}
+    assert set(update["$unset"]) == {"state.processed.i0", "state.processed.i1"}
+    assert len(stored["state"]["processed"]) == INBOX_WINDOW
+    assert [p.id for p in collection.processed][-2:] == ["evt_in_100", "evt_in_101"]
+
+
+def test_the_payments_history_is_a_log_too() -> None:
+    def log(c: PaymentCollection) -> None:
+        assert c.payment is not None
+        c.payment.log(HistoryEntry(at=T0, action="capture", command_id="cmd_1", outcome="ok"))
+
+    _, _, stored = _save(_paid(), log)
+    update, _, stored = _save(stored, log)
+    assert set(update["$set"]) == {"state.payment.history.i1", "version"}
+    assert list(stored["state"]["payment"]["history"]) == ["i0", "i1"]
+
+
+def test_a_log_entry_changed_in_place_renumbers_the_log() -> None:
+    _, _, stored = _save(_paid(), lambda c: _remember(c, 0, 1))
+
+    def change(c: PaymentCollection) -> None:
+        c.processed[0].fingerprint = "changed"
+
+    update, _, stored = _save(stored, change)
+    assert set(update["$set"]) == {"state.processed.i2", "state.processed.i3", "version"}
+    assert set(update["$unset"]) == {"state.processed.i0", "state.processed.i1"}
