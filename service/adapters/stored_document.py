@@ -154,7 +154,7 @@ def read_document(document: dict[str, Any]) -> tuple[PaymentCollection, int, Sna
             )
         )
         collection = PaymentCollection.model_validate(
-            {**_decode_logs(state), "outbox": list(outbox.values())}
+            {**decode_logs(state), "outbox": list(outbox.values())}
         )
     index = {name: document.get(name) for name in INDEX_FIELDS}
     snapshot = Snapshot(schema=schema, state=state, index=index, outbox=outbox)
@@ -267,12 +267,13 @@ def log_entries(value: Any) -> list[Any]:
     """A log's entries in order, from its stored map (or a list, as schema 1 and the
     first documents of schema 2 stored it)."""
     if isinstance(value, dict):
-        return [value[key] for key in sorted(value, key=_log_number)]
+        return [value[key] for key in sorted(value)]
     return list(value or [])
 
 
-def _log_number(key: str) -> int:
-    return int(key[1:])
+def log_key(number: int) -> str:
+    """The key of a log's entry: zero-padded, so the keys sort as the numbers do."""
+    return f"i{number:09d}"
 
 
 def _encode_logs(state: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
@@ -289,26 +290,27 @@ def _encode_logs(state: dict[str, Any], stored: dict[str, Any] | None) -> dict[s
 
 
 def _log_map(entries: list[Any], stored: dict[str, Any]) -> dict[str, Any]:
-    keys = sorted(stored, key=_log_number)
+    keys = sorted(stored)
     values = [stored[k] for k in keys]
-    following = _log_number(keys[-1]) + 1 if keys else 0
+    following = int(keys[-1][1:]) + 1 if keys else 0
     # The entries kept are the stored ones from `start` on (the oldest were dropped),
     # followed by the new ones; none kept when nothing lines up.
     start = len(values)
-    if entries:
-        for candidate, value in enumerate(values):
-            kept = len(values) - candidate
-            if value == entries[0] and values[candidate:] == entries[:kept]:
-                start = candidate
-                break
+    if entries and values:
+        try:
+            candidate = values.index(entries[0])
+        except ValueError:
+            candidate = len(values)
+        if values[candidate:] == entries[: len(values) - candidate]:
+            start = candidate
     kept = len(values) - start
     result = dict(zip(keys[start:], entries[:kept], strict=True))
     for offset, new in enumerate(entries[kept:]):
-        result[f"i{following + offset}"] = new
+        result[log_key(following + offset)] = new
     return result
 
 
-def _decode_logs(state: dict[str, Any]) -> dict[str, Any]:
+def decode_logs(state: dict[str, Any]) -> dict[str, Any]:
     """A shallow copy of a stored state with its logs as lists (for validation)."""
     decoded = dict(state)
     for path in LOGS:

@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.outbound import PaymentFailed
 from service.adapters.mongo_store import ARCHIVE, COLLECTIONS, MongoCollectionStore
-from service.adapters.stored_document import event_key, log_entries
+from service.adapters.stored_document import event_key, log_entries, log_key
 from service.domain.capabilities import Capabilities
 from service.domain.events import new_event
 from service.domain.model import INBOX_WINDOW, PaymentCollection
@@ -166,8 +166,8 @@ async def test_a_log_sends_the_entries_added_and_removed(db: Store) -> None:
     (statement,) = db.updates.statements
     changed = {*statement["u"]["$set"], *statement["u"].get("$unset", {})}
     assert {c for c in changed if c.startswith("state.")} == {
-        f"state.processed.i{INBOX_WINDOW + 3}",
-        "state.processed.i3",
+        f"state.processed.{log_key(INBOX_WINDOW + 3)}",
+        f"state.processed.{log_key(3)}",
     }
     loaded = await db.load(collection.id)
     assert len(loaded.collection.processed) == INBOX_WINDOW

@@ -19,6 +19,7 @@ from service.adapters.stored_document import (
     SCHEMA,
     event_key,
     log_entries,
+    log_key,
     new_document,
     read_document,
     save_update,
@@ -230,10 +231,10 @@ def test_a_log_entry_added_is_the_one_thing_sent() -> None:
     _, _, stored = _save(_paid(), lambda c: _remember(c, 0, 1))
     update, _, stored = _save(stored, lambda c: _remember(c, 2))
     assert update["$set"] == {
-        "state.processed.i2": update["$set"]["state.processed.i2"],
+        f"state.processed.{log_key(2)}": update["$set"][f"state.processed.{log_key(2)}"],
         "version": 3,
     }
-    assert update["$set"]["state.processed.i2"]["id"] == "evt_in_2"
+    assert update["$set"][f"state.processed.{log_key(2)}"]["id"] == "evt_in_2"
     assert [e["id"] for e in log_entries(stored["state"]["processed"])] == [
         "evt_in_0",
         "evt_in_1",
@@ -244,8 +245,15 @@ def test_a_log_entry_added_is_the_one_thing_sent() -> None:
 def test_a_log_past_its_window_loses_its_oldest_entries() -> None:
     _, _, stored = _save(_paid(), lambda c: _remember(c, *range(INBOX_WINDOW)))
     update, collection, stored = _save(stored, lambda c: _remember(c, 100, 101))
-    assert set(update["$set"]) == {"state.processed.i64", "state.processed.i65", "version"}
-    assert set(update["$unset"]) == {"state.processed.i0", "state.processed.i1"}
+    assert set(update["$set"]) == {
+        f"state.processed.{log_key(64)}",
+        f"state.processed.{log_key(65)}",
+        "version",
+    }
+    assert set(update["$unset"]) == {
+        f"state.processed.{log_key(0)}",
+        f"state.processed.{log_key(1)}",
+    }
     assert len(stored["state"]["processed"]) == INBOX_WINDOW
     assert [p.id for p in collection.processed][-2:] == ["evt_in_100", "evt_in_101"]
 
@@ -257,8 +265,8 @@ def test_the_payments_history_is_a_log_too() -> None:
 
     _, _, stored = _save(_paid(), log)
     update, _, stored = _save(stored, log)
-    assert set(update["$set"]) == {"state.payment.history.i1", "version"}
-    assert list(stored["state"]["payment"]["history"]) == ["i0", "i1"]
+    assert set(update["$set"]) == {f"state.payment.history.{log_key(1)}", "version"}
+    assert list(stored["state"]["payment"]["history"]) == [log_key(0), log_key(1)]
 
 
 def test_a_log_entry_changed_in_place_renumbers_the_log() -> None:
@@ -268,5 +276,12 @@ def test_a_log_entry_changed_in_place_renumbers_the_log() -> None:
         c.processed[0].fingerprint = "changed"
 
     update, _, stored = _save(stored, change)
-    assert set(update["$set"]) == {"state.processed.i2", "state.processed.i3", "version"}
-    assert set(update["$unset"]) == {"state.processed.i0", "state.processed.i1"}
+    assert set(update["$set"]) == {
+        f"state.processed.{log_key(2)}",
+        f"state.processed.{log_key(3)}",
+        "version",
+    }
+    assert set(update["$unset"]) == {
+        f"state.processed.{log_key(0)}",
+        f"state.processed.{log_key(1)}",
+    }
