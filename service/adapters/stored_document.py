@@ -19,9 +19,10 @@ write's new fields in name order).
 
 The logs of the aggregate (:data:`LOGS`: the inbox `processed`, the payment's
 `history`), lists that only grow at the end and lose their oldest entries, are
-stored as maps too, `{"i<n>": entry}` in order of n, so a save adds the new entries
-and removes the dropped ones instead of rewriting the list (a window of 64 inbox
-entries would otherwise be 6 KB on every write). The aggregate sees lists.
+stored as maps too, `{"i<n, 9 digits>": entry}` in order of n (:func:`log_key`), so
+a save adds the new entries and removes the dropped ones instead of rewriting the
+list (a window of 64 inbox entries would otherwise be 6 KB on every write). The
+aggregate sees lists.
 
 What a save sends (:func:`save_update`): the state's fields whose JSON changed since
 the load, descending into nested models (`state.payment.captures`, not all of
@@ -138,7 +139,11 @@ def new_document(collection: PaymentCollection, version: int = 1) -> dict[str, A
 
 def read_document(document: dict[str, Any]) -> tuple[PaymentCollection, int, Snapshot]:
     """The collection a stored document holds (either schema), validated, with what
-    the next save needs to send only what changed."""
+    the next save needs to send only what changed.
+
+    Always validated, even what this code wrote: building the models without
+    validation was measured (`bench/load_cost.py`) and was no faster than pydantic's
+    validator, so there is no trusted load to switch off in tests."""
     state = document["state"]
     schema = int(document.get("schema") or 1)
     outbox: dict[str, dict[str, Any]] = {}
