@@ -89,7 +89,7 @@ from bench.workload import (  # noqa: E402
     warmup_carts,
 )
 from schemas.topics import ALL_TOPICS, DLQ_TOPIC, topic_for  # noqa: E402
-from service.adapters.stored_document import log_entries  # noqa: E402
+from service.adapters.stored_document import log_entries, read_document  # noqa: E402
 from service.embedded import EmbeddedKafka, EmbeddedMongo, ensure_topics, free_port  # noqa: E402
 from tests.support.real_servers import JvmKafka, kafka_version  # noqa: E402
 
@@ -664,8 +664,6 @@ async def check_ledger(
 
 async def check_books(db: Any, expected: dict[str, tuple[int, int, int]]) -> dict[str, int]:
     """The service's payment per cart against (amount, captured, refunded) asked."""
-    from service.domain.model import PaymentCollection
-
     as_asked = no_payment = wrong = 0
     seen: set[str] = set()
     # The run's database holds only its carts: read all rather than a 20,000-id `$in`.
@@ -674,7 +672,7 @@ async def check_books(db: Any, expected: dict[str, tuple[int, int, int]]) -> dic
         if cart_id not in expected:
             continue
         seen.add(cart_id)
-        payment = PaymentCollection.model_validate(doc["state"]).payment
+        payment = read_document(doc)[0].payment
         if payment is None:
             no_payment += 1
         elif (payment.amount, payment.captured_total, payment.refunded_total) == expected[cart_id]:
