@@ -30,7 +30,7 @@ from service.ports.store import Loaded
 from service.testing.builders import new_id
 from tests.support.world import World
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
