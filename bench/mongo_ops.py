@@ -1,8 +1,10 @@
 """Counting and capturing the MongoDB commands a process issues (pymongo monitoring).
 
 `CommandCounter` is registered globally in the service subprocesses and in the
-store replay, so both sides report the same numbers: commands and statements
-(documents inserted, update/delete statements) per `(command, collection)`.
+store replay, so both sides report the same numbers per `(command, collection)`:
+`[commands, statements, bytes written]`: statements are the documents inserted and
+the update/delete statements; bytes written are the BSON size of the write commands
+(insert, update, delete, findAndModify) as the driver sent them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import bson
 from pymongo import monitoring
 
 #: Commands that are not part of handling an event (handshakes, sessions, indexes).
@@ -39,11 +42,28 @@ IGNORED_COMMANDS = frozenset(
 )
 
 ARRAY_FIELDS = {"insert": "documents", "update": "updates", "delete": "deletes"}
+WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify"})
 
 
 def command_key(name: str, command: Any) -> str:
     target = command.get(name)
     return f"{name} {target}" if isinstance(target, str) else name
+
+
+def written_size(name: str, command: Any) -> int:
+    """The BSON size of a write command (0 for a read): the bytes it sends to the server."""
+    if name not in WRITE_COMMANDS:
+        return 0
+    return len(bson.encode(command))
+
+
+def add_counts(total: dict[str, list[int]], counts: dict[str, list[int]]) -> None:
+    """Adds `counts` into `total`, entry by entry (entries of older files have two
+    numbers, no bytes)."""
+    for key, values in counts.items():
+        entry = total.setdefault(key, [0, 0, 0])
+        for index, value in enumerate(values):
+            entry[index] += value
 
 
 def statements(name: str, command: Any) -> int:
@@ -54,7 +74,8 @@ def statements(name: str, command: Any) -> int:
 
 
 class CommandCounter(monitoring.CommandListener):
-    """Counts `(command, collection)` → [commands, statements]; optionally captures."""
+    """Counts `(command, collection)` → [commands, statements, bytes written];
+    optionally captures."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -70,10 +91,12 @@ class CommandCounter(monitoring.CommandListener):
             return
         command = event.command
         key = command_key(name, command)
+        size = written_size(name, command)
         with self.lock:
-            entry = self.counts.setdefault(key, [0, 0])
+            entry = self.counts.setdefault(key, [0, 0, 0])
             entry[0] += 1
             entry[1] += statements(name, command)
+            entry[2] += size
             self._pending[(event.request_id, event.operation_id or 0)] = key
         if self.capture is not None:
             self.capture(name, copy.deepcopy(dict(command)))
@@ -110,16 +133,26 @@ class CommandCounter(monitoring.CommandListener):
 
 
 def per_checkout(counts: dict[str, list[int]], checkouts: int) -> dict[str, dict[str, float]]:
-    """Commands and statements per checkout, by `(command, collection)`."""
+    """Commands, statements and bytes written per checkout, by `(command, collection)`."""
     checkouts = max(checkouts, 1)
-    return {
-        key: {"commands": round(c / checkouts, 3), "statements": round(s / checkouts, 3)}
-        for key, (c, s) in sorted(counts.items())
-    }
+    result = {}
+    for key, values in sorted(counts.items()):
+        c, s, size = (*values, 0)[:3]
+        result[key] = {
+            "commands": round(c / checkouts, 3),
+            "statements": round(s / checkouts, 3),
+            "bytes_written": round(size / checkouts, 1),
+        }
+    return result
 
 
 def totals(counts: dict[str, list[int]]) -> tuple[int, int]:
     return sum(v[0] for v in counts.values()), sum(v[1] for v in counts.values())
+
+
+def bytes_written(counts: dict[str, list[int]]) -> int:
+    """The bytes of all write commands (0 from files written before they were counted)."""
+    return sum(v[2] for v in counts.values() if len(v) > 2)
 
 
 #: Which handler (cart id) issued a command, for attributing commands in calibration.

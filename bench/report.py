@@ -52,6 +52,7 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
         "cpu_ms_per_cart": result.get("cpu_ms_per_cart") or dict.fromkeys(PROCESSES),
         "mongo_commands_per_cart": result.get("mongo_commands_per_cart"),
         "mongo_statements_per_cart": result.get("mongo_statements_per_cart"),
+        "mongo_bytes_written_per_cart": result.get("mongo_bytes_written_per_cart"),
         "ratio": result.get("ratio"),
         "ledger_ok": result.get("ledger_ok"),
         "machine": result.get("machine") or {},
@@ -70,13 +71,18 @@ def _num(value: Any, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _kb(size: Any) -> str:
+    return "—" if size is None else f"{size / 1024:,.1f}"
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The README's table: one line per run, then the machine of the newest run."""
     lines = [
         "| run | flow / provider | N | paced | carts/s | payment.authorized p50 / p99 ms "
         "| captured / refunded p50 ms | CPU ms/cart service / broker / store "
-        "| MongoDB commands / statements per cart | ratio | ledger |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| MongoDB commands / statements per cart | MongoDB KB written per cart "
+        "| ratio | ledger |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lat = row["latency_ms"]
@@ -91,7 +97,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {_num(auth.get('p50'), 0)} / {_num(auth.get('p99'), 0)} "
             f"| {later if row['flow'] == 'full' else '—'} | {cpu} "
             f"| {_num(row['mongo_commands_per_cart'], 2)} / "
-            f"{_num(row['mongo_statements_per_cart'], 1)} | {_num(row['ratio'], 2)} "
+            f"{_num(row['mongo_statements_per_cart'], 1)} "
+            f"| {_kb(row['mongo_bytes_written_per_cart'])} | {_num(row['ratio'], 2)} "
             f"| {'ok' if row['ledger_ok'] else 'FAILED'} |"
         )
     if rows:

@@ -64,7 +64,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 
-from bench.mongo_ops import per_checkout, totals  # noqa: E402
+from bench.mongo_ops import add_counts, bytes_written, per_checkout, totals  # noqa: E402
 from bench.stats import (  # noqa: E402
     counts_delta,
     cpu_ms_per_cart,
@@ -89,6 +89,7 @@ from bench.workload import (  # noqa: E402
     warmup_carts,
 )
 from schemas.topics import ALL_TOPICS, DLQ_TOPIC, topic_for  # noqa: E402
+from service.adapters.stored_document import log_entries, read_document  # noqa: E402
 from service.embedded import EmbeddedKafka, EmbeddedMongo, ensure_topics, free_port  # noqa: E402
 from tests.support.real_servers import JvmKafka, kafka_version  # noqa: E402
 
@@ -354,10 +355,7 @@ class Window:
             return None
         total: dict[str, list[int]] = {}
         for before, after in zip(self.ops_before, self.ops_after, strict=True):
-            for key, (c, st) in counts_delta(before, after).items():
-                entry = total.setdefault(key, [0, 0])
-                entry[0] += c
-                entry[1] += st
+            add_counts(total, counts_delta(before, after))
         return total
 
 
@@ -556,10 +554,7 @@ async def measure_service(
     counts: dict[str, list[int]] = {}
     for path in ops_files:
         with contextlib.suppress(OSError, ValueError):
-            for key, (c, s) in json.loads(path.read_text()).items():
-                entry = counts.setdefault(key, [0, 0])
-                entry[0] += c
-                entry[1] += s
+            add_counts(counts, json.loads(path.read_text()))
     ledger_ok, ledger_detail = await check_ledger(
         mongodb_url, database, [*warm, *carts], full=full, provider=args.provider
     )
@@ -580,6 +575,10 @@ async def measure_service(
         if window_ops is not None
         else None,
         "mongo_statements_per_cart": round(totals(window_ops)[1] / len(carts), 2)
+        if window_ops is not None
+        else None,
+        # The BSON size of the write commands (documents, updates, their filters).
+        "mongo_bytes_written_per_cart": round(bytes_written(window_ops) / len(carts))
         if window_ops is not None
         else None,
         "mongo_ops_per_cart": per_checkout(window_ops, len(carts)) if window_ops else None,
@@ -665,8 +664,6 @@ async def check_ledger(
 
 async def check_books(db: Any, expected: dict[str, tuple[int, int, int]]) -> dict[str, int]:
     """The service's payment per cart against (amount, captured, refunded) asked."""
-    from service.domain.model import PaymentCollection
-
     as_asked = no_payment = wrong = 0
     seen: set[str] = set()
     # The run's database holds only its carts: read all rather than a 20,000-id `$in`.
@@ -675,7 +672,7 @@ async def check_books(db: Any, expected: dict[str, tuple[int, int, int]]) -> dic
         if cart_id not in expected:
             continue
         seen.add(cart_id)
-        payment = PaymentCollection.model_validate(doc["state"]).payment
+        payment = read_document(doc)[0].payment
         if payment is None:
             no_payment += 1
         elif (payment.amount, payment.captured_total, payment.refunded_total) == expected[cart_id]:
@@ -708,7 +705,7 @@ async def checkout_first_share(url: str, database: str, carts: list[Cart]) -> fl
                 continue
             # nx-27017 answers a dotted projection with a dotted key; MongoDB nests it.
             processed = doc.get("state.processed") or (doc.get("state") or {}).get("processed")
-            processed = processed or []
+            processed = log_entries(processed)  # a map in order (schema 2), or a list
             total += 1
             first += bool(processed) and processed[0].get("type") == "checkout.completed"
     finally:
@@ -847,10 +844,7 @@ async def measure_store(
     elapsed = max(r["t_end"] for r in reports) - min(r["t_start"] for r in reports)
     counts: dict[str, list[int]] = {}
     for report in reports:
-        for key, (c, s) in report["counts"].items():
-            entry = counts.setdefault(key, [0, 0])
-            entry[0] += c
-            entry[1] += s
+        add_counts(counts, report["counts"])
     commands, statements = totals(counts)
     return {
         "checkouts_per_s": round(args.n / elapsed, 1),
@@ -1008,6 +1002,7 @@ def table(results: dict[str, Any]) -> str:
             f"{fmt(results['mongo_commands_per_cart'])} / "
             f"{fmt(results['mongo_statements_per_cart'])}",
         ),
+        ("MongoDB bytes written per cart", fmt(results.get("mongo_bytes_written_per_cart"))),
         ("broker limit checkouts/s", fmt(results["broker_limit_per_s"])),
         ("store limit checkouts/s", fmt(results["store_limit_per_s"])),
         (
@@ -1062,6 +1057,7 @@ def results_document(
         "mongo_commands_per_cart": service.pop("mongo_commands_per_cart"),
         # Batched writes carry many statements (documents, updates) in one command.
         "mongo_statements_per_cart": service.pop("mongo_statements_per_cart"),
+        "mongo_bytes_written_per_cart": service.pop("mongo_bytes_written_per_cart", None),
         "latency_ms": {t: latency_summary(v) for t, v in flow.latency_by_type.items()},
         "latency_breakdown_ms": service.pop("latency_breakdown_ms"),
         "service_checkouts_per_s": summary["checkouts_per_s"],

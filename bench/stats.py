@@ -121,12 +121,15 @@ def group_cpu(readings: Mapping[str, float | None]) -> dict[str, float | None]:
 def counts_delta(
     before: Mapping[str, list[int]], after: Mapping[str, list[int]]
 ) -> dict[str, list[int]]:
-    """`[commands, statements]` per command kind issued between two snapshots."""
+    """`[commands, statements, bytes written]` per command kind issued between two
+    snapshots (a snapshot's entry without bytes counts none)."""
     delta: dict[str, list[int]] = {}
-    for key, (commands, statements) in after.items():
-        c0, s0 = before.get(key, [0, 0])
-        if commands - c0 or statements - s0:
-            delta[key] = [commands - c0, statements - s0]
+    for key, values in after.items():
+        now = [*values, 0, 0, 0][:3]
+        then = [*before.get(key, []), 0, 0, 0][:3]
+        change = [n - t for n, t in zip(now, then, strict=True)]
+        if any(change):
+            delta[key] = change
     return delta
 
 
@@ -151,7 +154,7 @@ def shape_problems(results: Mapping[str, Any]) -> list[str]:
         for event_type, summary in latency.items():
             if not isinstance(summary, dict) or any(q not in summary for q in LATENCY_QUANTILES):
                 problems.append(f"latency_ms[{event_type!r}] lacks {LATENCY_QUANTILES}")
-    for key in ("carts_per_s", "mongo_commands_per_cart"):
+    for key in ("carts_per_s", "mongo_commands_per_cart", "mongo_bytes_written_per_cart"):
         value = results.get(key)
         if value is not None and not isinstance(value, int | float):
             problems.append(f"{key} must be a number or null")

@@ -170,7 +170,7 @@ async def calibrate(args: argparse.Namespace) -> None:
             "checkout_first": _chain_names(templates, True),
         },
         # What the driver sent, by command (pymongo command monitoring, no adapter counter).
-        "store_commands": {key: commands for key, (commands, _) in sorted(counts.items())},
+        "store_commands": {key: values[0] for key, values in sorted(counts.items())},
     }
     print(json.dumps(summary))
     await app.mongo.close()

@@ -18,6 +18,9 @@ from service.observability.redaction import redact_mapping, secret_like_values
 
 ENV_PREFIX = "PAYMENTS_"
 
+EVENT_ARCHIVE_TTL_S = 7 * 24 * 3600.0
+"""The default of `event_archive_ttl_s` (a week), also the store adapter's own."""
+
 
 class SettingsError(Exception):
     """The environment holds an invalid setting; the message names the variable."""
@@ -123,6 +126,11 @@ class Settings(BaseSettings):
     """The relay leaves events younger than this to the handler that stored them:
     under load a batch may take seconds between its write and its publish, and
     re-sending then only makes duplicates (same ids, but wasted work)."""
+    event_archive_ttl_s: float = Field(default=EVENT_ARCHIVE_TTL_S, ge=0)
+    """How long a published event is kept after it was sent (MongoDB collection
+    `sent_events`, expired by a TTL index), so that `payments republish` can send it
+    again; 0 keeps none (republish then finds only events not yet sent). A
+    published event leaves its payment's document at once either way."""
     reconcile_interval_s: float = Field(default=5.0, gt=0)
     """How often the reconciler looks for unknown outcomes and expired leases."""
     reconcile_min_age_s: float = Field(default=5.0, ge=0)

@@ -176,7 +176,9 @@ class UnitOfWork:
     ) -> tuple[PaymentCollection, int]:
         try:
             version = await self.store.save(
-                collection, loaded.version if loaded is not None else None
+                collection,
+                loaded.version if loaded is not None else None,
+                loaded.snapshot if loaded is not None else None,
             )
         except ConcurrencyConflict:
             raise _Retry from None

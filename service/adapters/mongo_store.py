@@ -1,37 +1,75 @@
 """The MongoDB store: one document per payment collection, version-checked.
 
-Document layout (top-level scalars are what queries find; nested state is only
-ever read and written whole, which sidesteps partial-update operators):
+The document (schema 2, `stored_document.py`) holds the aggregate's state and its
+unsent events as a map; a save is one version-checked `update_one` of what changed
+since the load (a new collection: one insert), so the write that stores a decision
+also stores the events it causes and the event that caused it. Marking events sent
+removes them from the map (`$unset`) and keeps a copy in `sent_events`, an archive
+that expires after `PAYMENTS_EVENT_ARCHIVE_TTL_S` (for `payments republish`).
 
-    {_id: collection id, cart_id, payment_id, version, outbox_pending,
-     reconcile, updated_at, state: <the aggregate as JSON>}
-
-The outbox and inbox live inside `state`, so the one `replace_one` that stores a
-decision also stores the events it causes and the event that caused it.
+Operators: `$set` of whole values at object paths, `$unset`, and equality, `$in`,
+`$ne`, `$exists`, `$lt`/`$gte` in filters, as every server here (MongoDB, nx-27017,
+FerretDB) applies them alike; no array operators (nx-27017 corrupts `$push` of
+sub-documents and ignores `$set` of an element by index). nx-27017 matches no `$ne`
+on a missing field in an update's filter (finds do): `$exists` says it instead.
+FerretDB 1.24 has no TTL index: the store then deletes expired archive entries itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import time
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, ReplaceOne
+from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, WriteError
 
 from service.adapters.driver_errors import store_errors
+from service.adapters.stored_document import (
+    SaveUpdate,
+    Snapshot,
+    archive_entry,
+    new_document,
+    read_document,
+    save_update,
+    sent_update,
+)
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.ports.store import ConcurrencyConflict, Loaded, OrphanOutcome, StoreCounts
+from service.settings import EVENT_ARCHIVE_TTL_S
 
 COLLECTIONS = "payment_collections"
 ORPHANS = "orphan_outcomes"
 CLAIMS = "command_claims"
+ARCHIVE = "sent_events"
 
 DUPLICATE_KEY = 11000
+NOT_IMPLEMENTED = 238
+INDEX_OPTIONS_CONFLICT = (85, 86)
+ARCHIVE_INDEX = "sent_at_1"
+
+
+@dataclass(slots=True)
+class _Shared:
+    """What a store and the batches made from it share."""
+
+    archive_ttl_s: float
+    #: The server has no TTL index (FerretDB): expired entries are deleted by us,
+    #: at most every `prune_every_s` (monotonic time of the last: `pruned_at`).
+    prune_archive: bool = False
+    pruned_at: float = field(default=float("-inf"))
+    #: Schema-1 documents may exist (until `create_indexes` finds none): marking
+    #: events sent then also covers that layout.
+    legacy: bool = True
+
+    @property
+    def prune_every_s(self) -> float:
+        return max(60.0, self.archive_ttl_s / 10)
 
 
 @dataclass(slots=True)
@@ -41,6 +79,8 @@ class _PendingWrite:
     collection_id: str
     expected_version: int | None  # None: insert
     document: dict[str, Any]
+    """The whole document once written (with its `write_id`)."""
+    update: dict[str, Any] | None  # None: insert `document`
     done: asyncio.Future[bool]  # True: written; False: ConcurrencyConflict
 
     def settle(self, written: bool | BaseException) -> None:
@@ -60,52 +100,58 @@ class MongoCollectionStore:
     (The benchmark counts its round trips with PyMongo's command monitoring.)
     """
 
-    def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        database: AsyncDatabase[dict[str, Any]],
+        *,
+        archive_ttl_s: float = EVENT_ARCHIVE_TTL_S,
+        _shared: _Shared | None = None,
+    ) -> None:
         self.database = database
         self.collections = database[COLLECTIONS]
         self.orphans = database[ORPHANS]
         self.claims = database[CLAIMS]
+        self.archive = database[ARCHIVE]
+        self._shared = _shared if _shared is not None else _Shared(archive_ttl_s)
 
     @store_errors
     async def create_indexes(self) -> None:
         await self.collections.create_index([("cart_id", ASCENDING)], unique=True)
         await self.collections.create_index([("payment_id", ASCENDING)])
+        # Schema 1's flag: the index finds documents not upgraded yet (below).
         await self.collections.create_index([("outbox_pending", ASCENDING)])
         await self.collections.create_index([("reconcile", ASCENDING)])
         await self.collections.create_index([("reconcile_at", ASCENDING)])
         await self.collections.create_index([("outbox_at", ASCENDING)])
         await self.orphans.create_index([("outbox_pending", ASCENDING)])
+        legacy = await self.collections.find_one({"outbox_pending": {"$in": [True, False]}})
+        self._shared.legacy = legacy is not None
+        if self._shared.archive_ttl_s > 0:
+            await self._archive_indexes()
+
+    async def _archive_indexes(self) -> None:
+        ttl = int(self._shared.archive_ttl_s)
+        try:
+            await self.archive.create_index(
+                [("sent_at", ASCENDING)], name=ARCHIVE_INDEX, expireAfterSeconds=ttl
+            )
+        except OperationFailure as exc:
+            if exc.code in INDEX_OPTIONS_CONFLICT:  # another TTL before: this one now
+                await self.archive.drop_index([("sent_at", ASCENDING)])
+                await self._archive_indexes()
+            elif exc.code == NOT_IMPLEMENTED:  # FerretDB 1.24: we delete expired ones
+                await self.archive.create_index([("sent_at", ASCENDING)], name=ARCHIVE_INDEX)
+                self._shared.prune_archive = True
+            else:
+                raise
+        await self.archive.create_index([("key", ASCENDING)])
 
     # -- documents -------------------------------------------------------------
 
     @staticmethod
-    def to_document(collection: PaymentCollection, version: int) -> dict[str, Any]:
-        unsent = [e.created_at for e in collection.unsent_events]
-        return {
-            "_id": collection.id,
-            "cart_id": collection.cart_id,
-            "payment_id": collection.payment.id if collection.payment else None,
-            "version": version,
-            "outbox_pending": bool(unsent),
-            # Oldest unsent event: the relay takes the longest waiting first.
-            "outbox_at": min(unsent) if unsent else None,
-            "reconcile": collection.needs_reconcile,
-            # Operations a person must look at (`needs_attention`), for the gauge.
-            "attention": bool(collection.needs_attention),
-            # Money may be held at a provider for it: the audit sweep reads those.
-            "audited": collection.audited,
-            # When the reconciler is due (leases, back-off): it takes the longest due first.
-            "reconcile_at": collection.reconcile_due_at,
-            "updated_at": collection.updated_at,
-            "state": collection.stored_state(),
-        }
-
-    @staticmethod
     def from_document(document: dict[str, Any]) -> Loaded:
-        return Loaded(
-            collection=PaymentCollection.model_validate(document["state"]),
-            version=int(document["version"]),
-        )
+        collection, version, snapshot = read_document(document)
+        return Loaded(collection=collection, version=version, snapshot=snapshot)
 
     async def _load(self, query: dict[str, Any]) -> Loaded | None:
         document = await self.collections.find_one(query)
@@ -126,51 +172,102 @@ class MongoCollectionStore:
     async def load_by_payment(self, payment_id: str) -> Loaded | None:
         return await self._load({"payment_id": payment_id})
 
+    @staticmethod
+    def _update(
+        collection: PaymentCollection, expected_version: int, snapshot: object | None
+    ) -> SaveUpdate:
+        known = snapshot if isinstance(snapshot, Snapshot) else None
+        return save_update(collection, known, expected_version + 1)
+
     @store_errors
-    async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
+    async def save(
+        self,
+        collection: PaymentCollection,
+        expected_version: int | None,
+        snapshot: object | None = None,
+    ) -> int:
         if expected_version is None:
-            document = self.to_document(collection, 1)
             try:
-                await self.collections.insert_one(document)
+                await self.collections.insert_one(new_document(collection))
             except DuplicateKeyError as exc:
                 raise ConcurrencyConflict(collection.id) from exc
             return 1
-        version = expected_version + 1
-        document = self.to_document(collection, version)
-        del document["_id"]
-        result = await self.collections.replace_one(
-            {"_id": collection.id, "version": expected_version}, document
+        write = self._update(collection, expected_version, snapshot)
+        result = await self.collections.update_one(
+            {"_id": collection.id, "version": expected_version}, write.update
         )
         if result.matched_count != 1:
             raise ConcurrencyConflict(collection.id)
-        return version
+        return expected_version + 1
 
     @store_errors
     async def mark_sent(self, items: Sequence[tuple[PaymentCollection, int]]) -> None:
-        """Mark the outbox of each (collection, version) sent, in one bulk write.
+        """The published events leave their documents, in one bulk write, and go to
+        the archive (one insert), both at once.
 
-        The version is not bumped: a writer that loaded this version before may
-        still write its next one over ours, which at worst re-sends events with
-        their stored ids. Ours never overwrites a newer version.
+        Never changes a version: a writer that loaded this version may still store
+        its next one, which at worst sends these events again, with their ids. An
+        archived copy is written with the removal, not before: a crash between the
+        two loses the copy of an event that was published (republish cannot send it).
         """
-        requests = []
-        for collection, version in items:
-            for event in collection.outbox:
-                event.sent = True
-            document = self.to_document(collection, version)
-            del document["_id"]
-            requests.append(ReplaceOne({"_id": collection.id, "version": version}, document))
+        requests = [
+            UpdateOne(where, change)
+            for collection, version in items
+            for where, change in sent_update(collection, version, legacy=self._shared.legacy)
+        ]
+        steps: list[Awaitable[object]] = []
         if requests:
-            await self.collections.bulk_write(requests, ordered=False)
+            steps.append(self.collections.bulk_write(requests, ordered=False))
+        if self._shared.archive_ttl_s > 0:
+            steps.append(self._archive_sent(items))
+        for outcome in await asyncio.gather(*steps, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _archive_sent(self, items: Sequence[tuple[PaymentCollection, int]]) -> None:
+        now = datetime.now(UTC)
+        entries = [
+            archive_entry(collection, event, now)
+            for collection, _ in items
+            for event in collection.unsent_events
+        ]
+        if entries:
+            try:
+                await self.archive.insert_many(entries, ordered=False)
+            except BulkWriteError as exc:
+                # Sent before (a re-publish): the first copy stays.
+                errors = exc.details.get("writeErrors", [])
+                if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                    raise
+        shared = self._shared
+        if shared.prune_archive and time.monotonic() - shared.pruned_at >= shared.prune_every_s:
+            shared.pruned_at = time.monotonic()
+            expired = now - timedelta(seconds=shared.archive_ttl_s)
+            await self.archive.delete_many({"sent_at": {"$lt": expired}})
 
     @store_errors
     async def pending_outbox(self, limit: int) -> list[Loaded]:
+        """Documents with an `outbox_at`, oldest first. One whose events all left
+        (marked sent by a writer of an older version, which leaves `outbox_at` as it
+        was) is not returned, and its `outbox_at` is cleared, as long as its version
+        has not changed (a save may have added events; a removal changes nothing)."""
         cursor = (
-            self.collections.find({"outbox_pending": True})
+            self.collections.find({"outbox_at": {"$ne": None}})
             .sort("outbox_at", ASCENDING)
             .limit(limit)
         )
-        return [self.from_document(d) async for d in cursor]
+        pending: list[Loaded] = []
+        stale: list[UpdateOne] = []
+        async for document in cursor:
+            loaded = self.from_document(document)
+            if loaded.collection.unsent_events:
+                pending.append(loaded)
+            else:
+                where = {"_id": document["_id"], "version": loaded.version}
+                stale.append(UpdateOne(where, {"$set": {"outbox_at": None}}))
+        if stale:
+            await self.collections.bulk_write(stale, ordered=False)
+        return pending
 
     @store_errors
     async def payments_active_since(
@@ -281,7 +378,7 @@ class MongoStoreBatch(MongoCollectionStore):
     """
 
     def __init__(self, store: MongoCollectionStore) -> None:
-        super().__init__(store.database)
+        super().__init__(store.database, _shared=store._shared)
         #: cart id → document (None: no collection yet), from the prefetch or our own writes.
         self._documents: dict[str, dict[str, Any] | None] = {}
         #: payment id → document (None: no such payment), the same for admin commands.
@@ -402,20 +499,33 @@ class MongoStoreBatch(MongoCollectionStore):
         return await super().orphan(event_id)
 
     @store_errors
-    async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
+    async def save(
+        self,
+        collection: PaymentCollection,
+        expected_version: int | None,
+        snapshot: object | None = None,
+    ) -> int:
         """`save`, written together with the saves of the batch's other handlers.
 
         Group commit: at most one group write is in flight; saves arriving
         meanwhile wait for the next one. Alone, a save is written at once; under
-        load, one insert_many and one bulk replace carry many of them. Each
-        replace carries a fresh `write_id`, which tells which version-checked
-        replaces of a partly matched bulk were ours.
+        load, one insert_many and one unordered bulk of updates carry many of them.
+        Each write sets a fresh `write_id`, which tells which version-checked
+        updates of a partly matched bulk were ours.
         """
-        version = 1 if expected_version is None else expected_version + 1
-        document = self.to_document(collection, version)
-        document["write_id"] = secrets.token_hex(8)
+        write_id = secrets.token_hex(8)
+        update: dict[str, Any] | None = None
+        if expected_version is None:
+            version = 1
+            document = new_document(collection)
+        else:
+            version = expected_version + 1
+            write = self._update(collection, expected_version, snapshot)
+            document, update = write.document, write.update
+            update["$set"]["write_id"] = write_id
+        document["write_id"] = write_id
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append(_PendingWrite(collection.id, expected_version, document, done))
+        self._pending.append(_PendingWrite(collection.id, expected_version, document, update, done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_groups())
         if not await done:
@@ -431,18 +541,18 @@ class MongoStoreBatch(MongoCollectionStore):
         while self._pending:
             group, self._pending = self._pending, []
             inserts = [w for w in group if w.expected_version is None]
-            replaces = [w for w in group if w.expected_version is not None]
+            updates = [w for w in group if w.expected_version is not None]
             try:
                 results = await asyncio.gather(
                     self._insert_group(inserts),
-                    self._replace_group(replaces),
+                    self._update_group(updates),
                     return_exceptions=True,
                 )
             except asyncio.CancelledError as exc:
                 for write in group:
                     write.settle(exc)
                 raise
-            for writes, result in zip((inserts, replaces), results, strict=True):
+            for writes, result in zip((inserts, updates), results, strict=True):
                 if isinstance(result, BaseException):
                     for write in writes:
                         write.settle(result)  # e.g. MongoDB unreachable: the handler retries
@@ -464,17 +574,14 @@ class MongoStoreBatch(MongoCollectionStore):
             else:
                 write.settle(WriteError(error.get("errmsg", ""), error.get("code")))
 
-    async def _replace_group(self, writes: list[_PendingWrite]) -> None:
+    async def _update_group(self, writes: list[_PendingWrite]) -> None:
         if not writes:
             return
         requests = []
         for write in writes:
-            replacement = {k: v for k, v in write.document.items() if k != "_id"}
-            requests.append(
-                ReplaceOne(
-                    {"_id": write.collection_id, "version": write.expected_version}, replacement
-                )
-            )
+            assert write.update is not None, "an update group holds updates only"
+            where = {"_id": write.collection_id, "version": write.expected_version}
+            requests.append(UpdateOne(where, write.update))
         failed: dict[int, dict[str, Any]] = {}
         matched: int | None
         try:

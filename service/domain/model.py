@@ -476,11 +476,10 @@ class PaymentCollection(_Model):
         return [*self.outbox, *self.recorded_events]
 
     def stored_state(self) -> dict[str, Any]:
-        """The aggregate as a stored document's state (JSON types): recorded events are
-        in its outbox, so whatever stores it stores them, however it is called."""
-        state = self.model_dump(mode="json")
-        state["outbox"].extend(e.model_dump(mode="json") for e in self.recorded_events)
-        return state
+        """The aggregate as a stored document's state (JSON types), without its outbox:
+        the store keeps the unsent events (:attr:`unsent_events`, recorded ones
+        included) apart from the state, each written once and removed once sent."""
+        return self.model_dump(mode="json", exclude={"outbox"})
 
     def commit_recorded(self) -> list[OutboxEvent]:
         """Move the recorded events into the outbox (the unit of work, as it stores

@@ -110,7 +110,7 @@ class PaymentsApp:
             settings.mongodb_url.get_secret_value(), tz_aware=True, uuidRepresentation="standard"
         )
         self.database = self.mongo[settings.mongodb_database]
-        self.store = MongoCollectionStore(self.database)
+        self.store = MongoCollectionStore(self.database, archive_ttl_s=settings.event_archive_ttl_s)
         self.providers = ProviderRegistry(settings, self.database)
         self.caller = ProviderCaller(
             RetryPolicy.from_settings(settings),

@@ -37,6 +37,9 @@ class StoreError(Exception):
 class Loaded:
     collection: PaymentCollection
     version: int
+    snapshot: object | None = None
+    """What the adapter read, opaque: given back to :meth:`CollectionStore.save`, it
+    lets the adapter write only what changed since this load."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +67,24 @@ class CollectionStore(Protocol):
 
     async def load_by_payment(self, payment_id: str) -> Loaded | None: ...
 
-    async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
-        """Write the whole document if its version is still `expected_version`
-        (None: it must not exist yet). Returns the new version; raises
-        :class:`ConcurrencyConflict` otherwise."""
+    async def save(
+        self,
+        collection: PaymentCollection,
+        expected_version: int | None,
+        snapshot: object | None = None,
+    ) -> int:
+        """Store the collection (its state and its unsent events, recorded ones
+        included) if its version is still `expected_version` (None: it must not exist
+        yet). Returns the new version; raises :class:`ConcurrencyConflict` otherwise.
+
+        `snapshot` is the :attr:`Loaded.snapshot` of the load at `expected_version`:
+        with it the write carries only what changed; without it, all of it."""
         ...
 
     async def mark_sent(self, items: Sequence[tuple[PaymentCollection, int]]) -> None:
-        """Mark every outbox event of these (collection, version) pairs sent."""
+        """The unsent events of these (collection, version) pairs were published:
+        they leave the stored outbox (and go to the archive of sent events, if the
+        adapter keeps one). Never changes a stored version."""
         ...
 
     async def pending_outbox(self, limit: int) -> list[Loaded]:

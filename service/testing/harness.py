@@ -41,7 +41,9 @@ from schemas.topics import (
     PAYMENT_PROVIDER_WEBHOOK,
     topic_for,
 )
-from service.domain.model import PaymentCollection
+from service.adapters.mongo_store import ARCHIVE
+from service.adapters.stored_document import archived_event, read_document
+from service.domain.model import OutboxEvent, PaymentCollection
 from service.embedded import ensure_topics
 from service.settings import load_settings
 from service.testing import builders
@@ -393,8 +395,23 @@ class ServiceHarness:
     # -- state -----------------------------------------------------------------------
 
     async def collection(self, cart_id: str) -> PaymentCollection | None:
+        """The cart's stored payment collection; its `outbox` holds the events not
+        sent yet (sent ones leave it: :meth:`stored_events`)."""
         document = await self.database["payment_collections"].find_one({"cart_id": cart_id})
-        return None if document is None else PaymentCollection.model_validate(document["state"])
+        return None if document is None else read_document(document)[0]
+
+    async def stored_events(self, cart_id: str) -> list[OutboxEvent]:
+        """Every outbound event the service stored for a cart, oldest first: those
+        sent (kept in the archive, `sent: true`) and those not sent yet."""
+        document = await self.database["payment_collections"].find_one({"cart_id": cart_id})
+        if document is None:
+            return []
+        unsent = read_document(document)[0].outbox
+        query = {"key": cart_id, "collection_id": document["_id"]}
+        sent = [archived_event(e) async for e in self.database[ARCHIVE].find(query)]
+        known = {e.id for e in unsent}
+        sent = sorted((e for e in sent if e.id not in known), key=lambda e: e.created_at)
+        return [*sent, *unsent]
 
     async def ledger(self, **query: Any) -> list[dict[str, Any]]:
         return [d async for d in self.database["sandbox_ledger"].find(query)]

@@ -1,8 +1,9 @@
 """Inspect: a cart's or a payment's stored state, for answering "what happened?".
 
 Reads the one document that holds a payment collection (with its sessions,
-payment, captures, refunds, reserved operations, history, inbox and outbox) and
-offers it as JSON for scripts and as rich tables for people
+payment, captures, refunds, reserved operations, history, inbox and unsent events),
+and its events already sent from the archive (`sent_events`, kept for
+`PAYMENTS_EVENT_ARCHIVE_TTL_S`), and offers it as JSON for scripts and as rich tables for people
 (:mod:`service.tools.inspection_view`). Read-only: it never writes.
 
 (Named `inspection`, not `inspect`, so it can never be mistaken for the standard
@@ -16,7 +17,8 @@ from typing import Any, Literal
 
 from pymongo import AsyncMongoClient
 
-from service.adapters.mongo_store import COLLECTIONS
+from service.adapters.mongo_store import ARCHIVE, COLLECTIONS
+from service.adapters.stored_document import archived_event, read_document
 from service.domain.model import PaymentCollection
 from service.tools.connection import Connection, ToolError
 
@@ -86,18 +88,23 @@ async def inspect(
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         connection.require_mongodb(), tz_aware=True, serverSelectionTimeoutMS=10_000
     )
+    database = client[connection.database]
     try:
-        document = await client[connection.database][COLLECTIONS].find_one({field: lookup_id})
+        document = await database[COLLECTIONS].find_one({field: lookup_id})
+        if document is None:
+            raise ToolError(
+                f"no payment collection for {looked_up} {lookup_id!r} in database "
+                f"{connection.database!r}"
+            )
+        collection, version, _ = read_document(document)
+        # The events sent (archived) and those not yet, in the order they were made.
+        query = {"key": collection.cart_id, "collection_id": collection.id}
+        sent = [archived_event(e) async for e in database[ARCHIVE].find(query)]
     finally:
         await client.close()
-    if document is None:
-        raise ToolError(
-            f"no payment collection for {looked_up} {lookup_id!r} in database "
-            f"{connection.database!r}"
-        )
+    unsent = {e.id for e in collection.outbox}
+    sent = sorted((e for e in sent if e.id not in unsent), key=lambda e: e.created_at)
+    collection.outbox = [*sent, *collection.outbox]
     return Inspection(
-        looked_up=looked_up,
-        lookup_id=lookup_id,
-        version=int(document.get("version", 0)),
-        collection=PaymentCollection.model_validate(document["state"]),
+        looked_up=looked_up, lookup_id=lookup_id, version=version, collection=collection
     )

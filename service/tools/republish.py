@@ -1,16 +1,19 @@
 """Republish: send stored outbound events again, with their original ids.
 
-Every `payment.*` event the service ever decided on is kept in the outbox of its
-payment collection (`state.outbox`), or, for answers to commands about no known
-payment, in `orphan_outcomes`. A consumer that lost events (a topic wiped, a
-downstream bug) gets them back from here exactly as first published: same id,
-key, value and `content-type` header, so consumers that de-duplicate by id stay
-correct.
+A `payment.*` event the service decided on is kept in its payment collection's
+document until it is sent (`outbox`), then in the archive of sent events
+(`sent_events`) for `PAYMENTS_EVENT_ARCHIVE_TTL_S` (a week by default; 0 keeps
+none); answers to commands about no known payment are kept in `orphan_outcomes`.
+A consumer that lost events (a topic wiped, a downstream bug) gets them back from
+here exactly as first published: same id, key, value and `content-type` header, so
+consumers that de-duplicate by id stay correct. Events sent longer ago than the
+archive keeps them are gone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -18,8 +21,9 @@ from pymongo import AsyncMongoClient
 
 from schemas.envelope import CLOUDEVENTS_CONTENT_TYPE
 from schemas.wire_time import wire_time
-from service.adapters.mongo_store import COLLECTIONS, ORPHANS
-from service.domain.model import OutboxEvent, PaymentCollection
+from service.adapters.mongo_store import ARCHIVE, COLLECTIONS, ORPHANS
+from service.adapters.stored_document import archived_event, stored_events
+from service.domain.model import OutboxEvent
 from service.tools.connection import Connection, ToolError
 from service.tools.kafka_io import OutgoingRecord, ProgressCallback, send_records, tool_producer
 from service.tools.time_window import TimeWindow
@@ -89,8 +93,23 @@ async def find_stored_events(
             query["updated_at"] = {"$gte": selection.window.since}
         events: list[OutboxEvent] = []
         async for document in database[COLLECTIONS].find(query):
-            collection = PaymentCollection.model_validate(document["state"])
-            events.extend(e for e in collection.outbox if selection.matches(e))
+            events.extend(e for e in stored_events(document) if selection.matches(e))
+        # Sent events: their key is the cart's, `created_at` the event's own.
+        archived: dict[str, Any] = {}
+        if selection.cart_id is not None:
+            archived["key"] = selection.cart_id
+        # (BSON keeps milliseconds: the query is a millisecond wider, the match exact.)
+        window: dict[str, Any] = {}
+        if selection.window.since is not None:
+            window["$gte"] = selection.window.since - timedelta(milliseconds=1)
+        if selection.window.until is not None:
+            window["$lt"] = selection.window.until + timedelta(milliseconds=1)
+        if window:
+            archived["created_at"] = window
+        async for entry in database[ARCHIVE].find(archived):
+            event = archived_event(entry)
+            if selection.matches(event):
+                events.append(event)
         # Orphan answers are few and keyed by the command; nested events cannot be
         # queried on every MongoDB-protocol server, so they are filtered here.
         async for document in database[ORPHANS].find({}):

@@ -74,7 +74,7 @@ async def _state(h: ServiceHarness, carts: dict[str, str]) -> dict[str, Any]:
             "payment": payment.id if payment else None,
             "captures": [(c.id, c.amount) for c in payment.captures] if payment else [],
             "refunds": [(r.id, r.amount) for r in payment.refunds] if payment else [],
-            "outbox": sorted(e.id for e in collection.outbox),
+            "events": sorted((e.id, e.sent) for e in await h.stored_events(cart)),
         }
     return result
 

@@ -11,8 +11,9 @@ outbound events a test observer consumed from Kafka, and checks:
 * **amounts**: captured ≤ authorized and refunded ≤ captured for every payment,
   in the stored state *and* in the provider's ledger, and the two agree once no
   operation is in flight: money moved at the provider is money recorded;
-* **outbox**: every event in every collection's and orphan answer's outbox was
-  observed on Kafka at least once, and nothing is left `outbox_pending`;
+* **outbox**: every event of every collection (unsent in its document, or sent and
+  archived in `sent_events`) and of every orphan answer was observed on Kafka at
+  least once, and nothing is left unsent;
 * **stable ids**: re-deliveries repeat the same id: no two observed events with
   different ids share a cause and type (nor two dead letters one source record);
 * **nothing left unknown**: no authorization or reserved operation unsettled.
@@ -35,6 +36,8 @@ from typing import Any
 from pydantic import ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 
+from service.adapters.mongo_store import ARCHIVE
+from service.adapters.stored_document import archived_event, read_document
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.testing.harness import ReceivedEvent
 
@@ -135,21 +138,29 @@ async def audit_once(
     observed_ids = _check_observed(report, observed)
 
     documents = [d async for d in database["payment_collections"].find({})]
+    # Events leave their document once sent, into the archive (kept long enough).
+    archived: dict[str, list[OutboxEvent]] = defaultdict(list)
+    async for entry in database[ARCHIVE].find({}):
+        archived[entry["collection_id"]].append(archived_event(entry))
     collections: list[PaymentCollection] = []
     for document in documents:
         cart_id = document.get("cart_id")
         if cart_id in ignore_carts:
             continue
         try:
-            collection = PaymentCollection.model_validate(document["state"])
+            collection = read_document(document)[0]
         except (KeyError, ValidationError) as exc:
             report.violations.append(f"collection {document.get('_id')} unreadable: {exc}")
             continue
+        if collection.unsent_events:
+            unsent = [e.type for e in collection.unsent_events]
+            report.violations.append(f"cart {cart_id}: unsent events {unsent}")
+        # Every event of the collection, sent or not (for the checks below).
+        unsent_ids = {e.id for e in collection.outbox}
+        sent = [e for e in archived.get(collection.id, []) if e.id not in unsent_ids]
+        collection.outbox = [*sent, *collection.outbox]
         collections.append(collection)
         report.outbox_events += len(collection.outbox)
-        if document.get("outbox_pending"):
-            unsent = [e.type for e in collection.unsent_events]
-            report.violations.append(f"cart {cart_id}: outbox_pending with unsent events {unsent}")
         _check_outbox(report, f"cart {cart_id}", collection.outbox, observed_ids)
     report.carts = len(collections)
 

@@ -29,8 +29,13 @@ class _CrashingBatch:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._batch, name)
 
-    async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
-        version: int = await self._batch.save(collection, expected_version)
+    async def save(
+        self,
+        collection: PaymentCollection,
+        expected_version: int | None,
+        snapshot: object | None = None,
+    ) -> int:
+        version: int = await self._batch.save(collection, expected_version, snapshot)
         if collection.unsent_events:
             await self._crash()
         return version

@@ -35,6 +35,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from schemas.topics import ADMIN_COMMAND_TYPES, topic_for
+from service.adapters.stored_document import log_entries
 from service.embedded import LOOPBACK, EmbeddedKafka
 from service.testing import builders
 from service.testing.harness import ReceivedEvent
@@ -727,7 +728,10 @@ class CheckoutWorkload:
                 {k: a.get(k) for k in ("outcome", "tries", "updated_at")}
                 for a in state.get("checkout_attempts", [])
             ]
+            # Unsent events (schema 2: a map beside the state; 1: a list inside it).
+            unsent = document.get("outbox") or {}
             outbox = [(e.get("type"), e.get("sent")) for e in state.get("outbox", [])]
+            outbox += [(e.get("type"), False) for e in unsent.values()]
             ledger = [
                 (e.get("operation"), e.get("outcome"), str(e.get("created_at", "")))
                 async for e in database["sandbox_ledger"].find({"cart_id": cart_id})
@@ -737,7 +741,7 @@ class CheckoutWorkload:
                 f"status={state.get('status')} reconcile={document.get('reconcile')} "
                 f"reconcile_at={document.get('reconcile_at')} "
                 f"reconcile_after={state.get('reconcile_after')} "
-                f"processed={len(state.get('processed', []))}\n"
+                f"processed={len(log_entries(state.get('processed')))}\n"
                 f"    sessions={sessions}\n    attempts={attempts}\n"
                 f"    outbox={outbox} payment={bool(state.get('payment'))}\n"
                 f"    ledger={ledger}"

@@ -1,39 +1,109 @@
 """In-memory fakes of the store and publisher ports, for tests of the service layer.
 
 `MemoryCollectionStore` implements `service.ports.store.CollectionStore` with the
-same version check, ordering and reconcile/outbox queries as the Mongo adapter,
-so service-layer tests (and the stateful model test) exercise the real handlers
-without a database. Documents are kept as JSON, as the adapter stores them: a
-test can never share a mutable aggregate with the store by accident.
+same documents as the Mongo adapter (`service/adapters/stored_document.py`: the
+schema-2 layout, the diff a save sends, the updates that mark events sent), applied
+by a small interpreter of `$set`/`$unset`, so service-layer tests (and the stateful
+model test) exercise the real handlers and the adapter's writes without a database.
+Every save also checks the diff: the document it leaves holds exactly the
+collection's state, and nothing loaded was changed in place behind the snapshot's
+back. Documents are kept as JSON, as the adapter stores them: a test can never share
+a mutable aggregate with the store by accident.
 `MemoryStoreBatch` is its consumer-batch view, answering loads from a prefetch
 and from the batch's own saves as the Mongo adapter's batch does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+import copy
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.adapters.mongo_store import release_held
+from service.adapters.stored_document import (
+    INDEX_FIELDS,
+    SCHEMA,
+    Snapshot,
+    archive_entry,
+    new_document,
+    read_document,
+    save_update,
+    sent_update,
+)
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.ports.store import ConcurrencyConflict, Loaded, OrphanOutcome, StoreCounts
+from service.settings import EVENT_ARCHIVE_TTL_S
 
 
-def _reconcile_at(collection: PaymentCollection) -> datetime | None:
-    # What the Mongo adapter stores as `reconcile_at` (leases and back-off included).
-    return collection.reconcile_due_at
+def apply_update(document: dict[str, Any], update: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A copy of `document` with a MongoDB update of `$set` and `$unset` applied (the
+    only operators the adapter sends), refusing what MongoDB refuses: two paths of
+    one update where one is the other or inside it, a path through a non-object."""
+    unknown = set(update) - {"$set", "$unset"}
+    assert not unknown, f"operators the store does not use: {unknown}"
+    paths = [*update.get("$set", {}), *update.get("$unset", {})]
+    for path in paths:
+        clash = [p for p in paths if p != path and (p + ".").startswith(path + ".")]
+        assert not clash, f"conflicting paths in one update: {path} and {clash}"
+    result = copy.deepcopy(document)
+    for path, value in update.get("$set", {}).items():
+        *parents, name = path.split(".")
+        target = result
+        for part in parents:
+            target = target.setdefault(part, {})
+            assert isinstance(target, dict), f"$set {path}: {part} is not an object"
+        target[name] = copy.deepcopy(value)
+    for path in update.get("$unset", {}):
+        *parents, name = path.split(".")
+        target = result
+        for part in parents:
+            target = target.get(part)
+            if not isinstance(target, dict):
+                break
+        else:
+            target.pop(name, None)
+    return result
+
+
+def matches(document: dict[str, Any], where: dict[str, Any]) -> bool:
+    """Whether `document` matches a filter of the adapter's updates (equality, `$ne`,
+    `$exists`)."""
+    for name, wanted in where.items():
+        present = name in document
+        value = document.get(name)
+        if isinstance(wanted, dict):
+            if "$ne" in wanted and not (present and value != wanted["$ne"]):
+                # nx-27017 matches no `$ne` on a missing field in an update (MongoDB
+                # does): the adapter never relies on either, so neither does the fake.
+                return False
+            if "$exists" in wanted and present != wanted["$exists"]:
+                return False
+        elif not present or value != wanted:
+            return False
+    return True
 
 
 class MemoryCollectionStore:
-    """The store port over dicts; `save` is version-checked like `replace_one`."""
+    """The store port over dicts; `save` is version-checked like the adapter's update."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        archive_ttl_s: float = EVENT_ARCHIVE_TTL_S,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.documents: dict[str, dict[str, Any]] = {}
         self.claims: dict[str, str] = {}
         self.orphans: dict[str, tuple[list[dict[str, Any]], bool]] = {}
+        #: The archive of sent events (`sent_events`), by event id.
+        self.sent_events: dict[str, dict[str, Any]] = {}
+        self.archive_ttl_s = archive_ttl_s
+        self.clock = clock
         self.saves = 0
         self.conflicts = 0
+        #: Every update a save sent (an insert: the whole document), in order.
+        self.writes: list[dict[str, Any]] = []
         #: Called before each save; a test may raise ConcurrencyConflict from it or
         #: write a competing version (to play a concurrent writer).
         self.before_save: Any = None
@@ -54,7 +124,9 @@ class MemoryCollectionStore:
 
     @staticmethod
     def _loaded(document: dict[str, Any]) -> Loaded:
-        return Loaded(PaymentCollection.model_validate(document["state"]), document["version"])
+        # A copy, as a read from MongoDB is: the snapshot is the load's own.
+        collection, version, snapshot = read_document(copy.deepcopy(document))
+        return Loaded(collection, version, snapshot)
 
     async def load(self, collection_id: str) -> Loaded | None:
         document = self.documents.get(collection_id)
@@ -74,22 +146,12 @@ class MemoryCollectionStore:
                 return self._loaded(document)
         return None
 
-    @staticmethod
-    def _document(collection: PaymentCollection, version: int) -> dict[str, Any]:
-        unsent = [e.created_at for e in collection.unsent_events]
-        return {
-            "cart_id": collection.cart_id,
-            "payment_id": collection.payment.id if collection.payment else None,
-            "version": version,
-            "outbox_at": min(unsent) if unsent else None,
-            "reconcile_at": _reconcile_at(collection),
-            "updated_at": collection.updated_at,
-            "attention": bool(collection.needs_attention),
-            "audited": collection.audited,
-            "state": collection.stored_state(),
-        }
-
-    async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
+    async def save(
+        self,
+        collection: PaymentCollection,
+        expected_version: int | None,
+        snapshot: object | None = None,
+    ) -> int:
         if self.before_save is not None:
             hook, self.before_save = self.before_save, None
             await hook(collection, expected_version)
@@ -100,33 +162,79 @@ class MemoryCollectionStore:
             ):
                 self.conflicts += 1
                 raise ConcurrencyConflict(collection.id)
-            version = 1
-        else:
-            if current is None or current["version"] != expected_version:
-                self.conflicts += 1
-                raise ConcurrencyConflict(collection.id)
-            version = expected_version + 1
-        self.documents[collection.id] = self._document(collection, version)
+            document = copy.deepcopy(new_document(collection))
+            self.writes.append(copy.deepcopy(document))
+            self.documents[collection.id] = document
+            self.saves += 1
+            return 1
+        if current is None or current["version"] != expected_version:
+            self.conflicts += 1
+            raise ConcurrencyConflict(collection.id)
+        version = expected_version + 1
+        known = snapshot if isinstance(snapshot, Snapshot) else None
+        if known is not None and known.schema == SCHEMA:
+            # The diff's base must be what is stored: a value of the loaded state
+            # changed in place would also have changed the snapshot (they share it).
+            assert known.state == current["state"], (
+                f"{collection.id}: the snapshot of the load differs from the stored state "
+                "(a value the domain shares with it was changed in place?)"
+            )
+        write = save_update(collection, known, version)
+        self.writes.append(copy.deepcopy(write.update))
+        stored = apply_update(current, write.update)
+        # The update leaves exactly the collection's state and index fields (its
+        # outbox may lack what was marked sent since the load).
+        assert stored["state"] == write.document["state"], (collection.id, write.update)
+        for name in (*INDEX_FIELDS, "schema", "version"):
+            assert stored.get(name) == write.document[name], (name, write.update)
+        assert stored["outbox"].keys() <= write.document["outbox"].keys(), write.update
+        self.documents[collection.id] = stored
         self.saves += 1
         return version
 
     async def mark_sent(self, items: Sequence[tuple[PaymentCollection, int]]) -> None:
-        # As the adapter: only where the version is still the one published.
+        # The adapter's updates (each matching exactly one state of the document),
+        # and the archive.
+        now = self.clock()
         for collection, version in items:
             current = self.documents.get(collection.id)
-            if current is None or current["version"] != version:
+            if current is None:
                 continue
-            sent = {e.id for e in collection.outbox}
-            stored = PaymentCollection.model_validate(current["state"])
-            for event in stored.outbox:
-                if event.id in sent:
-                    event.sent = True
-            self.documents[collection.id] = self._document(stored, version)
+            matched = [
+                change
+                for where, change in sent_update(collection, version)
+                if matches(current, where)
+            ]
+            assert len(matched) <= 1, (collection.id, version)
+            for change in matched:
+                self.documents[collection.id] = apply_update(current, change)
+            if self.archive_ttl_s > 0:
+                for event in collection.unsent_events:
+                    self.sent_events.setdefault(event.id, archive_entry(collection, event, now))
+
+    def archived(self) -> list[OutboxEvent]:
+        """The archive's events not expired yet, oldest first."""
+        expired = self.clock() - timedelta(seconds=self.archive_ttl_s)
+        return sorted(
+            (
+                OutboxEvent.model_validate(e["event"])
+                for e in self.sent_events.values()
+                if e["sent_at"] >= expired
+            ),
+            key=lambda e: e.created_at,
+        )
 
     async def pending_outbox(self, limit: int) -> list[Loaded]:
         pending = [d for d in self.documents.values() if d["outbox_at"] is not None]
         pending.sort(key=lambda d: d["outbox_at"])
-        return [self._loaded(d) for d in pending[:limit]]
+        found = []
+        for document in pending[:limit]:
+            loaded = self._loaded(document)
+            if loaded.collection.unsent_events:
+                found.append(loaded)
+            else:  # as the adapter: all marked sent by an older version's writer
+                self.documents[loaded.collection.id] = {**document, "outbox_at": None}
+        return found
 
     async def payments_active_since(
         self, since: datetime, after: str | None, limit: int
@@ -208,7 +316,7 @@ class MemoryCollectionStore:
     # -- for assertions ----------------------------------------------------------------
 
     def collections(self) -> list[PaymentCollection]:
-        return [PaymentCollection.model_validate(d["state"]) for d in self.documents.values()]
+        return [self._loaded(d).collection for d in self.documents.values()]
 
 
 class MemoryStoreBatch:
@@ -281,8 +389,13 @@ class MemoryStoreBatch:
             return self._orphans.pop(event_id)
         return await self.store.orphan(event_id)
 
-    async def save(self, collection: PaymentCollection, expected_version: int | None) -> int:
-        version = await self.store.save(collection, expected_version)
+    async def save(
+        self,
+        collection: PaymentCollection,
+        expected_version: int | None,
+        snapshot: object | None = None,
+    ) -> int:
+        version = await self.store.save(collection, expected_version, snapshot)
         # Stored documents are replaced, never changed in place: this one stays as saved.
         document = self.store.documents[collection.id]
         self._documents[collection.cart_id] = document

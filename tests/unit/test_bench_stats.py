@@ -11,8 +11,11 @@ import subprocess
 import sys
 import time
 
+import bson
 import pytest
+from pymongo import monitoring
 
+from bench.mongo_ops import CommandCounter, add_counts, bytes_written, per_checkout
 from bench.report import breakdown_markdown, figures, markdown
 from bench.run import Flow, parse_args, results_document
 from bench.stats import (
@@ -89,7 +92,37 @@ def test_cpu_ms_per_cart_is_the_window_difference_over_the_carts() -> None:
 def test_command_counts_of_the_window_are_the_difference_of_two_snapshots() -> None:
     before = {"find a": [3, 3], "insert b": [1, 10]}
     after = {"find a": [5, 5], "insert b": [1, 10], "update c": [2, 40]}
-    assert counts_delta(before, after) == {"find a": [2, 2], "update c": [2, 40]}
+    assert counts_delta(before, after) == {"find a": [2, 2, 0], "update c": [2, 40, 0]}
+    # With the bytes written (a third number; older snapshots have none).
+    before = {"find a": [3, 3, 0], "update c": [1, 1]}
+    after = {"find a": [4, 4, 0], "update c": [3, 5, 900]}
+    assert counts_delta(before, after) == {"find a": [1, 1, 0], "update c": [2, 4, 900]}
+
+
+def test_bytes_written_are_the_bson_size_of_the_write_commands() -> None:
+    counter = CommandCounter()
+    update = {
+        "update": "payment_collections",
+        "ordered": True,
+        "updates": [{"q": {"_id": "a", "version": 1}, "u": {"$set": {"state.x": "y" * 100}}}],
+    }
+    find = {"find": "payment_collections", "filter": {"cart_id": "c"}}
+    for request_id, command in enumerate((update, find, update)):
+        counter.started(
+            monitoring.CommandStartedEvent(command, "db", request_id, ("localhost", 1), request_id)
+        )
+    counts = counter.snapshot()
+    size = len(bson.encode(update))
+    assert counts["update payment_collections"] == [2, 2, 2 * size]
+    assert counts["find payment_collections"] == [1, 1, 0]
+    assert bytes_written(counts) == 2 * size
+    per_cart = per_checkout(counts, 2)
+    assert per_cart["update payment_collections"]["bytes_written"] == size
+    # Files written before bytes were counted add up too.
+    total: dict[str, list[int]] = {}
+    add_counts(total, {"find a": [1, 1]})
+    add_counts(total, counts)
+    assert total["find a"] == [1, 1, 0] and bytes_written(total) == 2 * size
 
 
 def full_flow_document() -> dict[str, object]:
@@ -111,6 +144,7 @@ def full_flow_document() -> dict[str, object]:
         "cpu_ms_per_cart": {"service": 1.5, "broker": 0.5, "store": None},
         "mongo_commands_per_cart": 2.25,
         "mongo_statements_per_cart": 6.0,
+        "mongo_bytes_written_per_cart": 7373,
         "peak_rss_mb": 90.0,
         "ledger_ok": True,
         "ledger": {"carts": 4},
@@ -167,6 +201,9 @@ def test_the_report_reads_new_and_pre_issue_15_results() -> None:
     table = markdown([old, new]).splitlines()
     assert table[2].startswith("| 20261203100812 | checkout / sandbox | 2,000 |")
     assert "| 1.50 / 0.50 / — |" in table[3]
+    # MongoDB: commands / statements, then the kilobytes written, per cart.
+    assert "| 2.25 / 6.0 | 7.2 |" in table[3]
+    assert "| — / — | — |" in table[2]
 
 
 def test_the_latency_breakdown_reads_the_services_own_metrics_page() -> None:
