@@ -21,6 +21,7 @@ from service.handlers import HandleResult, PaymentService
 from service.metrics import Metrics
 from service.outbox_relay import OutboxRelay
 from service.ports.providers import PaymentProvider
+from service.ports.store import CollectionStore
 from service.provider_calls import ProviderCaller, RetryPolicy
 from service.reconciler import Reconciler
 from tests.support.memory import MemoryCollectionStore, RecordingPublisher
@@ -52,9 +53,13 @@ def claim_of(event_id: str, data: Any) -> tuple[str, str]:
 
 
 class World:
-    def __init__(self, *provider_ids: str, capture: bool = False) -> None:
+    def __init__(
+        self, *provider_ids: str, capture: bool = False, store: CollectionStore | None = None
+    ) -> None:
+        """`store`: another store to run over (the Mongo adapter, in the store tests);
+        `self.store` is the in-memory one otherwise."""
         self.now = T0
-        self.store = MemoryCollectionStore()
+        self.store: Any = store or MemoryCollectionStore()
         self.publisher = RecordingPublisher()
         self.processors = {
             pid: Processor(pid, clock=self.clock, capture_on_authorize=capture)

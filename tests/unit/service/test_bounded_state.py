@@ -14,10 +14,17 @@ from tests.support.world import World, handle
 CART = "cart_paid"
 
 
-def _stored_bytes(world: World, cart_id: str = CART) -> int:
-    """The size of the cart's stored document, as the store keeps it."""
+def _document(world: World, cart_id: str = CART) -> dict[str, Any]:
     documents: dict[str, Any] = world.store.documents
     [document] = [d for d in documents.values() if d["cart_id"] == cart_id]
+    return document  # type: ignore[no-any-return]
+
+
+def _stored_bytes(world: World, cart_id: str = CART) -> int:
+    """The size of the cart's stored document, as the store keeps it."""
+    document = _document(world, cart_id)
+    # Everything was published: the document keeps no event (they left with mark-sent).
+    assert document["outbox"] == {}, document["outbox"]
     return len(orjson.dumps(document, default=str))
 
 
