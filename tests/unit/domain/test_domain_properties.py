@@ -469,14 +469,11 @@ def _check(world: World, before: PaymentCollection | None) -> None:
         assert after.status == CollectionStatus.COMPLETED
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.data())
 def test_random_sequences_keep_every_invariant(data: st.DataObject) -> None:
-    """300 examples (`max_examples=300`) of up to 25 random steps against one collection."""
+    """Up to 25 random steps against one collection, as many examples as the Hypothesis
+    profile says (`dev` 40, `ci` 100, `prove` 2,000: `tests/conftest.py`)."""
     world = World()
     steps = data.draw(st.integers(4, 25), label="steps")
     for _ in range(steps):
