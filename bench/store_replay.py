@@ -100,10 +100,10 @@ async def calibrate(args: argparse.Namespace) -> None:
         handler = getattr(PaymentService, name)
 
         def wrap(handler: Callable[..., Any] = handler) -> Callable[..., Any]:
-            async def attributed(self: Any, event_id: str, data: Any, *rest: Any) -> Any:
-                token = current_cart.set(data.cart_id)
+            async def attributed(self: Any, command: Any) -> Any:
+                token = current_cart.set(command.cart_id)
                 try:
-                    return await handler(self, event_id, data, *rest)
+                    return await handler(self, command)
                 finally:
                     current_cart.reset(token)
 
