@@ -45,6 +45,7 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
         "label": label,
         "flow": flow,
         "provider": provider,
+        "broker": _broker(result.get("broker_kind")),
         "n": result["n"],
         "rate": rate,
         "carts_per_s": result.get("carts_per_s") or result.get("service_checkouts_per_s"),
@@ -75,14 +76,24 @@ def _kb(size: Any) -> str:
     return "—" if size is None else f"{size / 1024:,.1f}"
 
 
+def _broker(kind: str | None) -> str:
+    """The broker a run was measured on, as the table names it (runs from before the
+    field was written were on Tansu)."""
+    if not kind or kind.startswith("tansu"):
+        return "Tansu"
+    if kind.startswith("apache-kafka"):
+        return "Apache Kafka " + kind.removeprefix("apache-kafka-")
+    return kind
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The README's table: one line per run, then the machine of the newest run."""
     lines = [
-        "| run | flow / provider | N | paced | carts/s | payment.authorized p50 / p99 ms "
+        "| run | flow / provider | broker | N | paced | carts/s | payment.authorized p50 / p99 ms "
         "| captured / refunded p50 ms | CPU ms/cart service / broker / store "
         "| MongoDB commands / statements per cart | MongoDB KB written per cart "
         "| ratio | ledger |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lat = row["latency_ms"]
@@ -92,7 +103,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         )
         cpu = " / ".join(_num(row["cpu_ms_per_cart"].get(p), 2) for p in PROCESSES)
         lines.append(
-            f"| {row['run']} | {row['flow']} / {row['provider']} | {row['n']:,} "
+            f"| {row['run']} | {row['flow']} / {row['provider']} | {row['broker']} | {row['n']:,} "
             f"| {_num(row['rate'], 0) if row['rate'] else '—'} | {_num(row['carts_per_s'])} "
             f"| {_num(auth.get('p50'), 0)} / {_num(auth.get('p99'), 0)} "
             f"| {later if row['flow'] == 'full' else '—'} | {cpu} "

@@ -199,7 +199,7 @@ def test_the_report_reads_new_and_pre_issue_15_results() -> None:
     assert old["latency_ms"]["payment.authorized"]["p99"] == 12521.1
     assert old["cpu_ms_per_cart"] == {"service": None, "broker": None, "store": None}
     table = markdown([old, new]).splitlines()
-    assert table[2].startswith("| 20261203100812 | checkout / sandbox | 2,000 |")
+    assert table[2].startswith("| 20261203100812 | checkout / sandbox | Tansu | 2,000 |")
     assert "| 1.50 / 0.50 / — |" in table[3]
     # MongoDB: commands / statements, then the kilobytes written, per cart.
     assert "| 2.25 / 6.0 | 7.2 |" in table[3]
