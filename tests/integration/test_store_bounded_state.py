@@ -17,9 +17,9 @@ import bson
 import pytest
 from pymongo import AsyncMongoClient
 
-from schemas.inbound import AdminRefund, CheckoutCompleted
 from service.adapters.mongo_store import COLLECTIONS, MongoCollectionStore
 from service.testing.builders import new_id
+from tests.support.bounded import paid, refund_of_50, resent_checkout
 from tests.support.world import World, handle
 
 pytestmark = [pytest.mark.integration, pytest.mark.store]
@@ -49,27 +49,9 @@ async def _stored_bytes(world: World) -> int:
     return len(bson.encode(document))
 
 
-async def _paid(world: World) -> str:
-    await world.cart(CART, 5000)
-    await world.checkout(CART, 5000, "k1")
-    collection = await world.collection(CART)
-    assert collection.payment is not None
-    await world.command("capture", collection.payment.id)
-    return collection.payment.id
-
-
 async def test_re_sent_events_for_a_paid_cart_leave_its_size_constant(world: World) -> None:
-    await _paid(world)
-    checkout = CheckoutCompleted.model_validate(
-        {
-            "cart_id": CART,
-            "idempotency_key": "k1",
-            "region_id": "eu",
-            "currency_code": "usd",
-            "amount": 5000,
-            "provider_id": "fake",
-        }
-    )
+    await paid(world, CART)
+    checkout = resent_checkout(CART)
 
     async def resend(n: int) -> None:
         await world.deliver(await handle(world.service, f"resent_{n}", checkout))
@@ -86,14 +68,11 @@ async def test_re_sent_events_for_a_paid_cart_leave_its_size_constant(world: Wor
 
 
 async def test_admin_commands_for_one_payment_leave_its_size_constant(world: World) -> None:
-    payment_id = await _paid(world)
+    payment_id = await paid(world, CART)
     sizes = []
     for n in range(300):
         # 100 refunds of 50 (a payment keeps its refunds), then refusals.
-        data = AdminRefund.model_validate(
-            {"payment_id": payment_id, "requested_by": "ops", "amount": 50}
-        )
-        await world.deliver(await handle(world.service, f"refund_{n}", data))
+        await world.deliver(await handle(world.service, f"refund_{n}", refund_of_50(payment_id)))
         if n in (149, 299):
             sizes.append(await _stored_bytes(world))
     collection = await world.collection(CART)

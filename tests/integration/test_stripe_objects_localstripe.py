@@ -4,7 +4,7 @@ fake Stripe): every outcome names its Stripe object, the status query's errors a
 
 localstripe leaves `amount_received`/`amount_capturable` out of its intents, so
 the amounts of intent facts are proven on the faithful fake
-(tests/unit/test_stripe_facts.py); here the wiring is, over HTTP.
+(tests/unit/stripe/test_stripe_facts.py); here the wiring is, over HTTP.
 """
 
 from __future__ import annotations

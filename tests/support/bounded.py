@@ -3,8 +3,10 @@ grow with traffic. The model tests check it after every step of every run."""
 
 from __future__ import annotations
 
+from schemas.inbound import AdminRefund, CheckoutCompleted
 from service.domain.model import ATTEMPTS_KEPT, HISTORY_LIMIT, INBOX_WINDOW, PaymentCollection
 from service.domain.provider_facts import PROVIDER_EVENT_WINDOW
+from tests.support.world import World
 
 
 def assert_bounded(collection: PaymentCollection) -> None:
@@ -14,3 +16,33 @@ def assert_bounded(collection: PaymentCollection) -> None:
     assert len(collection.provider_events) <= PROVIDER_EVENT_WINDOW, where
     if collection.payment is not None:
         assert len(collection.payment.history) <= HISTORY_LIMIT, where
+
+
+async def paid(world: World, cart_id: str) -> str:
+    """A cart updated, checked out (key `k1`, provider `fake`) and captured: its payment id."""
+    await world.cart(cart_id, 5000)
+    await world.checkout(cart_id, 5000, "k1")
+    collection = await world.collection(cart_id)
+    assert collection.payment is not None
+    await world.command("capture", collection.payment.id)
+    return collection.payment.id
+
+
+def resent_checkout(cart_id: str) -> CheckoutCompleted:
+    """The checkout of :func:`paid` as a producer sends it again."""
+    return CheckoutCompleted.model_validate(
+        {
+            "cart_id": cart_id,
+            "idempotency_key": "k1",
+            "region_id": "eu",
+            "currency_code": "usd",
+            "amount": 5000,
+            "provider_id": "fake",
+        }
+    )
+
+
+def refund_of_50(payment_id: str) -> AdminRefund:
+    return AdminRefund.model_validate(
+        {"payment_id": payment_id, "requested_by": "ops", "amount": 50}
+    )

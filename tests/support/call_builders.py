@@ -28,3 +28,11 @@ def provider_call(
         amount=amount,
         **fields,
     )
+
+
+def stripe_call(
+    operation: CallOperation, key: str, amount: int = 5000, **values: Any
+) -> ProviderCall:
+    """A call to the Stripe adapter about payment `pay_1` unless `values` says otherwise."""
+    values.setdefault("payment_id", "pay_1")
+    return provider_call(operation, "stripe", key, amount, **values)

@@ -31,14 +31,14 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import event as observe_event
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import initialize, invariant, rule
 
 from schemas.inbound import ProviderWebhook
 from service.domain import derived_ids as ids
 from service.domain.authorization import authorization_call
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.handlers import HandleResult, PaymentService
-from tests.support.bounded import assert_bounded
+from tests.support.model_invariants import WireInvariants
 from tests.support.processor import Hold
 from tests.support.world import World, claim_of, handle
 
@@ -59,7 +59,7 @@ class Crash(BaseException):
     nothing in the service may catch it, as nothing catches a SIGKILL)."""
 
 
-class PaymentModel(RuleBasedStateMachine):
+class PaymentModel(WireInvariants):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
@@ -500,26 +500,6 @@ class PaymentModel(RuleBasedStateMachine):
             known = self.accounted_keys(collection)
             unknown = [h for h in self.holds(collection.cart_id) if h.key not in known]
             assert unknown == [], f"holds the books do not know: {unknown}"
-
-    @invariant()
-    def state_is_bounded(self) -> None:
-        for collection in self.collections():
-            assert_bounded(collection)
-
-    @invariant()
-    def event_ids_are_stable(self) -> None:
-        for event in self.world.publisher.published:
-            first = self.payloads.setdefault(event.id, event.payload)
-            assert first == event.payload, f"event {event.id} published with another payload"
-
-    @invariant()
-    def one_answer_per_cause(self) -> None:
-        seen: dict[tuple[str, str], set[str]] = defaultdict(set)
-        for event in self.world.publisher.published:
-            if event.type != "payment.failed":
-                seen[(event.causation_id, event.type)].add(event.id)
-        for (cause, kind), event_ids in seen.items():
-            assert len(event_ids) == 1, f"{cause} caused {len(event_ids)} {kind} events"
 
     # -- quiescence ----------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import event as observe_event
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import initialize, invariant, rule
 
 from schemas.inbound import (
     AdminCancel,
@@ -63,7 +63,7 @@ from service.auditor import Auditor
 from service.domain import derived_ids as ids
 from service.domain.model import OutboxEvent, PaymentCollection
 from service.handlers import HandleResult, PaymentService
-from tests.support.bounded import assert_bounded
+from tests.support.model_invariants import WireInvariants
 from tests.support.processor import Processor
 from tests.support.stripe_processor import (
     PM_3DS,
@@ -111,7 +111,7 @@ class Crash(BaseException):
     nothing in the service may catch it, as nothing catches a SIGKILL)."""
 
 
-class StripeModel(RuleBasedStateMachine):
+class StripeModel(WireInvariants):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
@@ -714,26 +714,6 @@ class StripeModel(RuleBasedStateMachine):
             assert payment.amount == intent.authorized, (where, payment.amount, intent)
             assert payment.currency_code == intent.currency, (where, payment.currency_code, intent)
             assert payment.captured_total <= intent.amount_received, (where, intent)
-
-    @invariant()
-    def state_is_bounded(self) -> None:
-        for collection in self.collections():
-            assert_bounded(collection)
-
-    @invariant()
-    def event_ids_are_stable(self) -> None:
-        for event in self.world.publisher.published:
-            first = self.payloads.setdefault(event.id, event.payload)
-            assert first == event.payload, f"event {event.id} published with another payload"
-
-    @invariant()
-    def one_answer_per_cause(self) -> None:
-        seen: dict[tuple[str, str], set[str]] = defaultdict(set)
-        for event in self.world.publisher.published:
-            if event.type != "payment.failed":
-                seen[(event.causation_id, event.type)].add(event.id)
-        for (cause, kind), event_ids in seen.items():
-            assert len(event_ids) == 1, f"{cause} caused {len(event_ids)} {kind} events"
 
     # -- quiescence ----------------------------------------------------------------------
 

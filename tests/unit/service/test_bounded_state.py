@@ -8,60 +8,36 @@ from typing import Any
 
 import orjson
 
-from schemas.inbound import AdminRefund, CheckoutCompleted
+from tests.support.bounded import paid, refund_of_50, resent_checkout
 from tests.support.world import World, handle
 
 CART = "cart_paid"
 
 
-def _document(world: World, cart_id: str = CART) -> dict[str, Any]:
-    documents: dict[str, Any] = world.store.documents
-    [document] = [d for d in documents.values() if d["cart_id"] == cart_id]
-    return document  # type: ignore[no-any-return]
-
-
-def _stored_bytes(world: World, cart_id: str = CART) -> int:
+def _stored_bytes(world: World) -> int:
     """The size of the cart's stored document, as the store keeps it."""
-    document = _document(world, cart_id)
+    documents: dict[str, Any] = world.store.documents
+    [document] = [d for d in documents.values() if d["cart_id"] == CART]
     # Everything was published: the document keeps no event (they left with mark-sent).
     assert document["outbox"] == {}, document["outbox"]
     return len(orjson.dumps(document, default=str))
 
 
-async def _paid(world: World) -> str:
-    await world.cart(CART, 5000)
-    await world.checkout(CART, 5000, "k1")
-    collection = await world.collection(CART)
-    assert collection.payment is not None
-    await world.command("capture", collection.payment.id)
-    return collection.payment.id
-
-
-async def _resend_checkout(world: World, n: int) -> None:
-    data = CheckoutCompleted.model_validate(
-        {
-            "cart_id": CART,
-            "idempotency_key": "k1",
-            "region_id": "eu",
-            "currency_code": "usd",
-            "amount": 5000,
-            "provider_id": "fake",
-        }
-    )
-    # A producer re-sending the same checkout, each time under a new envelope id.
-    await world.deliver(await handle(world.service, f"resent_{n}", data))
-
-
 async def test_ten_thousand_resent_events_for_a_paid_cart_leave_its_size_constant() -> None:
     world = World("fake")
-    await _paid(world)
-    for n in range(100):
-        await _resend_checkout(world, n)
+    await paid(world, CART)
+    checkout = resent_checkout(CART)
+
+    async def resend(n: int) -> None:
+        # A producer re-sending the same checkout and cart, each under a new envelope id.
+        await world.deliver(await handle(world.service, f"resent_{n}", checkout))
         await world.cart(CART, 5000, event_id=f"cart_again_{n}")
+
+    for n in range(100):
+        await resend(n)
     after_100 = _stored_bytes(world)
     for n in range(100, 10_000):
-        await _resend_checkout(world, n)
-        await world.cart(CART, 5000, event_id=f"cart_again_{n}")
+        await resend(n)
     after_10_000 = _stored_bytes(world)
     assert after_10_000 <= 1.2 * after_100, (after_100, after_10_000)
     # Every re-sent checkout was answered, with the one stored event id.
@@ -71,14 +47,11 @@ async def test_ten_thousand_resent_events_for_a_paid_cart_leave_its_size_constan
 
 async def test_a_thousand_admin_commands_for_one_payment_leave_its_size_constant() -> None:
     world = World("fake")
-    payment_id = await _paid(world)
+    payment_id = await paid(world, CART)
     sizes = []
     for n in range(1_000):
         # Refunds until nothing is refundable, then refusals; every one a new command.
-        data = AdminRefund.model_validate(
-            {"payment_id": payment_id, "requested_by": "ops", "amount": 50}
-        )
-        await world.deliver(await handle(world.service, f"refund_{n}", data))
+        await world.deliver(await handle(world.service, f"refund_{n}", refund_of_50(payment_id)))
         if n in (199, 999):
             sizes.append(_stored_bytes(world))
     collection = await world.collection(CART)

@@ -6,41 +6,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from service.adapters.providers.stripe import StripeProvider
 from service.adapters.providers.stripe_mapping import interpret_event
-from service.domain.calls import CallOperation, ProviderCall
 from service.domain.outcomes import OutcomeKind
 from service.ports.providers import ProviderUnavailable, WebhookAction
 from tests.fixtures.stripe.faithful import PM_VISA, FaithfulStripe, stripe_provider
 from tests.fixtures.stripe.kit import ScriptedStripe, load
-from tests.support.call_builders import provider_call
-
-
-def call(operation: CallOperation, key: str, amount: int = 5000, **values: Any) -> ProviderCall:
-    values.setdefault("payment_id", "pay_1")
-    return provider_call(operation, "stripe", key, amount, **values)
+from tests.support.call_builders import stripe_call as call
 
 
 @pytest.fixture
-def scripted() -> ScriptedStripe:
-    return ScriptedStripe()
-
-
-@pytest.fixture
-def stripe(scripted: ScriptedStripe) -> FaithfulStripe:
-    return FaithfulStripe.serve(scripted)
-
-
-@pytest.fixture
-async def provider(scripted: ScriptedStripe, stripe: FaithfulStripe) -> AsyncIterator[Any]:
-    built = stripe_provider(scripted, multicapture=True)
-    yield built
-    await built.close()
+async def provider(multicapture: Any) -> Any:
+    """These facts are read with multicapture on."""
+    return multicapture
 
 
 async def authorized(provider: StripeProvider, **values: Any) -> dict[str, Any]:

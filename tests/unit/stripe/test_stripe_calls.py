@@ -5,54 +5,20 @@ capture sends (and sends again), and what a key reused with other parameters mea
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
 from service.adapters.providers.stripe import StripeProvider
-from service.domain.calls import CallOperation, ProviderCall
 from service.domain.outcomes import OutcomeKind
 from service.provider_calls import ProviderCaller, RetryPolicy
 from tests.fixtures.stripe.faithful import (
     PM_DECLINED,
     PM_VISA,
     FaithfulStripe,
-    stripe_provider,
 )
 from tests.fixtures.stripe.kit import ScriptedStripe
-from tests.support.call_builders import provider_call
+from tests.support.call_builders import stripe_call as call
 
 CALLER = ProviderCaller(RetryPolicy(timeout_s=10, max_attempts=3, base_delay_s=0.0))
-
-
-def call(operation: CallOperation, key: str, amount: int = 5000, **values: Any) -> ProviderCall:
-    values.setdefault("payment_id", "pay_1")
-    return provider_call(operation, "stripe", key, amount, **values)
-
-
-@pytest.fixture
-def scripted() -> ScriptedStripe:
-    return ScriptedStripe()
-
-
-@pytest.fixture
-def stripe(scripted: ScriptedStripe) -> FaithfulStripe:
-    return FaithfulStripe.serve(scripted)
-
-
-@pytest.fixture
-async def provider(scripted: ScriptedStripe, stripe: FaithfulStripe) -> AsyncIterator[Any]:
-    built = stripe_provider(scripted)
-    yield built
-    await built.close()
-
-
-@pytest.fixture
-async def multicapture(scripted: ScriptedStripe, stripe: FaithfulStripe) -> AsyncIterator[Any]:
-    built = stripe_provider(scripted, multicapture=True)
-    yield built
-    await built.close()
 
 
 async def authorized(

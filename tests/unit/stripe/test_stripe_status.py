@@ -4,13 +4,12 @@ in process, with Stripe's own error bodies where the query itself fails."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from service.adapters.providers.stripe import StripeProvider
-from service.domain.calls import CallOperation, ProviderCall
+from service.domain.calls import CallOperation
 from service.domain.outcomes import OutcomeKind, ProviderOutcome
 from tests.fixtures.stripe.faithful import (
     PM_DECLINED,
@@ -19,29 +18,7 @@ from tests.fixtures.stripe.faithful import (
     stripe_provider,
 )
 from tests.fixtures.stripe.kit import Reply, ScriptedStripe, load
-from tests.support.call_builders import provider_call
-
-
-def call(operation: CallOperation, key: str, amount: int = 5000, **values: Any) -> ProviderCall:
-    values.setdefault("payment_id", "pay_1")
-    return provider_call(operation, "stripe", key, amount, **values)
-
-
-@pytest.fixture
-def scripted() -> ScriptedStripe:
-    return ScriptedStripe()
-
-
-@pytest.fixture
-def stripe(scripted: ScriptedStripe) -> FaithfulStripe:
-    return FaithfulStripe.serve(scripted)
-
-
-@pytest.fixture
-async def provider(scripted: ScriptedStripe, stripe: FaithfulStripe) -> AsyncIterator[Any]:
-    built = stripe_provider(scripted)
-    yield built
-    await built.close()
+from tests.support.call_builders import stripe_call as call
 
 
 async def session(provider: StripeProvider) -> dict[str, Any]:
