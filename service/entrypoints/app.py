@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -193,6 +194,8 @@ class PaymentsApp:
         self._http: EmbeddedServer | None = None
         self.started = False
         self.stopping = False
+        self._stop_deadline = float("inf")
+        """When a graceful stop gives up on the batch being delivered."""
 
     async def _on_batch(self, message: KafkaMessage) -> None:
         """One fetched batch, pipelined behind the one before it.
@@ -234,6 +237,10 @@ class PaymentsApp:
             failed=lambda error: self._refetch(message, records, error),
         )
         self._observe_lag(message, records)
+        if self.stopping:
+            # Stopping the subscriber waits for this handler, then closes the consumer:
+            # the delivery must have committed by then.
+            await self._drain()
 
     async def _refetch(
         self, message: KafkaMessage, records: list[Record], error: BaseException
@@ -253,10 +260,18 @@ class PaymentsApp:
         _rewind(message, records)
 
     async def _drain(self) -> None:
-        """Wait for the batch being delivered (graceful stop)."""
+        """Wait for the batch being delivered (graceful stop), until `shutdown_grace_s`
+        after the stop began at most: then it is abandoned uncommitted (its records are
+        fetched again by whoever takes the partition, and de-duplicate)."""
         delivery, self._delivery = self._delivery, None
-        if delivery is not None:
-            with contextlib.suppress(Exception):
+        if delivery is None:
+            return
+        remaining = max(0.0, self._stop_deadline - time.monotonic())
+        done, _ = await asyncio.wait({delivery.task}, timeout=remaining)
+        if not done:
+            log.warning("delivering the last batch took too long; left uncommitted")
+            delivery.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await delivery.task
 
     def _observe_lag(self, message: KafkaMessage, records: list[Record]) -> None:
@@ -426,10 +441,14 @@ class PaymentsApp:
         elsewhere, which de-duplicates), the outbox flush ten seconds.
         """
         self.stopping = True
+        self._stop_deadline = time.monotonic() + self.settings.shutdown_grace_s
         if self._http is not None:
             self._http.should_exit = True
-        # Stopping the subscriber waits for the handler in flight; then the batch it
-        # handed to delivery is published and committed.
+        # The batch being delivered commits while the consumer is still open; the
+        # handler in flight (which stopping the subscriber waits for) delivers its own
+        # batch before it returns, since `stopping` is set. Stopping the subscriber
+        # closes the consumer: a commit still in flight then would never complete.
+        await self._drain()
         with contextlib.suppress(Exception):
             await self.subscriber.stop()
         await self._drain()
