@@ -19,7 +19,7 @@ from pymongo import AsyncMongoClient
 
 from service.adapters.mongo_store import COLLECTIONS, MongoCollectionStore
 from service.testing.builders import new_id
-from tests.support.bounded import paid, refund_of_50, resent_checkout
+from tests.support.bounded import paid, refund_of_50, resend
 from tests.support.world import World, handle
 
 pytestmark = [pytest.mark.integration, pytest.mark.store]
@@ -51,17 +51,11 @@ async def _stored_bytes(world: World) -> int:
 
 async def test_re_sent_events_for_a_paid_cart_leave_its_size_constant(world: World) -> None:
     await paid(world, CART)
-    checkout = resent_checkout(CART)
-
-    async def resend(n: int) -> None:
-        await world.deliver(await handle(world.service, f"resent_{n}", checkout))
-        await world.cart(CART, 5000, event_id=f"cart_again_{n}")
-
     for n in range(100):
-        await resend(n)
+        await resend(world, CART, n)
     after_100 = await _stored_bytes(world)
     for n in range(100, 600):
-        await resend(n)
+        await resend(world, CART, n)
     after_600 = await _stored_bytes(world)
     assert after_600 <= 1.2 * after_100, (after_100, after_600)
     assert len({e.id for e in world.published("payment.authorized", CART)}) == 1

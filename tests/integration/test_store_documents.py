@@ -20,7 +20,6 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
-from schemas.outbound import PaymentFailed
 from service.adapters.mongo_store import ARCHIVE, COLLECTIONS, MongoCollectionStore
 from service.adapters.stored_document import event_key, log_entries, log_key
 from service.domain.capabilities import Capabilities
@@ -28,6 +27,7 @@ from service.domain.events import new_event
 from service.domain.model import INBOX_WINDOW, PaymentCollection
 from service.ports.store import Loaded
 from service.testing.builders import new_id
+from tests.support.call_builders import declined_authorization
 from tests.support.world import World
 
 pytestmark = [pytest.mark.integration, pytest.mark.store]
@@ -97,18 +97,7 @@ async def _paid(cart_id: str) -> PaymentCollection:
 
 
 def _failed(collection: PaymentCollection, cause: str, at: datetime) -> PaymentCollection:
-    data = PaymentFailed.model_validate(
-        {
-            "cart_id": collection.cart_id,
-            "collection_id": collection.id,
-            "provider_id": "sandbox",
-            "currency_code": "usd",
-            "operation": "authorize",
-            "reason": "declined",
-            "message": "declined",
-            "retryable": False,
-        }
-    )
+    data = declined_authorization(collection)
     new_event(collection, data, "payment.failed", cause, at)
     return collection
 

@@ -24,6 +24,8 @@ from service.ports.store import OrphanOutcome
 from service.testing.builders import new_id
 
 # `store`: also proven on FerretDB (`make test-store`): it exercises store semantics.
+from tests.support.call_builders import declined_authorization
+
 pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -43,24 +45,15 @@ async def store(mongodb_url: str) -> AsyncIterator[MongoCollectionStore]:
         await client.close()
 
 
-def _failed(collection: PaymentCollection) -> PaymentFailed:
-    return PaymentFailed.model_validate(
-        {
-            "cart_id": collection.cart_id,
-            "collection_id": collection.id,
-            "provider_id": "sandbox",
-            "currency_code": "usd",
-            "operation": "authorize",
-            "reason": "declined",
-            "message": "declined",
-            "retryable": False,
-        }
-    )
-
-
 def _with_event(cart_id: str, created: datetime, *, updated: datetime) -> PaymentCollection:
     collection = new_collection(cart_id, "eu", "usd", 5000, created)
-    new_event(collection, _failed(collection), "payment.failed", f"cause_{cart_id}", created)
+    new_event(
+        collection,
+        declined_authorization(collection),
+        "payment.failed",
+        f"cause_{cart_id}",
+        created,
+    )
     collection.updated_at = updated
     return collection
 

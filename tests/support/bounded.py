@@ -6,7 +6,7 @@ from __future__ import annotations
 from schemas.inbound import AdminRefund, CheckoutCompleted
 from service.domain.model import ATTEMPTS_KEPT, HISTORY_LIMIT, INBOX_WINDOW, PaymentCollection
 from service.domain.provider_facts import PROVIDER_EVENT_WINDOW
-from tests.support.world import World
+from tests.support.world import World, handle
 
 
 def assert_bounded(collection: PaymentCollection) -> None:
@@ -46,3 +46,11 @@ def refund_of_50(payment_id: str) -> AdminRefund:
     return AdminRefund.model_validate(
         {"payment_id": payment_id, "requested_by": "ops", "amount": 50}
     )
+
+
+async def resend(world: World, cart_id: str, n: int) -> None:
+    """The paid cart's checkout and cart update, sent again under new envelope ids (the
+    `n`-th time), as a retrying producer does; published and marked sent."""
+    checkout = resent_checkout(cart_id)
+    await world.deliver(await handle(world.service, f"resent_{n}", checkout))
+    await world.cart(cart_id, 5000, event_id=f"cart_again_{n}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.outbound import PaymentFailed
 from service.domain.calls import CallOperation, ProviderCall
+from service.domain.model import PaymentCollection
 
 
 def provider_call(
@@ -36,3 +38,19 @@ def stripe_call(
     """A call to the Stripe adapter about payment `pay_1` unless `values` says otherwise."""
     values.setdefault("payment_id", "pay_1")
     return provider_call(operation, "stripe", key, amount, **values)
+
+
+def declined_authorization(collection: PaymentCollection) -> PaymentFailed:
+    """A `payment.failed` for a declined sandbox authorization of `collection`."""
+    return PaymentFailed.model_validate(
+        {
+            "cart_id": collection.cart_id,
+            "collection_id": collection.id,
+            "provider_id": "sandbox",
+            "currency_code": "usd",
+            "operation": "authorize",
+            "reason": "declined",
+            "message": "declined",
+            "retryable": False,
+        }
+    )
